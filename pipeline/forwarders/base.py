@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import Any
+
+import orjson
+
+from pipeline import metrics
+from pipeline.rows import COLUMNS, Row
+
+log = logging.getLogger("telemetry_bench.forwarder")
+
+RETRY_ATTEMPTS = 5
+
+
+class Forwarder(ABC):
+    """Sends rows to the backend: ``POST /telem_data`` (one seed reading) or ``POST /telem_data/batch``.
+
+    ``send`` returns once the rows are handed over (sync: delivered; async: admitted under the in-flight bound);
+    ``close`` waits for everything in flight. ``forwarded`` counts readings the backend accepted (2xx).
+    """
+
+    name: str
+
+    def __init__(self, backend_url: str, *, batch: int = 1, concurrency: int = 8, token: str | None = None) -> None:
+        self.base = backend_url.rstrip("/")
+        self.batch, self.concurrency = batch, concurrency
+        self.headers = {"content-type": "application/json"}
+        if token:
+            self.headers["authorization"] = f"Bearer {token}"
+        self.forwarded = metrics.readings().labels("forwarded")
+        self.failed = metrics.errors().labels("forwarder", "post_failed")
+
+    async def start(self) -> None:  # noqa: B027
+        pass
+
+    @abstractmethod
+    async def send(self, rows: list[Row]) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027
+        pass
+
+    def requests_for(self, rows: list[Row]) -> list[tuple[str, bytes, int]]:
+        """(url, body, readings) per POST: the seed's single-reading body, or arrays of ``batch`` readings."""
+        if self.batch == 1:
+            url = f"{self.base}/telem_data"
+            return [(url, orjson.dumps(dict(zip(COLUMNS, r, strict=True))), 1) for r in rows]
+        url = f"{self.base}/telem_data/batch"
+        out = []
+        for i in range(0, len(rows), self.batch):
+            chunk = rows[i : i + self.batch]
+            out.append((url, orjson.dumps([dict(zip(COLUMNS, r, strict=True)) for r in chunk]), len(chunk)))
+        return out
+
+    def give_up(self, url: str, n: int, exc: BaseException | Any) -> None:
+        self.failed.inc(n)
+        log.error("POST %s failed after %d attempts, %d readings not forwarded: %s", url, RETRY_ATTEMPTS, n, exc)

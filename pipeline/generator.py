@@ -1,0 +1,241 @@
+"""Generator stage: a gRPC server (grpc.aio) streaming simulated sensor readings.
+
+Each subscriber gets its own stream: a producer task fills a bounded per-subscriber buffer on an open-loop
+schedule and the RPC handler sends from it. When the subscriber is slow the buffer fills, the producer waits, and
+readings leave late: their ``intended_ns`` stays on the schedule, so that lateness is measured (publish delay =
+sent − intended), never hidden (no coordinated omission). Time spent in the buffer is measured too.
+
+    python -m pipeline.generator --port 50051 --metrics-port 8004
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from pipeline import metrics
+from pipeline.config import GeneratorSettings
+from pipeline.proto import pb2, pb2_grpc
+from pipeline.runtime import stage_main, stop_event
+from pipeline.sensors import make_sensors
+
+log = logging.getLogger("telemetry_bench.generator")
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+MAX_SENSORS = 100_000
+MAX_READINGS_PER_MESSAGE = 100_000
+MAX_CATCH_UP = 20_000  # readings built per producer step before yielding to the event loop
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    rate: float = 0.0  # readings/s; 0 with max_rate False: the seed's per-sensor periods
+    max_rate: bool = False
+    sensors: int = 5
+    count: int = 0
+    duration_s: float = 0.0
+    seed: int = 1
+    readings_per_message: int = 1
+
+    def validate(self) -> None:
+        problems = []
+        if not math.isfinite(self.rate) or self.rate < 0:
+            problems.append(f"rate {self.rate!r} must be a finite number ≥ 0 (0: the seed's sensor periods)")
+        if not 1 <= self.sensors <= MAX_SENSORS:
+            problems.append(f"sensors {self.sensors} must be in 1..{MAX_SENSORS}")
+        if not 1 <= self.readings_per_message <= MAX_READINGS_PER_MESSAGE:
+            problems.append(f"readings_per_message {self.readings_per_message} must be in 1..{MAX_READINGS_PER_MESSAGE}")
+        if not math.isfinite(self.duration_s) or self.duration_s < 0:
+            problems.append(f"duration_s {self.duration_s!r} must be a finite number ≥ 0")
+        if self.count < 0:
+            problems.append(f"count {self.count} must be ≥ 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_request(cls, req: Any, defaults: GeneratorSettings) -> StreamParams:
+        return cls(
+            rate=req.rate,
+            max_rate=req.max_rate,
+            sensors=req.sensors or defaults.sensors,
+            count=req.count,
+            duration_s=req.duration_s,
+            seed=req.seed or defaults.seed,
+            readings_per_message=req.readings_per_message or 1,
+        )
+
+
+def schedule(params: StreamParams, t0: int) -> Iterator[tuple[int, int]]:
+    """(sensor index, intended ns) in time order. Max rate yields intended 0: stamped when built."""
+    n = params.sensors
+    if params.max_rate:
+        k = 0
+        while True:
+            yield k % n, 0
+            k += 1
+    elif params.rate > 0:
+        step = 1e9 / params.rate
+        k = 0
+        while True:
+            yield k % n, t0 + round(k * step)
+            k += 1
+    else:  # the seed: every sensor on its own period (a thread each in the original)
+        sensors = make_sensors(n, 0)
+        heap = [(t0 + round(s.spec.period_s * 1e9), i) for i, s in enumerate(sensors)]
+        heapq.heapify(heap)
+        periods = [round(s.spec.period_s * 1e9) for s in sensors]
+        while True:
+            at, i = heap[0]
+            yield i, at
+            heapq.heapreplace(heap, (at + periods[i], i))
+
+
+class _IsoClock:
+    """ISO-8601 UTC with microseconds and a trailing Z (the seed's timestamp), caching the seconds part."""
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._prefix = ""
+
+    def __call__(self, ns: int) -> str:
+        sec, rem = divmod(ns, 1_000_000_000)
+        if sec != self._sec:
+            self._sec, self._prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{rem // 1000:06d}Z"
+
+
+async def produce(params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | None]) -> None:
+    """Fill ``buf`` with TelemetryBatch messages on the schedule; None at the end."""
+    sensors = make_sensors(params.sensors, params.seed)
+    iso = _IsoClock()
+    t0 = time.time_ns()
+    end_ns = t0 + round(params.duration_s * 1e9) if params.duration_s else None
+    remaining = params.count or None
+    rpm = params.readings_per_message
+    sched = schedule(params, t0)
+    nxt: tuple[int, int] | None = next(sched)
+    batch = pb2.TelemetryBatch()
+    while nxt is not None:
+        now = time.time_ns()
+        built = 0
+        # build every reading that is due (catching up if we fell behind), message by message
+        while nxt is not None and nxt[1] <= now and built < MAX_CATCH_UP:
+            i, intended = nxt
+            if params.max_rate:
+                intended = now
+            if end_ns is not None and intended >= end_ns:
+                nxt = None
+                break
+            msg = batch.readings.add()
+            sensors[i].fill(msg)
+            msg.timestamp = iso(intended)
+            msg.intended_ns = intended
+            built += 1
+            if remaining is not None:
+                remaining -= 1
+                if remaining == 0:
+                    nxt = None
+                    break
+            nxt = next(sched)
+            if len(batch.readings) >= rpm:
+                await buf.put((batch, time.time_ns()))  # waits when the subscriber is slow: backpressure
+                batch = pb2.TelemetryBatch()
+                now = time.time_ns()
+        if nxt is None:
+            break
+        if nxt[1] > now:
+            # sleep until the reading that completes the current message is due
+            due = nxt[1] if params.rate <= 0 else nxt[1] + round((rpm - 1 - len(batch.readings)) * 1e9 / params.rate)
+            if end_ns is not None:
+                due = min(due, end_ns)
+            await asyncio.sleep(max(0.0, (due - time.time_ns()) / 1e9))
+        elif built >= MAX_CATCH_UP:
+            await asyncio.sleep(0)
+    if len(batch.readings):
+        await buf.put((batch, time.time_ns()))
+    await buf.put(None)
+
+
+class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[misc,name-defined]
+    def __init__(self, settings: GeneratorSettings) -> None:
+        self.settings = settings
+
+    async def _stream(self, params: StreamParams) -> AsyncIterator[Any]:
+        buf: asyncio.Queue[tuple[Any, int] | None] = asyncio.Queue(maxsize=self.settings.buffer_messages)
+        producer = asyncio.create_task(produce(params, buf))
+        wait_hist = metrics.generator_buffer_wait_seconds()
+        delay_hist = metrics.generator_publish_delay_seconds()
+        generated = metrics.readings().labels("generated")
+        try:
+            while True:
+                item = await buf.get()
+                if item is None:
+                    break
+                batch, enqueued = item
+                now = time.time_ns()
+                wait_hist.observe((now - enqueued) / 1e9)
+                readings = batch.readings
+                for r in readings:
+                    r.sent_ns = now
+                delay_hist.observe((now - readings[0].intended_ns) / 1e9)
+                yield batch
+                generated.inc(len(readings))
+            await producer
+        finally:
+            producer.cancel()
+
+    async def StreamBatches(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        params = StreamParams.from_request(request, self.settings)
+        try:
+            params.validate()
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid StreamRequest: {exc}")
+        log.info("subscriber %s: %s", context.peer(), params)
+        async for batch in self._stream(params):
+            yield batch
+
+    async def GetTelemetryStream(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        s = self.settings
+        params = StreamParams(rate=s.rate, sensors=s.sensors, count=s.count, duration_s=s.duration, seed=s.seed)
+        log.info("seed subscriber %s: %s", context.peer(), params)
+        async for batch in self._stream(params):
+            for reading in batch.readings:
+                yield reading
+
+
+async def serve(settings: GeneratorSettings) -> None:
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    pb2_grpc.add_TelemetryServiceServicer_to_server(TelemetryService(settings), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await server.start()
+    metrics_port = metrics.serve(settings.metrics_port, settings.host)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("telemetry.TelemetryService", health_pb2.HealthCheckResponse.SERVING)
+    log.info("generator listening on %s:%d, metrics on :%d", settings.host, port, metrics_port)
+    stop = stop_event()
+    await stop.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=2.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("generator", GeneratorSettings, serve, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

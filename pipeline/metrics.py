@@ -1,0 +1,133 @@
+"""Every Prometheus metric of the pipeline, defined in one place.
+
+The seed's five metric names keep the seed's meaning (with its insert-timer bug fixed: ``db_insertion_seconds``
+times the awaited write and commit, not coroutine creation). Metrics are created on first use, so each process
+exposes only the ones its stage records. ``telemetry_readings_total{stage=...}`` counts readings at each hop and is
+what the orchestrator's accounting reads.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# --- the seed's buckets -----------------------------------------------------------------------------------------
+DB_BUCKETS = (0.007, 0.008, 0.0085, 0.009, 0.0092, 0.0094, 0.0096, 0.0098, 0.01, 0.011, 0.012, 0.015, 0.02,
+              0.08, 0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 1, 2, 4, 10)  # fmt: skip
+LATENCY_TO_DB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200)
+DICTIONARIZE_BUCKETS = tuple(b for b in DB_BUCKETS if b <= 0.2)
+END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 5,
+                      7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200)  # fmt: skip
+# --- ours: wide, log-spaced (100 µs … 100 s) ----------------------------------------------------------------------
+WIDE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                10, 25, 50, 100)  # fmt: skip
+
+STAGES = ("generated", "ingested", "queued", "dequeued", "committed", "forwarded", "received", "broadcast")
+
+
+@cache
+def readings() -> Counter:
+    return Counter("telemetry_readings", "Readings that passed each hop of the pipeline", ["stage"])
+
+
+def count(stage: str, n: int = 1) -> None:
+    readings().labels(stage).inc(n)
+
+
+# seed: processing node
+@cache
+def db_insertion_seconds() -> Histogram:
+    return Histogram("db_insertion_seconds", "Time to write one batch and commit it", buckets=DB_BUCKETS)
+
+
+@cache
+def latency_to_db_insert() -> Histogram:
+    return Histogram(
+        "latency_to_db_insert",
+        "Reading timestamp to just before its batch is written, per reading (seconds)",
+        buckets=LATENCY_TO_DB_BUCKETS,
+    )
+
+
+@cache
+def data_dictionarize_seconds() -> Histogram:
+    return Histogram(
+        "data_dictionarize_seconds", "Time to decode one stream message into rows", buckets=DICTIONARIZE_BUCKETS
+    )
+
+
+@cache
+def redis_queue_len() -> Gauge:
+    return Gauge("redis_queue_len", "Length of the Redis queue, from the reply to the last push")
+
+
+# seed: backend
+@cache
+def latency_end_to_end() -> Histogram:
+    return Histogram(
+        "latency_end_to_end", "Reading timestamp to shown in a page, as reported by the page (seconds)",
+        buckets=END_TO_END_BUCKETS,
+    )  # fmt: skip
+
+
+# ours
+@cache
+def generator_buffer_wait_seconds() -> Histogram:
+    return Histogram(
+        "generator_buffer_wait_seconds",
+        "Time a stream message waits in its subscriber's bounded buffer before it is sent",
+        buckets=WIDE_BUCKETS,
+    )
+
+
+@cache
+def generator_publish_delay_seconds() -> Histogram:
+    return Histogram(
+        "generator_publish_delay_seconds", "Sent minus intended send time, per stream message (open loop lag)",
+        buckets=WIDE_BUCKETS,
+    )  # fmt: skip
+
+
+@cache
+def ingest_transport_seconds() -> Histogram:
+    return Histogram(
+        "ingest_transport_seconds", "Sent (generator) to received and decoded (ingest), per stream message",
+        buckets=WIDE_BUCKETS,
+    )  # fmt: skip
+
+
+@cache
+def writer_batch_rows() -> Histogram:
+    return Histogram(
+        "writer_batch_rows", "Rows per committed batch",
+        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000),
+    )  # fmt: skip
+
+
+@cache
+def forward_request_seconds() -> Histogram:
+    return Histogram("forward_request_seconds", "Duration of one POST to the backend", buckets=WIDE_BUCKETS)
+
+
+@cache
+def errors() -> Counter:
+    return Counter("telemetry_errors", "Errors counted and survived, by stage and kind", ["stage", "kind"])
+
+
+@cache
+def ws_clients() -> Gauge:
+    return Gauge("backend_ws_clients", "Connected websocket clients")
+
+
+@cache
+def broadcast_dropped() -> Counter:
+    return Counter(
+        "backend_broadcast_dropped_readings", "Readings not delivered to a websocket client because it was too slow"
+    )
+
+
+def serve(port: int, host: str = "127.0.0.1") -> int:
+    """Serve /metrics on host:port in a daemon thread; port 0 picks a free one. Returns the bound port."""
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_port)

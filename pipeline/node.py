@@ -1,0 +1,69 @@
+"""The ``node`` topology: the seed's processing node, one process and one event loop.
+
+    python -m pipeline.node --decoder dict --queue list --sink copy --batch-size 20 --flush-interval 10 \
+        --forwarder sync --rpc seed
+
+Coroutines, as in the seed: the stream reader (ingest) pushes to the queue; ``--workers`` queue readers pop,
+batch and write (the same ``Writer`` as the writer stage), and each popped reading is handed straight to the
+forwarder — with the ``sync`` forwarder that is a blocking POST which stalls every coroutine, the seed's open bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pipeline import metrics
+from pipeline.config import NodeSettings
+from pipeline.decoders import DECODERS
+from pipeline.ingest import ingest_loop
+from pipeline.rows import Row
+from pipeline.runtime import stage_main, stop_event
+from pipeline.sinks import SINKS
+from pipeline.wiring import make_forwarder, make_queue, open_pg, open_redis
+from pipeline.writer import Writer
+
+log = logging.getLogger("telemetry_bench.node")
+
+
+async def run(settings: NodeSettings) -> None:
+    stop = stop_event()
+    client = await open_redis(settings)
+    queue = await make_queue(settings, client)
+    await open_pg(settings)
+    forwarder = await make_forwarder(settings)
+    queued = metrics.readings().labels("queued")
+    qlen = metrics.redis_queue_len()
+
+    async def put(rows: list[Row]) -> None:
+        qlen.set(await queue.put(rows))
+        queued.inc(len(rows))
+
+    writers = []
+    for i in range(settings.workers):
+        q = queue if i == 0 else await make_queue(settings, client, consumer=f"writer-{i + 1}")
+        writers.append(
+            Writer(
+                q, SINKS[settings.sink](), lambda: open_pg(settings),
+                batch_size=settings.batch_size, flush_interval=settings.flush_interval,
+                on_dequeued=None if settings.forwarder == "none" else forwarder.send,
+            )  # fmt: skip
+        )
+    port = metrics.serve(settings.metrics_port, settings.host)
+    log.info("node: metrics on :%d", port)
+    try:
+        # the stream ending does not stop the queue readers: they drain until SIGTERM
+        await asyncio.gather(
+            ingest_loop(settings, DECODERS[settings.decoder](), put, stop), *(w.run(stop) for w in writers)
+        )
+    finally:
+        await forwarder.close()
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("node", NodeSettings, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""Queue variants between ingest and the writer (and ingest/writer and the forwarder in ``split``).
+
+Every variant has the same shape (``pipeline.queues.base.Queue``): ``put(rows)``, ``get(max, timeout) ->
+(rows, ack)``, ``ack(token)``, and owns its payload encoding. One file per variant, one line each here.
+"""
+
+from pipeline.queues.base import Ack, Queue
+from pipeline.queues.list import ListQueue
+from pipeline.queues.stream import StreamQueue
+from pipeline.registry import Registry
+
+QUEUES: Registry[type[Queue]] = Registry(
+    "queue",
+    {
+        "list": ListQueue,  # seed: LPUSH / BRPOP, one JSON entry at a time; popped = gone (lossy on a crash)
+        "stream": StreamQueue,  # Redis Streams + consumer group, XACK (and XDEL) after the commit
+    },
+)
+
+__all__ = ["QUEUES", "Ack", "Queue"]

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import orjson
+import redis.asyncio as aioredis
+
+from pipeline.rows import COLUMNS, Row, dict_to_row
+
+Ack = Any  # a variant's acknowledgement token, opaque to callers
+Entry = Literal["reading", "batch"]
+
+
+def encode(rows: list[Row], entry: Entry) -> list[bytes]:
+    """JSON payloads: per reading, the seed's flat object (plus timing keys); per batch, an array of arrays."""
+    if entry == "reading":
+        return [orjson.dumps(dict(zip(COLUMNS, row, strict=True))) for row in rows]
+    return [orjson.dumps(rows)]
+
+
+def decode(payload: bytes) -> list[Row]:
+    obj = orjson.loads(payload)
+    if isinstance(obj, dict):
+        return [dict_to_row(obj)]
+    return [tuple(r) for r in obj]
+
+
+class Queue(ABC):
+    """A Redis-backed queue of rows. ``cap`` bounds the readings it holds: ``put`` waits while it is full."""
+
+    name: str
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key: str,
+        *,
+        entry: Entry = "reading",
+        cap: int = 1_000_000,
+        group: str = "writers",
+        consumer: str = "writer-1",
+    ) -> None:
+        self.r, self.key, self.entry, self.cap = client, key, entry, cap
+        self.group, self.consumer = group, consumer
+        self._rows_per_entry = 1.0  # running estimate, for cap and read counts with batch entries
+
+    async def setup(self) -> None:
+        """Create what the variant needs (consumer group, ...). Idempotent."""
+
+    @abstractmethod
+    async def put(self, rows: list[Row]) -> int:
+        """Append rows; returns the queue's length in entries (the seed's redis_queue_len)."""
+
+    @abstractmethod
+    async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:
+        """Up to about ``max_rows`` rows (whole entries), waiting up to ``timeout`` s; ([], None) if none came."""
+
+    async def ack(self, token: Ack) -> None:  # noqa: B027 - a no-op is a valid default (lossy list)
+        """The rows of ``token`` are committed: the queue may forget them."""
+
+    @abstractmethod
+    async def length(self) -> int:
+        """Entries not yet acknowledged (list: not yet popped)."""
+
+    async def delete(self) -> None:
+        await self.r.delete(self.key)
+
+    def _note_entry_size(self, n_rows: int, n_entries: int) -> None:
+        if n_entries:
+            self._rows_per_entry = 0.9 * self._rows_per_entry + 0.1 * (n_rows / n_entries)
+
+    def cap_entries(self) -> int:
+        return max(1, int(self.cap / max(1.0, self._rows_per_entry)))
+
+    async def wait_below_cap(self, length: int) -> None:
+        """Backpressure: while the queue holds more than ``cap`` readings, the producer waits."""
+        limit = self.cap_entries()
+        delay = 0.001
+        while length > limit:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            length = await self.length()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pipeline.queues.base import Ack, Queue, decode, encode
+from pipeline.rows import Row
+
+
+class ListQueue(Queue):
+    """The seed's queue: ``LPUSH`` at ingest, ``BRPOP`` one entry at a time at the writer.
+
+    A popped entry is gone: if the writer dies before its batch commits, those readings are lost (the seed's
+    behaviour, kept on purpose so the harness can show it).
+    """
+
+    name = "list"
+
+    async def put(self, rows: list[Row]) -> int:
+        payloads = encode(rows, self.entry)
+        self._note_entry_size(len(rows), len(payloads))
+        length = int(await self.r.lpush(self.key, *payloads))
+        await self.wait_below_cap(length)
+        return length
+
+    async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:
+        item = await self.r.brpop([self.key], timeout=max(timeout, 0.001))
+        if item is None:
+            return [], None
+        return decode(item[1]), None
+
+    async def length(self) -> int:
+        return int(await self.r.llen(self.key))

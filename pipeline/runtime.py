@@ -1,0 +1,56 @@
+"""What every stage process shares: settings parsing, logging, signals, a clean one-line exit on bad config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from pipeline.config import ConfigError, StageSettings
+
+S = TypeVar("S", bound=StageSettings)
+
+log = logging.getLogger("telemetry_bench")
+
+
+class StageError(RuntimeError):
+    """An expected failure (a service unreachable, ...): printed as one line, exit status 1."""
+
+
+def setup_logging(level: str, stage: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s {stage} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def stop_event() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT: the stage stops taking input, drains, and exits 0."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+def stage_main(
+    stage: str, settings_cls: type[S], amain: Callable[[S], Awaitable[None]], argv: Sequence[str] | None = None
+) -> int:
+    try:
+        settings = settings_cls.from_cli(argv)
+    except ConfigError as exc:
+        print(f"{stage}: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, stage)
+    try:
+        asyncio.run(amain(settings))
+    except StageError as exc:
+        print(f"{stage}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,70 @@
+"""Builds a stage's parts from its settings: connections (with one-line errors) and variants by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from pipeline import db
+from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin
+from pipeline.forwarders import FORWARDERS, Forwarder
+from pipeline.queues import QUEUES, Queue
+from pipeline.runtime import StageError
+
+LOCAL_PG_DSN = "postgresql://postgres@127.0.0.1:5432/telemetry_bench"
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+FORWARD_SUFFIX = ":forward"
+
+
+def _redact(dsn: str) -> str:
+    from pipeline.services import redact_dsn
+
+    return redact_dsn(dsn)
+
+
+async def open_pg(settings: ServicesMixin) -> psycopg.AsyncConnection[Any]:
+    dsn = settings.pg_dsn or LOCAL_PG_DSN
+    try:
+        return await db.connect(dsn, settings.db_schema)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StageError(f"PostgreSQL unreachable at {_redact(dsn)}: {reason}") from None
+
+
+async def open_redis(settings: ServicesMixin) -> aioredis.Redis:
+    url = settings.redis_url or LOCAL_REDIS_URL
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        await client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        await client.aclose()
+        raise StageError(f"Redis unreachable at {_redact(url)}: {exc}") from None
+    return client
+
+
+async def make_queue(
+    settings: QueueMixin, client: aioredis.Redis, *, forward: bool = False, consumer: str = "writer-1"
+) -> Queue:
+    """The writer queue, or (``forward``) the forwarder's queue beside it, of the configured variant."""
+    key = settings.queue_key + (FORWARD_SUFFIX if forward else "")
+    queue = QUEUES[settings.queue](
+        client,
+        key,
+        entry=settings.queue_entry,
+        cap=settings.queue_cap,
+        group="forwarders" if forward else "writers",
+        consumer=consumer,
+    )
+    await queue.setup()
+    return queue
+
+
+async def make_forwarder(settings: ForwarderMixin) -> Forwarder:
+    fwd = FORWARDERS[settings.forwarder](
+        settings.backend_url, batch=settings.forward_batch, concurrency=settings.concurrency, token=settings.api_token
+    )
+    await fwd.start()
+    return fwd

@@ -1,0 +1,146 @@
+"""Writer stage: queue → batches → sink → PostgreSQL, one transaction per batch.
+
+    python -m pipeline.writer --queue stream --sink copy_binary --batch-size 10000 --flush-interval 0.5
+
+A batch is written when it reaches ``--batch-size`` rows or its first row has waited ``--flush-interval`` seconds,
+whichever comes first (an entry holding a whole batch of readings is never split, so a batch may overshoot).
+Queue entries are acknowledged only after their batch commits. On SIGTERM the writer stops reading, writes and
+commits what it holds, acknowledges it, and exits 0. Run several with distinct ``--consumer`` names for N workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from pipeline import metrics
+from pipeline.config import WriterSettings
+from pipeline.queues import Ack, Queue
+from pipeline.rows import INTENDED, Row
+from pipeline.runtime import stage_main, stop_event
+from pipeline.sinks import SINKS, Sink
+from pipeline.wiring import make_queue, open_pg, open_redis
+
+log = logging.getLogger("telemetry_bench.writer")
+
+RowsHook = Callable[[list[Row]], Awaitable[None]]
+STOP_CHECK_S = 0.2  # longest a blocking queue read may hold off a stop request
+DB_RETRY_S = 120.0  # how long a batch is retried while PostgreSQL is unreachable
+
+
+class Writer:
+    def __init__(
+        self,
+        queue: Queue,
+        sink: Sink,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
+        *,
+        batch_size: int,
+        flush_interval: float,
+        on_dequeued: RowsHook | None = None,
+        on_committed: RowsHook | None = None,
+    ) -> None:
+        self.queue, self.sink, self.connect = queue, sink, connect
+        self.batch_size, self.flush_interval = batch_size, flush_interval
+        self.on_dequeued, self.on_committed = on_dequeued, on_committed
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.buf: list[Row] = []
+        self.tokens: list[Ack] = []
+        self.first_at = 0.0
+        self.dequeued = metrics.readings().labels("dequeued")
+        self.committed = metrics.readings().labels("committed")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.conn = await self.connect()
+        try:
+            while not stop.is_set():
+                wait = self.flush_interval
+                if self.buf:
+                    wait = max(0.0, self.first_at + self.flush_interval - time.monotonic())
+                rows, token = await self.queue.get(self.batch_size - len(self.buf), min(wait, STOP_CHECK_S))
+                if rows:
+                    self.dequeued.inc(len(rows))
+                    if not self.buf:
+                        self.first_at = time.monotonic()
+                    self.buf.extend(rows)
+                    self.tokens.append(token)
+                    if self.on_dequeued is not None:
+                        await self.on_dequeued(rows)
+                if self.buf and (
+                    len(self.buf) >= self.batch_size or time.monotonic() - self.first_at >= self.flush_interval
+                ):
+                    await self.flush()
+            await self.flush()
+        finally:
+            if self.conn is not None:
+                await self.conn.close()
+
+    async def flush(self) -> None:
+        if not self.buf:
+            return
+        rows, tokens = self.buf, self.tokens
+        self.buf, self.tokens = [], []
+        now = time.time_ns()
+        lat = metrics.latency_to_db_insert()
+        for row in rows:  # the seed's meaning: reading timestamp → just before the write
+            if row[INTENDED]:
+                lat.observe((now - row[INTENDED]) / 1e9)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(psycopg.OperationalError),
+            wait=wait_random_exponential(multiplier=0.1, max=5.0),
+            stop=stop_after_delay(DB_RETRY_S),
+            reraise=True,
+        ):
+            with attempt:
+                if self.conn is None or self.conn.closed or self.conn.broken:
+                    log.warning("reconnecting to PostgreSQL")
+                    self.conn = await self.connect()
+                t = time.perf_counter()
+                async with self.conn.transaction():
+                    await self.sink.write(self.conn, rows)
+                metrics.db_insertion_seconds().observe(time.perf_counter() - t)
+        for token in tokens:
+            await self.queue.ack(token)
+        self.committed.inc(len(rows))
+        metrics.writer_batch_rows().observe(len(rows))
+        if self.on_committed is not None:
+            await self.on_committed(rows)
+
+
+async def run(settings: WriterSettings) -> None:
+    stop = stop_event()
+    client = await open_redis(settings)
+    queue = await make_queue(settings, client, consumer=settings.consumer)
+    on_committed: RowsHook | None = None
+    if settings.forward_from == "writer":
+        fwd_queue = await make_queue(settings, client, forward=True)
+
+        async def push(rows: list[Row]) -> None:
+            await fwd_queue.put(rows)
+
+        on_committed = push
+    await open_pg(settings)  # fail fast, with one line, if PostgreSQL is unreachable
+    writer = Writer(
+        queue, SINKS[settings.sink](), lambda: open_pg(settings),
+        batch_size=settings.batch_size, flush_interval=settings.flush_interval, on_committed=on_committed,
+    )  # fmt: skip
+    port = metrics.serve(settings.metrics_port, settings.host)
+    log.info("writer %s: metrics on :%d, %s → %s", settings.consumer, port, settings.queue, settings.sink)
+    try:
+        await writer.run(stop)
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("writer", WriterSettings, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
