@@ -55,13 +55,14 @@ class StageSettings(_Settings):
     host: str = Field("127.0.0.1", description="address every server of this stage binds")
     metrics_port: int = Field(0, ge=0, le=65535, description="port of /metrics (0: any free port)")
     log_level: str = "INFO"
+    stats_file: str | None = Field(None, description="on exit, write the final /metrics text here")
 
     @classmethod
     def from_cli(cls: type[T], argv: Sequence[str] | None = None) -> T:
         """Parse flags (and env/.env); on bad input raise ConfigError with one line per problem."""
         args = list(sys.argv[1:] if argv is None else argv)
         try:
-            return cls(_cli_parse_args=args)  # type: ignore[call-arg]
+            return cls(_cli_parse_args=args)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, cls.__name__)) from None
 

@@ -37,7 +37,7 @@ def apply_schema(dsn: str, schema: str = "public", *, fresh: bool = False) -> No
         conn.execute(_search_path(schema))
         if fresh:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, TABLE)))
-        conn.execute(SCHEMA_SQL.read_text())  # type: ignore[arg-type]  # our own file: a literal script
+        conn.execute(SCHEMA_SQL.read_text())  # our own file: a literal script
 
 
 def drop_schema(dsn: str, schema: str) -> None:

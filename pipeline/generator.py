@@ -11,6 +11,7 @@ sent − intended), never hidden (no coordinated omission). Time spent in the bu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import math
@@ -57,7 +58,9 @@ class StreamParams:
         if not 1 <= self.sensors <= MAX_SENSORS:
             problems.append(f"sensors {self.sensors} must be in 1..{MAX_SENSORS}")
         if not 1 <= self.readings_per_message <= MAX_READINGS_PER_MESSAGE:
-            problems.append(f"readings_per_message {self.readings_per_message} must be in 1..{MAX_READINGS_PER_MESSAGE}")
+            problems.append(
+                f"readings_per_message {self.readings_per_message} must be in 1..{MAX_READINGS_PER_MESSAGE}"
+            )
         if not math.isfinite(self.duration_s) or self.duration_s < 0:
             problems.append(f"duration_s {self.duration_s!r} must be a finite number ≥ 0")
         if self.count < 0:
@@ -117,8 +120,12 @@ class _IsoClock:
         return f"{self._prefix}.{rem // 1000:06d}Z"
 
 
-async def produce(params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | None]) -> None:
-    """Fill ``buf`` with TelemetryBatch messages on the schedule; None at the end."""
+async def produce(
+    params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | None], stopping: asyncio.Event | None = None
+) -> None:
+    """Fill ``buf`` with TelemetryBatch messages on the schedule; None at the end (count, duration or
+    ``stopping``: the stream then ends cleanly, so the subscriber sees a normal end of stream)."""
+    stopping = stopping or asyncio.Event()
     sensors = make_sensors(params.sensors, params.seed)
     iso = _IsoClock()
     t0 = time.time_ns()
@@ -128,7 +135,7 @@ async def produce(params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | Non
     sched = schedule(params, t0)
     nxt: tuple[int, int] | None = next(sched)
     batch = pb2.TelemetryBatch()
-    while nxt is not None:
+    while nxt is not None and not stopping.is_set():
         now = time.time_ns()
         built = 0
         # build every reading that is due (catching up if we fell behind), message by message
@@ -161,7 +168,8 @@ async def produce(params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | Non
             due = nxt[1] if params.rate <= 0 else nxt[1] + round((rpm - 1 - len(batch.readings)) * 1e9 / params.rate)
             if end_ns is not None:
                 due = min(due, end_ns)
-            await asyncio.sleep(max(0.0, (due - time.time_ns()) / 1e9))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), max(0.0, (due - time.time_ns()) / 1e9))
         elif built >= MAX_CATCH_UP:
             await asyncio.sleep(0)
     if len(batch.readings):
@@ -169,16 +177,18 @@ async def produce(params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | Non
     await buf.put(None)
 
 
-class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[misc,name-defined]
+class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-defined]
     def __init__(self, settings: GeneratorSettings) -> None:
         self.settings = settings
+        self.stopping = asyncio.Event()  # set on SIGTERM: every stream ends cleanly
 
     async def _stream(self, params: StreamParams) -> AsyncIterator[Any]:
         buf: asyncio.Queue[tuple[Any, int] | None] = asyncio.Queue(maxsize=self.settings.buffer_messages)
-        producer = asyncio.create_task(produce(params, buf))
+        producer = asyncio.create_task(produce(params, buf, self.stopping))
         wait_hist = metrics.generator_buffer_wait_seconds()
         delay_hist = metrics.generator_publish_delay_seconds()
         generated = metrics.readings().labels("generated")
+        metrics.generator_streams().labels("started").inc()
         try:
             while True:
                 item = await buf.get()
@@ -194,6 +204,7 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[misc,
                 yield batch
                 generated.inc(len(readings))
             await producer
+            metrics.generator_streams().labels("completed").inc()
         finally:
             producer.cancel()
 
@@ -218,7 +229,8 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[misc,
 
 async def serve(settings: GeneratorSettings) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb2_grpc.add_TelemetryServiceServicer_to_server(TelemetryService(settings), server)
+    service = TelemetryService(settings)
+    pb2_grpc.add_TelemetryServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
@@ -229,8 +241,9 @@ async def serve(settings: GeneratorSettings) -> None:
     log.info("generator listening on %s:%d, metrics on :%d", settings.host, port, metrics_port)
     stop = stop_event()
     await stop.wait()
+    service.stopping.set()  # streams send what they hold and end normally
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(grace=2.0)
+    await server.stop(grace=5.0)
 
 
 def main(argv: list[str] | None = None) -> int:

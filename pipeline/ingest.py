@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -38,7 +38,7 @@ def stream_request(s: StreamMixin) -> Any:
     )  # fmt: skip
 
 
-async def stream_rows(s: StreamMixin, decoder: Decoder) -> AsyncIterator[list[Row]]:
+async def stream_rows(s: StreamMixin, decoder: Decoder) -> AsyncGenerator[list[Row], None]:
     """Rows of each stream message, decoded; waits (up to CONNECT_TIMEOUT_S) for the generator to come up."""
     async with grpc.aio.insecure_channel(s.generator, options=GRPC_OPTIONS) as channel:
         try:
@@ -50,8 +50,10 @@ async def stream_rows(s: StreamMixin, decoder: Decoder) -> AsyncIterator[list[Ro
         transport = metrics.ingest_transport_seconds()
         errors = metrics.errors().labels("ingest", "decode")
         problems: list[str] = []
-        call = stub.GetTelemetryStream(pb2.TelemetryRequest()) if s.rpc == "seed" else stub.StreamBatches(
-            stream_request(s)
+        call = (
+            stub.GetTelemetryStream(pb2.TelemetryRequest())
+            if s.rpc == "seed"
+            else stub.StreamBatches(stream_request(s))
         )
         try:
             async for message in call:

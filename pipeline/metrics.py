@@ -82,6 +82,11 @@ def generator_buffer_wait_seconds() -> Histogram:
 
 
 @cache
+def generator_streams() -> Counter:
+    return Counter("generator_streams", "Streams by state change: started, completed (ended normally)", ["event"])
+
+
+@cache
 def generator_publish_delay_seconds() -> Histogram:
     return Histogram(
         "generator_publish_delay_seconds", "Sent minus intended send time, per stream message (open loop lag)",
@@ -131,3 +136,8 @@ def serve(port: int, host: str = "127.0.0.1") -> int:
     """Serve /metrics on host:port in a daemon thread; port 0 picks a free one. Returns the bound port."""
     server, _thread = start_http_server(port, addr=host)
     return int(server.server_port)
+
+
+@cache
+def backend_metric_data() -> Counter:
+    return Counter("backend_metric_data", "JSON objects posted to the backend's /metric_data (user metrics)")

@@ -44,10 +44,13 @@ async def run(settings: NodeSettings) -> None:
         q = queue if i == 0 else await make_queue(settings, client, consumer=f"writer-{i + 1}")
         writers.append(
             Writer(
-                q, SINKS[settings.sink](), lambda: open_pg(settings),
-                batch_size=settings.batch_size, flush_interval=settings.flush_interval,
+                q,
+                SINKS[settings.sink](),
+                lambda: open_pg(settings),
+                batch_size=settings.batch_size,
+                flush_interval=settings.flush_interval,
                 on_dequeued=None if settings.forwarder == "none" else forwarder.send,
-            )  # fmt: skip
+            )
         )
     port = metrics.serve(settings.metrics_port, settings.host)
     log.info("node: metrics on :%d", port)

@@ -35,7 +35,7 @@ def is_stale() -> bool:
 
 def generate() -> None:
     """Run protoc (grpcio-tools) and install the stubs as the package ``pipeline._generated``."""
-    from grpc_tools import protoc  # type: ignore[import-untyped]
+    from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory(dir=GENERATED.parent) as tmp:
         # Map proto/ onto pipeline/_generated so the stubs import each other as pipeline._generated.*

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pipeline.config import ConfigError, StageSettings
 
@@ -38,7 +39,7 @@ def stop_event() -> asyncio.Event:
 
 
 def stage_main(
-    stage: str, settings_cls: type[S], amain: Callable[[S], Awaitable[None]], argv: Sequence[str] | None = None
+    stage: str, settings_cls: type[S], amain: Callable[[S], Coroutine[Any, Any, None]], argv: Sequence[str] | None = None
 ) -> int:
     try:
         settings = settings_cls.from_cli(argv)
@@ -53,4 +54,9 @@ def stage_main(
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if settings.stats_file:  # final counters survive the process (the orchestrator's accounting reads them)
+            from prometheus_client import generate_latest
+
+            Path(settings.stats_file).write_bytes(generate_latest())
     return 0

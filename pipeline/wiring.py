@@ -13,16 +13,12 @@ from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin
 from pipeline.forwarders import FORWARDERS, Forwarder
 from pipeline.queues import QUEUES, Queue
 from pipeline.runtime import StageError
+from pipeline.services import LOCAL_HOST, LOCAL_PG_PORT, LOCAL_REDIS_URL, redact_dsn
 
-LOCAL_PG_DSN = "postgresql://postgres@127.0.0.1:5432/telemetry_bench"
-LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+# A stage started on its own, without --pg-dsn, uses the harness database on the local server (the orchestrator
+# always passes what find_services resolved, throwaway servers included).
+LOCAL_PG_DSN = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PG_PORT}/telemetry_bench"
 FORWARD_SUFFIX = ":forward"
-
-
-def _redact(dsn: str) -> str:
-    from pipeline.services import redact_dsn
-
-    return redact_dsn(dsn)
 
 
 async def open_pg(settings: ServicesMixin) -> psycopg.AsyncConnection[Any]:
@@ -31,7 +27,7 @@ async def open_pg(settings: ServicesMixin) -> psycopg.AsyncConnection[Any]:
         return await db.connect(dsn, settings.db_schema)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StageError(f"PostgreSQL unreachable at {_redact(dsn)}: {reason}") from None
+        raise StageError(f"PostgreSQL unreachable at {redact_dsn(dsn)}: {reason}") from None
 
 
 async def open_redis(settings: ServicesMixin) -> aioredis.Redis:
@@ -41,7 +37,7 @@ async def open_redis(settings: ServicesMixin) -> aioredis.Redis:
         await client.ping()
     except (redis.exceptions.RedisError, OSError) as exc:
         await client.aclose()
-        raise StageError(f"Redis unreachable at {_redact(url)}: {exc}") from None
+        raise StageError(f"Redis unreachable at {redact_dsn(url)}: {exc}") from None
     return client
 
 

@@ -32,13 +32,13 @@ class Forwarder(ABC):
         self.forwarded = metrics.readings().labels("forwarded")
         self.failed = metrics.errors().labels("forwarder", "post_failed")
 
-    async def start(self) -> None:  # noqa: B027
+    async def start(self) -> None:
         pass
 
     @abstractmethod
     async def send(self, rows: list[Row]) -> None: ...
 
-    async def close(self) -> None:  # noqa: B027
+    async def close(self) -> None:
         pass
 
     def requests_for(self, rows: list[Row]) -> list[tuple[str, bytes, int]]:

@@ -20,7 +20,7 @@ def encode(rows: list[Row], entry: Entry) -> list[bytes]:
     return [orjson.dumps(rows)]
 
 
-def decode(payload: bytes) -> list[Row]:
+def decode(payload: bytes | str) -> list[Row]:
     obj = orjson.loads(payload)
     if isinstance(obj, dict):
         return [dict_to_row(obj)]
@@ -57,7 +57,7 @@ class Queue(ABC):
     async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:
         """Up to about ``max_rows`` rows (whole entries), waiting up to ``timeout`` s; ([], None) if none came."""
 
-    async def ack(self, token: Ack) -> None:  # noqa: B027 - a no-op is a valid default (lossy list)
+    async def ack(self, token: Ack) -> None:
         """The rows of ``token`` are committed: the queue may forget them."""
 
     @abstractmethod

@@ -15,7 +15,7 @@ CHUNK = MAX_PARAMS // len(COLUMNS)
 
 @cache
 def _statement(n: int) -> str:
-    """The statement for n rows, rendered once per n (composing 65k placeholders per batch costs more than the insert)."""
+    """The statement for n rows, rendered once per n (composing 65k placeholders costs more than the insert)."""
     one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
     stmt = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(TABLE, COLUMN_LIST, sql.SQL(", ").join([one] * n))
     return stmt.as_string()
@@ -30,4 +30,4 @@ class ValuesSink(Sink):
         async with conn.cursor() as cur:
             for start in range(0, len(rows), CHUNK):
                 chunk = rows[start : start + CHUNK]
-                await cur.execute(_statement(len(chunk)), [v for row in chunk for v in row])  # type: ignore[arg-type]
+                await cur.execute(_statement(len(chunk)), [v for row in chunk for v in row])

@@ -1,0 +1,41 @@
+"""Sessions: ``nox -s tests`` (the test suite), ``nox -s lint`` (ruff + mypy), ``nox -s live`` (the pipeline,
+live), ``nox -s bench`` (the main job; until the experiment runner lands it runs ``live`` at 2,000 readings/s)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("telemetry-bench", "proto")  # build the stubs from proto/ (also done on first import)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[lint]")
+    session.run("telemetry-bench", "proto")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def live(session: nox.Session) -> None:
+    """The whole pipeline, live. Pass flags after --, e.g. ``nox -s live -- --rate 2000 --duration 10``."""
+    session.install("-e", ".")
+    session.run("telemetry-bench", "live", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("telemetry-bench", "live", *(session.posargs or ["--rate", "2000", "--duration", "10"]))

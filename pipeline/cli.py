@@ -1,0 +1,187 @@
+"""``telemetry-bench``: the command line.
+
+telemetry-bench live [--duration S] [--rate R] [--topology split|node] [--sink ...] ...
+telemetry-bench services
+telemetry-bench proto
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from pipeline.config import format_validation_error
+from pipeline.topology import SEED, PipelineConfig
+
+console = Console(stderr=True)
+
+# Fixed ports for live runs, so that prometheus.yml (shipped at the repository root) can scrape every stage.
+LIVE_PORTS = {
+    "generator": 50051, "backend": 8000, "node_metrics": 8001, "ingest_metrics": 8001,
+    "forwarder_metrics": 8003, "generator_metrics": 8004,
+    **{f"writer-{i}_metrics": 8010 + i for i in range(1, 17)},
+}  # fmt: skip
+
+
+def add_config_flags(parser: argparse.ArgumentParser, base: PipelineConfig) -> None:
+    """One flag per PipelineConfig field (the single definition of a run's knobs); defaults from ``base``."""
+    for name, fld in PipelineConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = getattr(base, name)
+        choices = None
+        if typing.get_origin(fld.annotation) is typing.Literal:
+            choices = list(typing.get_args(fld.annotation))
+        helptext = f"{fld.description + ' ' if fld.description else ''}(default: {default})"
+        if fld.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        else:
+            parser.add_argument(flag, default=None, choices=choices, help=helptext, metavar=name.upper())
+
+
+def config_from_args(args: argparse.Namespace, base: PipelineConfig) -> PipelineConfig:
+    values = base.model_dump()
+    for name in PipelineConfig.model_fields:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    return PipelineConfig.model_validate(values)
+
+
+def _progress_table(snap: dict[str, Any], elapsed: float) -> Table:
+    t = Table(title=f"telemetry-bench live · {elapsed:5.1f} s", show_header=True, header_style="bold")
+    for key in ("generated", "ingested", "committed", "forwarded", "broadcast"):
+        t.add_column(key, justify="right")
+    t.add_row(*(f"{snap.get(k, 0):,}" for k in ("generated", "ingested", "committed", "forwarded", "broadcast")))
+    return t
+
+
+def cmd_live(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="telemetry-bench live",
+        description="Run every stage as its own process (the seed's design and rate unless flags say otherwise), "
+        "show the counts, stop on Ctrl-C or after --duration/--count, and account for every reading.",
+    )
+    add_config_flags(parser, SEED)
+    parser.add_argument("--pg-dsn", default=None, help="PostgreSQL DSN (default: local, else a throwaway one)")
+    parser.add_argument("--redis-url", default=None, help="Redis URL (default: local, else a throwaway one)")
+    parser.add_argument("--embedded", action="store_true", help="always use throwaway PostgreSQL and Redis")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args, SEED)
+    except ValidationError as exc:
+        console.print(format_validation_error(exc, "live"), style="red", markup=False, highlight=False)
+        return 2
+    return asyncio.run(_live(cfg, args))
+
+
+async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipeline.orchestrator import Orchestrator
+    from pipeline.services import ServiceError, find_services
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
+            console.print(services.describe(), markup=False, highlight=False)
+            workdir = Path(tempfile.mkdtemp(prefix="telemetry-live-"))
+            t0 = time.monotonic()
+            with Live(console=console, refresh_per_second=4, transient=False) as live:
+                orch = Orchestrator(
+                    cfg, services, workdir, preferred_ports=LIVE_PORTS,
+                    on_progress=lambda snap: live.update(_progress_table(snap, time.monotonic() - t0)),
+                )  # fmt: skip
+                task = asyncio.create_task(orch.run(stop))
+                while not orch.ports.get("generator_metrics") and not task.done():
+                    await asyncio.sleep(0.05)
+                _print_endpoints(orch.ports, cfg)
+                result = await task
+    except ServiceError as exc:
+        console.print(f"live: {exc}", style="red", markup=False)
+        return 1
+    a = result.accounting
+    console.print(
+        f"accounting: generated {a.generated:,} · committed {a.committed:,} (rows {a.rows:,}, duplicated "
+        f"{a.duplicated:,}, lost {a.lost:,}) · forwarded {a.forwarded:,} · broadcast {a.broadcast:,} to "
+        f"{a.ws_clients} client(s) · logs in {workdir}",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    if result.failures:
+        for f in result.failures:
+            console.print(f"FAILED: {f}", style="bold red", markup=False, highlight=False)
+        return 1
+    console.print("every reading accounted for", style="green")
+    return 0
+
+
+def _print_endpoints(ports: dict[str, int], cfg: PipelineConfig) -> None:
+    lines = [f"generator   grpc://127.0.0.1:{ports.get('generator')}"]
+    if "backend" in ports:
+        b = ports["backend"]
+        lines.append(f"dashboard   http://127.0.0.1:{b}/   (websocket ws://127.0.0.1:{b}/ws)")
+    for name, port in sorted(ports.items()):
+        if name.endswith("_metrics"):
+            lines.append(f"metrics     http://127.0.0.1:{port}/metrics   ({name.removesuffix('_metrics')})")
+    console.print("\n".join(lines), markup=False, highlight=False)
+
+
+def cmd_services(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="telemetry-bench services", description="Show the services a run uses.")
+    parser.add_argument("--pg-dsn", default=None)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--embedded", action="store_true")
+    args = parser.parse_args(argv)
+    from pipeline.services import ServiceError, find_services, versions
+
+    try:
+        with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
+            print(services.describe())
+            for name, version in versions(services).items():
+                print(f"  {name}: {version}")
+    except ServiceError as exc:
+        print(f"services: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_proto(argv: list[str]) -> int:
+    from pipeline import proto
+
+    proto.generate()
+    print(f"generated {proto.GENERATED} from {proto.PROTO_FILE}")
+    return 0
+
+
+COMMANDS = {"live": cmd_live, "services": cmd_services, "proto": cmd_proto}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"telemetry-bench: unknown command {argv[0]!r}; valid commands: {', '.join(COMMANDS)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        print(__doc__)
+        return 0
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

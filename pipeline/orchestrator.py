@@ -1,0 +1,500 @@
+"""Starts a pipeline as real processes, watches it, drains it in flow order, and accounts for every reading.
+
+The runner and ``telemetry-bench live`` both use this. Order: consumers first (backend, forwarder, writers,
+ingest — or the one ``node`` process), the generator last; at the end the generator stops first and every stage
+drains in flow order before it is stopped. Ports are free ones chosen here and passed down as flags. Each child
+runs in its own session, so a Ctrl-C reaches only the orchestrator, which then stops the children in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import orjson
+import websockets
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pipeline import db
+from pipeline.scrape import Scrape, parse, scrape
+from pipeline.services import Services
+from pipeline.topology import PipelineConfig
+
+log = logging.getLogger("telemetry_bench.orchestrator")
+
+READY_TIMEOUT_S = 30.0
+POLL_S = 0.25
+STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    metrics_url: str | None
+    log_path: Path
+    stats_path: Path | None = None  # final counters, written by the stage on exit
+    proc: subprocess.Popen[bytes] | None = None
+    last: Scrape = field(default_factory=Scrape)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_file = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.alive and self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float) -> int | None:
+        end = time.monotonic() + timeout
+        while self.alive and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        rc = self.proc.poll() if self.proc else None
+        if rc is not None and self.stats_path is not None and self.stats_path.exists():
+            self.last = parse(self.stats_path.read_text())
+        return rc
+
+    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, wait for a clean exit, SIGKILL after ``timeout``."""
+        self.signal(signal.SIGTERM)
+        rc = await self.wait(timeout)
+        if self.alive:
+            log.error("%s did not stop within %.0f s of SIGTERM: killed", self.name, timeout)
+            self.signal(signal.SIGKILL)
+            rc = await self.wait(5)
+        with contextlib.suppress(Exception):
+            self.log_file.close()
+        return rc
+
+
+@dataclass
+class Accounting:
+    generated: int = 0
+    ingested: int = 0
+    queued: int = 0
+    committed_counter: int = 0  # the writers' own count
+    rows: int = 0  # rows in telemetry_data
+    committed: int = 0  # distinct (sensor_id, sequence_number) in telemetry_data
+    forwarded: int = 0
+    received: int = 0  # accepted by the backend
+    broadcast: int = 0  # sent to websocket clients, summed over clients
+    ws_received: int = 0  # counted by our websocket clients, summed
+    ws_clients: int = 0
+    forwarding: bool = True
+
+    @property
+    def duplicated(self) -> int:
+        return self.rows - self.committed
+
+    @property
+    def lost(self) -> int:
+        return self.generated - self.committed
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.lost:
+            out.append(f"{self.lost} readings lost: generated {self.generated}, committed {self.committed}")
+        if self.duplicated:
+            out.append(f"{self.duplicated} duplicated rows in telemetry_data")
+        if self.forwarding:
+            if self.forwarded != self.generated:
+                out.append(f"forwarded {self.forwarded} of {self.generated} readings")
+            want = self.forwarded * self.ws_clients
+            if self.broadcast != want:
+                out.append(f"broadcast {self.broadcast}, expected {want} ({self.ws_clients} clients)")
+            if self.ws_received != want:
+                out.append(f"websocket clients received {self.ws_received}, expected {want}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.update(duplicated=self.duplicated, lost=self.lost)
+        return d
+
+
+@dataclass
+class RunResult:
+    config: PipelineConfig
+    accounting: Accounting
+    started_ns: int
+    stream_ended_ns: int
+    drained_ns: int
+    failures: list[str]
+    ports: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class WsProbe:
+    """A websocket client of the backend that counts the readings it receives."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.received = url, 0
+        self.task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    async def _run(self) -> None:
+        async with websockets.connect(self.url, max_size=None) as ws:
+            self.connected.set()
+            async for message in ws:
+                obj = orjson.loads(message)
+                self.received += len(obj) if isinstance(obj, list) else 1
+
+    async def start(self) -> None:
+        task = self.task = asyncio.create_task(self._run())
+        done, _ = await asyncio.wait(
+            {task, asyncio.ensure_future(self.connected.wait())}, timeout=READY_TIMEOUT_S,
+            return_when=asyncio.FIRST_COMPLETED,
+        )  # fmt: skip
+        if task in done:
+            task.result()  # raises the connection error
+        if not self.connected.is_set():
+            raise PipelineError(f"websocket {self.url} did not connect")
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        services: Services,
+        workdir: Path,
+        *,
+        schema: str = "public",
+        queue_key: str = "queue:telemetry",
+        python_prefix: Callable[[str], list[str]] | None = None,
+        on_progress: Progress | None = None,
+        preferred_ports: dict[str, int] | None = None,
+    ) -> None:
+        self.cfg, self.services, self.workdir, self.schema = cfg, services, workdir, schema
+        self.queue_key = queue_key
+        self.python_prefix = python_prefix or (lambda stage: [])
+        self.on_progress = on_progress
+        self.ports: dict[str, int] = {}
+        self.preferred_ports = preferred_ports or {}
+        self.stages: dict[str, Stage] = {}
+        self.probes: list[WsProbe] = []
+        self.http = httpx.AsyncClient()
+
+    # ----------------------------------------------------------------------------------------------- building
+    def _port(self, name: str) -> int:
+        """The preferred port for ``name`` if it is free (live runs: fixed ports, see prometheus.yml), else any."""
+        if name not in self.ports:
+            want = self.preferred_ports.get(name)
+            if want is not None:
+                with socket.socket() as s:
+                    try:
+                        s.bind(("127.0.0.1", want))
+                    except OSError:
+                        log.warning("port %d for %s is taken: using a free one", want, name)
+                        want = None
+            self.ports[name] = want if want is not None else free_port()
+        return self.ports[name]
+
+    def _stage(self, name: str, module: str, args: list[str]) -> Stage:
+        port = self._port(f"{name}_metrics")
+        stats = self.workdir / f"{name}.prom"
+        argv = [sys.executable, *self.python_prefix(name), "-m", f"pipeline.{module}", *args,
+                "--metrics-port", str(port), "--host", "127.0.0.1", "--stats-file", str(stats)]  # fmt: skip
+        stage = Stage(name, argv, f"http://127.0.0.1:{port}/metrics", self.workdir / f"{name}.log", stats)
+        self.stages[name] = stage
+        return stage
+
+    def _common(self) -> list[str]:
+        c = self.cfg
+        return ["--pg-dsn", self.services.pg_dsn, "--redis-url", self.services.redis_url,
+                "--db-schema", self.schema, "--queue", c.queue, "--queue-key", self.queue_key,
+                "--queue-entry", c.queue_entry, "--queue-cap", str(c.queue_cap)]  # fmt: skip
+
+    def _stream_args(self) -> list[str]:
+        c = self.cfg
+        return ["--generator", f"127.0.0.1:{self.ports['generator']}", "--rpc", c.rpc, "--decoder", c.decoder,
+                "--rate", str(c.rate), f"--{'' if c.max_rate else 'no-'}max-rate", "--sensors", str(c.sensors),
+                "--count", str(c.count), "--duration", str(c.duration), "--seed", str(c.seed),
+                "--readings-per-message", str(c.readings_per_message)]  # fmt: skip
+
+    def _writer_args(self) -> list[str]:
+        c = self.cfg
+        return ["--sink", c.sink, "--batch-size", str(c.batch_size), "--flush-interval", str(c.flush_interval)]
+
+    def _forwarder_args(self) -> list[str]:
+        c = self.cfg
+        return ["--forwarder", c.forwarder, "--backend-url", f"http://127.0.0.1:{self.ports.get('backend', 0)}",
+                "--forward-batch", str(c.forward_batch), "--concurrency", str(c.concurrency)]  # fmt: skip
+
+    def plan(self) -> list[Stage]:
+        """The stages in start order (consumers first, generator last)."""
+        c = self.cfg
+        self._port("generator")
+        order = []
+        if c.forwarding:
+            self._port("backend")
+            backend = Stage(
+                "backend",
+                [sys.executable, *self.python_prefix("backend"), "-m", "pipeline.backend",
+                 "--port", str(self.ports["backend"]), "--host", "127.0.0.1"],
+                f"http://127.0.0.1:{self.ports['backend']}/metrics", self.workdir / "backend.log",
+            )  # fmt: skip
+            self.stages["backend"] = backend
+            order.append(backend)
+        if c.topology == "node":
+            order.append(
+                self._stage(
+                    "node",
+                    "node",
+                    [
+                        *self._common(),
+                        *self._stream_args(),
+                        *self._writer_args(),
+                        *self._forwarder_args(),
+                        "--workers",
+                        str(c.workers),
+                    ],
+                )
+            )
+        else:
+            fwd = ["--forward-from", c.forward_from] if c.forwarding else []
+            if c.forwarding:
+                order.append(self._stage("forwarder", "forwarder", [*self._common(), *self._forwarder_args()]))
+            for i in range(c.workers):
+                wfwd = fwd if c.forward_from == "writer" else []
+                order.append(self._stage(f"writer-{i + 1}", "writer",
+                                         [*self._common(), *self._writer_args(), "--consumer", f"writer-{i + 1}",
+                                          *wfwd]))  # fmt: skip
+            ifwd = fwd if c.forward_from == "ingest" else []
+            order.append(self._stage("ingest", "ingest", [*self._common(), *self._stream_args(), *ifwd]))
+        gen = ["--port", str(self.ports["generator"]), "--seed", str(c.seed)]
+        if c.rpc == "seed":  # the seed RPC carries no parameters: the generator's flags set the stream
+            gen += ["--rate", str(c.rate), "--sensors", str(c.sensors), "--count", str(c.count),
+                    "--duration", str(c.duration)]  # fmt: skip
+        order.append(self._stage("generator", "generator", gen))
+        return order
+
+    # ----------------------------------------------------------------------------------------------- running
+    async def _ready(self, stage: Stage) -> None:
+        end = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < end:
+            if not stage.alive:
+                raise PipelineError(f"{stage.name} exited during start-up:\n{stage.log_tail()}")
+            if await self._answers(stage):
+                return
+            await asyncio.sleep(0.05)
+        raise PipelineError(f"{stage.name} not ready after {READY_TIMEOUT_S:.0f} s:\n{stage.log_tail()}")
+
+    async def _answers(self, stage: Stage) -> bool:
+        try:
+            if stage.name == "generator":
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{self.ports['generator']}") as ch:
+                    resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+            url = (f"http://127.0.0.1:{self.ports['backend']}/healthz" if stage.name == "backend"
+                   else stage.metrics_url)  # fmt: skip
+            assert url is not None
+            return (await self.http.get(url, timeout=1)).status_code == 200
+        except (httpx.HTTPError, grpc.RpcError):
+            return False
+
+    async def _scrape_all(self) -> None:
+        for stage in self.stages.values():
+            if stage.alive and stage.metrics_url:
+                with contextlib.suppress(httpx.HTTPError):
+                    stage.last = await scrape(self.http, stage.metrics_url)
+
+    def _sum(self, stage_names: list[str], counter: str) -> int:
+        return sum(self.stages[n].last.readings(counter) for n in stage_names if n in self.stages)
+
+    def snapshot(self) -> dict[str, Any]:
+        writers = [n for n in self.stages if n.startswith("writer-") or n == "node"]
+        ing = "node" if self.cfg.topology == "node" else "ingest"
+        fwd = "node" if self.cfg.topology == "node" else "forwarder"
+        return {
+            "generated": self.stages["generator"].last.readings("generated"),
+            "ingested": self._sum([ing], "ingested"),
+            "queued": self._sum([ing], "queued"),
+            "committed": self._sum(writers, "committed"),
+            "forwarded": self._sum([fwd], "forwarded"),
+            "received": self._sum(["backend"], "received"),
+            "broadcast": self._sum(["backend"], "broadcast"),
+            "ws_received": sum(p.received for p in self.probes),
+            "streams_completed": int(self.stages["generator"].last.get("generator_streams_total", event="completed")),
+        }
+
+    async def _poll(self) -> dict[str, Any]:
+        await self._scrape_all()
+        snap = self.snapshot()
+        if self.on_progress:
+            self.on_progress(snap)
+        return snap
+
+    def _check_alive(self, names: list[str]) -> None:
+        for n in names:
+            st = self.stages.get(n)
+            if st and not st.alive:
+                raise PipelineError(f"{n} exited with status {st.proc.poll() if st.proc else '?'}:\n{st.log_tail()}")
+
+    async def _wait_for(self, what: str, done: Callable[[dict[str, Any]], bool], stall_s: float,
+                        alive: list[str]) -> dict[str, Any]:  # fmt: skip
+        """Poll until ``done``; give up when nothing moved for ``stall_s`` seconds."""
+        snap = await self._poll()
+        last, moved = snap, time.monotonic()
+        while not done(snap):
+            self._check_alive(alive)
+            await asyncio.sleep(POLL_S)
+            snap = await self._poll()
+            if snap != last:
+                last, moved = snap, time.monotonic()
+            elif time.monotonic() - moved > stall_s:
+                log.error("%s: no progress for %.0f s: %s", what, stall_s, snap)
+                return snap
+        return snap
+
+    async def run(self, stop_requested: asyncio.Event | None = None) -> RunResult:
+        stop_requested = stop_requested or asyncio.Event()
+        c = self.cfg
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        db.apply_schema(self.services.pg_dsn, self.schema, fresh=True)
+        await self._clear_queues()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+        order = self.plan()
+        failures: list[str] = []
+        started = stream_ended = drained = time.time_ns()
+        try:
+            for stage in order:
+                if stage.name == "generator":
+                    for _ in range(c.ws_clients if c.forwarding else 0):
+                        probe = WsProbe(f"ws://127.0.0.1:{self.ports['backend']}/ws?client_id=probe&batch=1")
+                        await probe.start()
+                        self.probes.append(probe)
+                stage.start(env)
+                await self._ready(stage)
+            started = time.time_ns()
+            log.info("pipeline running: %s", self.ports)
+            everyone = [s.name for s in order if s.name != "ingest"]
+            # 1. until the stream has ended (count/duration) or a stop is asked for
+            while not stop_requested.is_set():
+                snap = await self._poll()
+                if snap["streams_completed"] >= 1:
+                    break
+                self._check_alive(everyone)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_requested.wait(), POLL_S)
+            # 2. the generator stops first (its streams end cleanly), then each stage drains in flow order
+            await self._poll()
+            await self.stages["generator"].stop()
+            stream_ended = time.time_ns()
+            stall = c.flush_interval + 10.0
+            ing = "node" if c.topology == "node" else "ingest"
+            if c.topology == "split":
+                rc = await self.stages["ingest"].wait(STOP_TIMEOUT_S)
+                if rc is None:
+                    await self.stages["ingest"].stop()
+                elif rc != 0:
+                    failures.append(f"ingest exited with status {rc}:\n{self.stages['ingest'].log_tail()}")
+            else:
+                await self._wait_for("ingest", lambda s: s["ingested"] >= s["generated"], stall, [ing])
+            generated = self.stages["generator"].last.readings("generated")
+            target = self._sum([ing], "queued") if c.topology == "split" else generated
+            await self._wait_for("writers", lambda s: s["committed"] >= target, stall, [])
+            if c.forwarding:
+                await self._wait_for("forwarder", lambda s: s["forwarded"] >= generated, stall, [])
+                await self._wait_for(
+                    "broadcast", lambda s: s["ws_received"] >= s["forwarded"] * len(self.probes), 10.0, []
+                )
+            drained = time.time_ns()
+            await self._poll()
+            for name in [ing, *[n for n in self.stages if n.startswith("writer-")], "forwarder"]:
+                if name in self.stages and name != "ingest":
+                    rc = await self.stages[name].stop()
+                    if rc not in (0, None):
+                        failures.append(f"{name} exited with status {rc}:\n{self.stages[name].log_tail()}")
+        except PipelineError as exc:
+            failures.append(str(exc))
+        finally:
+            await self._shutdown()
+        acct = self._account()
+        failures.extend(acct.problems())
+        return RunResult(c, acct, started, stream_ended, drained, failures, dict(self.ports))
+
+    async def _clear_queues(self) -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.services.redis_url)
+        try:
+            await client.delete(self.queue_key, self.queue_key + ":forward")
+        finally:
+            await client.aclose()
+
+    async def _shutdown(self) -> None:
+        for probe in self.probes:
+            await probe.stop()
+        for stage in reversed(list(self.stages.values())):
+            if stage.alive:
+                if stage.name == "backend":
+                    with contextlib.suppress(Exception):
+                        stage.last = await scrape(self.http, stage.metrics_url or "")
+                await stage.stop()
+        await self.http.aclose()
+
+    def _account(self) -> Accounting:
+        snap = self.snapshot()
+        try:
+            counts = db.table_counts(self.services.pg_dsn, self.schema)
+        except Exception as exc:  # the DB itself is gone: say so, account nothing as committed
+            log.error("could not count telemetry_data: %s", exc)
+            counts = db.TableCounts(0, 0)
+        return Accounting(
+            generated=snap["generated"], ingested=snap["ingested"], queued=snap["queued"],
+            committed_counter=snap["committed"], rows=counts.rows, committed=counts.distinct,
+            forwarded=snap["forwarded"], received=snap["received"], broadcast=snap["broadcast"],
+            ws_received=snap["ws_received"], ws_clients=len(self.probes), forwarding=self.cfg.forwarding,
+        )  # fmt: skip

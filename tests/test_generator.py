@@ -1,0 +1,129 @@
+"""The generator as a real gRPC server: the seed's RPC, the batched RPC, determinism, schedule, bad requests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import grpc
+import pytest
+
+from pipeline.decoders import DECODERS
+from pipeline.proto import pb2, pb2_grpc
+from tests.helpers import expected_readings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[pb2_grpc.TelemetryServiceStub]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.generator", "--port", str(port), "--metrics-port", "0",
+         "--count", "12"],  # the seed RPC's stream: 12 readings at the seed's periods
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=20)
+    yield pb2_grpc.TelemetryServiceStub(channel)
+    channel.close()
+    proc.terminate()
+    assert proc.wait(10) == 0
+
+
+def test_seed_client_gets_valid_responses(stub: pb2_grpc.TelemetryServiceStub) -> None:
+    """A client that knows only the seed's RPC: one TelemetryResponse per message, as the seed defined it."""
+    t0 = time.monotonic()
+    msgs = list(stub.GetTelemetryStream(pb2.TelemetryRequest(), timeout=15))
+    elapsed = time.monotonic() - t0
+    assert len(msgs) == 12
+    # the seed's five sensors at 300/300/450/350/350 ms: 12 readings take about a second
+    assert 0.5 < elapsed < 5
+    for m in msgs:
+        kind = m.WhichOneof("data")
+        assert kind in ("temperature", "pressure", "velocity")
+        assert m.HasField("type") and pb2.TelemetryType.Name(m.type) == kind.upper()
+        assert m.timestamp.endswith("Z") and len(m.timestamp.split(".")[1]) == 7  # microseconds + Z
+        datetime.fromisoformat(m.timestamp)
+        assert m.sent_ns >= m.intended_ns > 0
+    ids = {getattr(m, m.WhichOneof("data")).sensor_id for m in msgs}
+    assert ids == {"TEMP_ENG_001", "TEMP_FUEL_001", "PRESS_ENG_001", "PRESS_FUEL_002", "VELO_STAGE1_001"}
+
+
+def _batched(stub: pb2_grpc.TelemetryServiceStub, **kw: object) -> list[pb2.TelemetryResponse]:
+    out = []
+    for batch in stub.StreamBatches(pb2.StreamRequest(**kw), timeout=30):
+        out.extend(batch.readings)
+    return out
+
+
+def test_same_seed_same_readings(stub: pb2_grpc.TelemetryServiceStub) -> None:
+    a = _batched(stub, max_rate=True, count=2000, sensors=7, seed=42, readings_per_message=100)
+    b = _batched(stub, rate=20000, count=2000, sensors=7, seed=42, readings_per_message=37)
+    c = _batched(stub, max_rate=True, count=2000, sensors=7, seed=43, readings_per_message=100)
+    decode = DECODERS["direct"]().decode_many
+
+    def values(msgs: list[pb2.TelemetryResponse]) -> list[tuple[object, ...]]:
+        return [r[1:16] for r in decode(msgs, 0)]  # all but the timestamps
+
+    assert len(a) == len(b) == 2000
+    assert values(a) == values(b)
+    assert values(a) != values(c)
+    # and they are the value model's readings, recomputed here from the seed
+    per_sensor: dict[str, int] = {}
+    for r in decode(a, 0):
+        per_sensor[r[2]] = per_sensor.get(r[2], 0) + 1
+    expected = expected_readings(42, 7, per_sensor)
+    assert len(expected) == 2000
+
+
+def test_open_loop_schedule(stub: pb2_grpc.TelemetryServiceStub) -> None:
+    msgs = _batched(stub, rate=2000, count=1000, readings_per_message=10)
+    intended = [m.intended_ns for m in msgs]
+    assert intended == sorted(intended)
+    span = (intended[-1] - intended[0]) / 1e9
+    assert span == pytest.approx(999 / 2000, rel=1e-3)  # the schedule, whatever the send times were
+    gaps = {b - a for a, b in zip(intended, intended[1:], strict=False)}
+    assert min(gaps) >= 499_999 and max(gaps) <= 500_001  # 1/2000 s apart, to the rounding of one ns
+
+
+def test_duration_stops_the_stream(stub: pb2_grpc.TelemetryServiceStub) -> None:
+    t0 = time.monotonic()
+    msgs = _batched(stub, rate=1000, duration_s=0.5, readings_per_message=50)
+    assert time.monotonic() - t0 < 3
+    assert len(msgs) == 500
+
+
+def test_many_sensors_have_unique_ids(stub: pb2_grpc.TelemetryServiceStub) -> None:
+    msgs = _batched(stub, max_rate=True, count=600, sensors=300, readings_per_message=600)
+    ids = {getattr(m, m.WhichOneof("data")).sensor_id for m in msgs}
+    assert len(ids) == 300
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "needle"),
+    [
+        ({"rate": -5}, "rate"),
+        ({"rate": float("nan")}, "rate"),
+        ({"sensors": 200_000}, "sensors"),
+        ({"readings_per_message": 1_000_000}, "readings_per_message"),
+        ({"duration_s": -1}, "duration_s"),
+    ],
+)
+def test_invalid_request_is_invalid_argument(
+    stub: pb2_grpc.TelemetryServiceStub, request_kw: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        _batched(stub, **request_kw)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details()
+    # and the server is still up
+    assert len(_batched(stub, max_rate=True, count=10)) == 10

@@ -1,0 +1,92 @@
+"""Queue variants on a real Redis: order, payloads, acknowledgement, backpressure at the cap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from pipeline.queues import QUEUES
+from pipeline.services import Services
+
+
+def _rows(n: int, start: int = 0) -> list[tuple]:
+    return [
+        ("2026-01-01T00:00:00.000001Z", "TEMPERATURE", "TEMP_ENG_001", "ENGINE", i, 0, 30.5, "celsius",
+         None, None, None, None, None, None, None, None, 10 + i, 20 + i, 30 + i)
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+async def client(services: Services, queue_key: str) -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.Redis.from_url(services.redis_url)
+    yield r
+    await r.delete(queue_key, queue_key + ":x")
+    await r.aclose()
+
+
+@pytest.mark.parametrize("name", list(QUEUES))
+@pytest.mark.parametrize("entry", ["reading", "batch"])
+async def test_round_trip_in_order(name: str, entry: str, client: aioredis.Redis, queue_key: str) -> None:
+    q = QUEUES[name](client, queue_key, entry=entry)  # type: ignore[arg-type]
+    await q.setup()
+    await q.put(_rows(5))
+    await q.put(_rows(5, start=5))
+    got: list[tuple] = []
+    while len(got) < 10:
+        rows, token = await q.get(100, 1.0)
+        assert rows, "queue ran dry"
+        got.extend(rows)
+        await q.ack(token)
+    assert got == _rows(10)
+    assert await q.get(100, 0.05) == ([], None)
+    assert await q.length() == 0
+
+
+async def test_list_entry_is_the_seed_json(client: aioredis.Redis, queue_key: str) -> None:
+    import json
+
+    q = QUEUES["list"](client, queue_key)
+    await q.put(_rows(1))
+    raw = await client.rpop(queue_key)
+    obj = json.loads(raw)
+    assert list(obj)[:16] == [
+        "reading_timestamp", "telemetry_type", "sensor_id", "subsystem", "sequence_number", "status_bitmask",
+        "temperature", "temp_unit", "pressure", "pressure_unit", "leak_detected", "velocity_x", "velocity_y",
+        "velocity_z", "velocity_unit", "vibration_magnitude",
+    ]  # fmt: skip
+    assert obj["sensor_id"] == "TEMP_ENG_001" and obj["temperature"] == 30.5
+
+
+async def test_stream_keeps_unacknowledged_entries(client: aioredis.Redis, queue_key: str) -> None:
+    q = QUEUES["stream"](client, queue_key, entry="batch", consumer="w1")
+    await q.setup()
+    await q.put(_rows(3))
+    rows, token = await q.get(10, 1.0)
+    assert len(rows) == 3
+    # not acknowledged: still pending for the group, and still counted in the queue's length
+    pending = await client.xpending(queue_key, "writers")
+    assert pending["pending"] == 1
+    assert await q.length() == 1
+    await q.ack(token)
+    assert (await client.xpending(queue_key, "writers"))["pending"] == 0
+    assert await q.length() == 0
+
+
+@pytest.mark.parametrize("name", list(QUEUES))
+async def test_put_waits_at_the_cap(name: str, client: aioredis.Redis, queue_key: str) -> None:
+    q = QUEUES[name](client, queue_key, entry="reading", cap=10)
+    await q.setup()
+    await q.put(_rows(10))
+    blocked = asyncio.create_task(q.put(_rows(5, start=10)))
+    await asyncio.sleep(0.2)
+    assert not blocked.done(), "put must wait while the queue holds more than its cap"
+    consumed = 0
+    while consumed < 10:
+        rows, token = await q.get(1, 1.0)
+        consumed += len(rows)
+        await q.ack(token)
+    await asyncio.wait_for(blocked, 2)
