@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: real PostgreSQL and Redis (local, or throwaway ones when none answer), one schema per test."""
+"""Shared pytest fixtures: real PostgreSQL and Redis (local, or throwaway ones), one schema per test."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from rich.table import Table
 from pipeline.config import format_validation_error
 from pipeline.topology import SEED, PipelineConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # no wrapping: error lines stay one line
 
 # Fixed ports for live runs, so that prometheus.yml (shipped at the repository root) can scrape every stage.
 LIVE_PORTS = {
@@ -132,7 +132,7 @@ def _print_endpoints(ports: dict[str, int], cfg: PipelineConfig) -> None:
     lines = [f"generator   grpc://127.0.0.1:{ports.get('generator')}"]
     if "backend" in ports:
         b = ports["backend"]
-        lines.append(f"dashboard   http://127.0.0.1:{b}/   (websocket ws://127.0.0.1:{b}/ws)")
+        lines.append(f"backend     http://127.0.0.1:{b}   (websocket ws://127.0.0.1:{b}/ws, metrics /metrics)")
     for name, port in sorted(ports.items()):
         if name.endswith("_metrics"):
             lines.append(f"metrics     http://127.0.0.1:{port}/metrics   ({name.removesuffix('_metrics')})")

@@ -117,7 +117,7 @@ class WriterMixin(_Settings):
 class ForwarderMixin(_Settings):
     forwarder: str = Field("none", description="forwarder variant")
     backend_url: str = Field("http://127.0.0.1:8000", description="backend base URL")
-    forward_batch: int = Field(1, ge=1, le=100_000, description="readings per POST (1: the seed's /telem_data)")
+    forward_batch: int = Field(1, ge=1, le=10_000, description="readings per POST (1: the seed's /telem_data)")
     concurrency: int = Field(8, ge=1, le=1024, description="POSTs in flight (async forwarder)")
     api_token: str | None = Field(None, description="bearer token for the backend, if it requires one")
 

@@ -39,7 +39,10 @@ def stop_event() -> asyncio.Event:
 
 
 def stage_main(
-    stage: str, settings_cls: type[S], amain: Callable[[S], Coroutine[Any, Any, None]], argv: Sequence[str] | None = None
+    stage: str,
+    settings_cls: type[S],
+    amain: Callable[[S], Coroutine[Any, Any, None]],
+    argv: Sequence[str] | None = None,
 ) -> int:
     try:
         settings = settings_cls.from_cli(argv)

@@ -38,7 +38,7 @@ class PipelineConfig(BaseModel):
     # forwarder / backend
     forwarder: str = "async"
     forward_from: Literal["ingest", "writer"] = "ingest"
-    forward_batch: int = Field(100, ge=1, le=100_000)
+    forward_batch: int = Field(100, ge=1, le=10_000, description="readings per POST (backend takes ≤ 10,000)")
     concurrency: int = Field(8, ge=1, le=1024)
     ws_clients: int = Field(1, ge=0, le=64, description="websocket clients the orchestrator runs and counts")
 

@@ -68,7 +68,9 @@ async def test_every_reading_accounted_for(
         assert a.ws_clients == 1 and a.broadcast == a.ws_received == cfg.count
     with db.connect_sync(services.pg_dsn, pg_schema) as conn:
         got = table_readings(conn)
-        per_sensor = dict(conn.execute("SELECT sensor_id, max(sequence_number) FROM telemetry_data GROUP BY 1").fetchall())
+        per_sensor = dict(
+            conn.execute("SELECT sensor_id, max(sequence_number) FROM telemetry_data GROUP BY 1").fetchall()
+        )
         order = conn.execute(
             "SELECT count(*) FROM telemetry_data WHERE NOT (intended_ns <= sent_ns AND sent_ns <= ingested_ns "
             "AND ingested_ns <= (extract(epoch FROM inserted_at) * 1e9)::bigint + 1000)"
@@ -87,7 +89,8 @@ async def test_lost_readings_are_reported(services: Services, pg_schema: str, qu
         conn.execute("DELETE FROM telemetry_data WHERE id IN (SELECT id FROM telemetry_data LIMIT 3)")
         conn.execute(
             "INSERT INTO telemetry_data (reading_timestamp, telemetry_type, sensor_id, subsystem, sequence_number) "
-            "SELECT reading_timestamp, telemetry_type, sensor_id, subsystem, sequence_number FROM telemetry_data LIMIT 2"
+            "SELECT reading_timestamp, telemetry_type, sensor_id, subsystem, sequence_number "
+            "FROM telemetry_data LIMIT 2"
         )
     acct = orch._account()
     assert acct.lost == 3 and acct.duplicated == 2

@@ -58,6 +58,8 @@ def test_stubs_are_fresh_build_output() -> None:
             proto.generate()
             fresh = proto.GENERATED
             for name in ("telemetry_pb2.py", "telemetry_pb2_grpc.py", "telemetry_pb2.pyi", "STAMP"):
-                assert filecmp.cmp(fresh / name, saved / name, shallow=False), f"{name} is stale: run telemetry-bench proto"
+                assert filecmp.cmp(fresh / name, saved / name, shallow=False), (
+                    f"{name} is stale: run telemetry-bench proto"
+                )
         finally:
             proto.GENERATED = saved

@@ -145,9 +145,7 @@ def test_explicit_dsn_and_url_used_as_given() -> None:
     dsn = "postgresql://postgres@127.0.0.1:5432/postgres?application_name=tb-test"
     with find_services(dsn, LOCAL_REDIS_URL) as services:
         assert services == Services(dsn, LOCAL_REDIS_URL, "explicit", "explicit")
-        assert services.describe().startswith(
-            "PostgreSQL: explicit postgresql://postgres@127.0.0.1:5432/postgres"
-        )
+        assert services.describe().startswith("PostgreSQL: explicit postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 # ------------------------------------------------------------------------------------------ explicit errors
@@ -235,9 +233,7 @@ def test_embedded_servers_answer_and_stop(caplog: pytest.LogCaptureFixture) -> N
         root = Path(services.redis_url.removeprefix("unix://")).parent
         assert root.is_dir()
 
-    records = [
-        r for r in caplog.records if r.name == "telemetry_bench.services" and r.levelno == logging.INFO
-    ]
+    records = [r for r in caplog.records if r.name == "telemetry_bench.services" and r.levelno == logging.INFO]
     assert len(records) == 1
     message = records[0].getMessage()
     assert "\n" not in message
@@ -265,9 +261,7 @@ def test_no_local_servers_falls_back_to_throwaways(
         with psycopg.connect(services.pg_dsn) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert redis.Redis.from_url(services.redis_url).ping()
-    (record,) = [
-        r for r in caplog.records if r.name == "telemetry_bench.services" and r.levelno == logging.INFO
-    ]
+    (record,) = [r for r in caplog.records if r.name == "telemetry_bench.services" and r.levelno == logging.INFO]
     assert record.getMessage().startswith("no local PostgreSQL/Redis answered: started throwaway PostgreSQL")
 
 
