@@ -1,5 +1,6 @@
 """``telemetry-bench``: the command line.
 
+    telemetry-bench run [--matrix default|smoke|seed|full|PATH] [--repeats N] [--profile cprofile|yappi|none]
 telemetry-bench live [--duration S] [--rate R] [--topology split|node] [--sink ...] ...
 telemetry-bench services
 telemetry-bench proto
@@ -132,7 +133,9 @@ def _print_endpoints(ports: dict[str, int], cfg: PipelineConfig) -> None:
     lines = [f"generator   grpc://127.0.0.1:{ports.get('generator')}"]
     if "backend" in ports:
         b = ports["backend"]
-        lines.append(f"backend     http://127.0.0.1:{b}   (websocket ws://127.0.0.1:{b}/ws, metrics /metrics)")
+        lines.append(
+            f"backend     http://127.0.0.1:{b}/   (dashboard; websocket ws://127.0.0.1:{b}/ws, metrics /metrics)"
+        )
     for name, port in sorted(ports.items()):
         if name.endswith("_metrics"):
             lines.append(f"metrics     http://127.0.0.1:{port}/metrics   ({name.removesuffix('_metrics')})")
@@ -158,6 +161,60 @@ def cmd_services(argv: list[str]) -> int:
     return 0
 
 
+def cmd_run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="telemetry-bench run",
+        description="Run an experiment matrix end to end and write reports/<run-id>/results.json.",
+    )
+    parser.add_argument("--matrix", default="default", help="a name in experiments/matrices/ or a path to a .toml")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per cell (default: the matrix's)")
+    parser.add_argument("--profile", choices=["cprofile", "yappi", "none"], default="cprofile",
+                        help="profiler of the extra, untimed repeat per cell (default: cprofile)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="reports directory (default: reports/)")
+    parser.add_argument("--profiles", type=Path, default=None, help="profiles directory (default: profiles/)")
+    parser.add_argument("--cells", default=None, help="run only cells whose id contains this text")
+    parser.add_argument("--pg-dsn", default=None)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--embedded", action="store_true", help="always use throwaway PostgreSQL and Redis")
+    args = parser.parse_args(argv)
+    from experiments.matrix import MatrixError, load
+
+    if args.repeats is not None and args.repeats < 1:
+        console.print(f"run: --repeats {args.repeats}: must be ≥ 1", style="red", markup=False)
+        return 2
+    try:
+        matrix = load(args.matrix)
+    except MatrixError as exc:
+        console.print(f"run: {exc}", style="red", markup=False, highlight=False)
+        return 2
+    if args.cells:
+        matrix.cells = [c for c in matrix.cells if args.cells in c.id]
+        if not matrix.cells:
+            console.print(f"run: no cell id contains {args.cells!r}", style="red", markup=False)
+            return 2
+    return asyncio.run(_run(matrix, args))
+
+
+async def _run(matrix: Any, args: argparse.Namespace) -> int:
+    from experiments.runner import ROOT, Runner
+    from pipeline.services import ServiceError, find_services
+
+    try:
+        with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
+            console.print(services.describe(), markup=False, highlight=False)
+            runner = Runner(
+                matrix, services, repeats=args.repeats, profile=args.profile, out=args.out or ROOT / "reports",
+                profiles=args.profiles or ROOT / "profiles",
+                console=console, argv=["telemetry-bench", "run", *sys.argv[2:]],
+            )  # fmt: skip
+            results = await runner.run()
+            runner.print_summary()
+    except ServiceError as exc:
+        console.print(f"run: {exc}", style="red", markup=False)
+        return 1
+    return 1 if results.failed_cells else 0
+
+
 def cmd_proto(argv: list[str]) -> int:
     from pipeline import proto
 
@@ -166,7 +223,7 @@ def cmd_proto(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"live": cmd_live, "services": cmd_services, "proto": cmd_proto}
+COMMANDS = {"run": cmd_run, "live": cmd_live, "services": cmd_services, "proto": cmd_proto}
 
 
 def main(argv: list[str] | None = None) -> int:

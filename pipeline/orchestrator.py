@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import httpx
@@ -203,6 +203,12 @@ class WsProbe:
 Progress = Callable[[dict[str, Any]], None]
 
 
+class Monitor(Protocol):
+    """Called at every poll of a run (about every POLL_S), e.g. to sample resources and queue lengths."""
+
+    async def sample(self, orch: Orchestrator, snap: dict[str, Any]) -> None: ...
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -214,12 +220,14 @@ class Orchestrator:
         queue_key: str = "queue:telemetry",
         python_prefix: Callable[[str], list[str]] | None = None,
         on_progress: Progress | None = None,
+        monitor: Monitor | None = None,
         preferred_ports: dict[str, int] | None = None,
     ) -> None:
         self.cfg, self.services, self.workdir, self.schema = cfg, services, workdir, schema
         self.queue_key = queue_key
         self.python_prefix = python_prefix or (lambda stage: [])
         self.on_progress = on_progress
+        self.monitor = monitor
         self.ports: dict[str, int] = {}
         self.preferred_ports = preferred_ports or {}
         self.stages: dict[str, Stage] = {}
@@ -374,6 +382,8 @@ class Orchestrator:
         snap = self.snapshot()
         if self.on_progress:
             self.on_progress(snap)
+        if self.monitor:
+            await self.monitor.sample(self, snap)
         return snap
 
     def _check_alive(self, names: list[str]) -> None:
@@ -409,16 +419,20 @@ class Orchestrator:
         failures: list[str] = []
         started = stream_ended = drained = time.time_ns()
         try:
-            for stage in order:
-                if stage.name == "generator":
-                    for _ in range(c.ws_clients if c.forwarding else 0):
-                        probe = WsProbe(f"ws://127.0.0.1:{self.ports['backend']}/ws?client_id=probe&batch=1")
-                        await probe.start()
-                        self.probes.append(probe)
+            # consumers start together (the backend first: the forwarder needs it), then the generator
+            consumers = [s for s in order if s.name != "generator"]
+            for stage in consumers:
                 stage.start(env)
-                await self._ready(stage)
+            await asyncio.gather(*(self._ready(s) for s in consumers))
+            for _ in range(c.ws_clients if c.forwarding else 0):
+                probe = WsProbe(f"ws://127.0.0.1:{self.ports['backend']}/ws?client_id=probe&batch=1")
+                await probe.start()
+                self.probes.append(probe)
+            generator = self.stages["generator"]
+            generator.start(env)
+            await self._ready(generator)
             started = time.time_ns()
-            log.info("pipeline running: %s", self.ports)
+            log.debug("pipeline running: %s", self.ports)
             everyone = [s.name for s in order if s.name != "ingest"]
             # 1. until the stream has ended (count/duration) or a stop is asked for
             while not stop_requested.is_set():

@@ -3,9 +3,10 @@
     python -m pipeline.writer --queue stream --sink copy_binary --batch-size 10000 --flush-interval 0.5
 
 A batch is written when it reaches ``--batch-size`` rows or its first row has waited ``--flush-interval`` seconds,
-whichever comes first (an entry holding a whole batch of readings is never split, so a batch may overshoot).
-Queue entries are acknowledged only after their batch commits. On SIGTERM the writer stops reading, writes and
-commits what it holds, acknowledges it, and exits 0. Run several with distinct ``--consumer`` names for N workers.
+whichever comes first; every transaction holds exactly ``--batch-size`` rows (the last of a flush fewer), even
+when queue entries carry more. Queue entries are acknowledged only after all their rows are committed. On SIGTERM
+the writer stops reading, writes and commits what it holds, acknowledges it, and exits 0. Run several with distinct
+``--consumer`` names for N workers.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ class Writer:
         for row in rows:  # the seed's meaning: reading timestamp → just before the write
             if row[INTENDED]:
                 lat.observe((now - row[INTENDED]) / 1e9)
+        # exactly batch_size rows per transaction, even when queue entries carry more
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            await self._commit(chunk)
+            self.committed.inc(len(chunk))
+            metrics.writer_batch_rows().observe(len(chunk))
+            if self.on_committed is not None:
+                await self.on_committed(chunk)
+        for token in tokens:  # acknowledged only once every row of their entries is committed
+            await self.queue.ack(token)
+
+    async def _commit(self, rows: list[Row]) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(psycopg.OperationalError),
             wait=wait_random_exponential(multiplier=0.1, max=5.0),
@@ -105,12 +118,6 @@ class Writer:
                 async with self.conn.transaction():
                     await self.sink.write(self.conn, rows)
                 metrics.db_insertion_seconds().observe(time.perf_counter() - t)
-        for token in tokens:
-            await self.queue.ack(token)
-        self.committed.inc(len(rows))
-        metrics.writer_batch_rows().observe(len(rows))
-        if self.on_committed is not None:
-            await self.on_committed(rows)
 
 
 async def run(settings: WriterSettings) -> None:

@@ -24,7 +24,9 @@ class ListQueue(Queue):
         item = await self.r.brpop([self.key], timeout=max(timeout, 0.001))
         if item is None:
             return [], None
-        return decode(item[1]), None
+        rows = decode(item[1])
+        self._note_entry_size(len(rows), 1)
+        return rows, None
 
     async def length(self) -> int:
         return int(await self.r.llen(self.key))

@@ -48,6 +48,7 @@ class StreamQueue(Queue):
             for entry_id, fields in entries:
                 ids.append(entry_id)
                 rows.extend(decode(fields[FIELD]))
+        self._note_entry_size(len(rows), len(ids))
         return rows, ids
 
     async def ack(self, token: Ack) -> None:

@@ -1,0 +1,196 @@
+"""Experiment matrices (TOML in ``experiments/matrices/``): a baseline, explicit cells, and comparison groups.
+
+    name = "default"
+    repeats = 3            # timed repeats per cell
+    warmup_s = 1.0         # discarded from the start of each repeat
+    measure_s = 3.0        # the measured window
+
+    [base]                 # every cell starts from this PipelineConfig (or from a preset)
+    topology = "split"
+    sink = "copy_binary"
+
+    [cells.seed]           # an explicit cell
+    preset = "seed"        # start from pipeline.topology.SEED instead of [base]
+    rate = 2000
+
+    [[groups]]             # a comparison: one cell per value (the product over several keys)
+    name = "sink"
+    title = "INSERT vs COPY"
+    vary = { sink = ["insert", "copy", "copy_binary"] }
+    set = { batch_size = 1000 }   # what this comparison fixes besides [base]
+
+Identical cells from several groups run once and belong to each. Unknown keys, unknown variant names and bad
+values fail before anything runs, naming the key, the file and the valid choices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.topology import SEED, PipelineConfig
+
+MATRICES = Path(__file__).resolve().parent / "matrices"
+PRESETS = {"seed": SEED, "base": None}
+
+
+class MatrixError(ValueError):
+    pass
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    title: str
+    vary: dict[str, list[Any]]
+    set: dict[str, Any] = Field(default_factory=dict)
+    preset: str = "base"
+
+
+class _Cell(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    preset: str = "base"
+    title: str | None = None
+
+
+class _Matrix(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    repeats: int = Field(3, ge=1, le=100)
+    warmup_s: float = Field(1.0, ge=0)
+    measure_s: float = Field(3.0, gt=0)
+    tail_s: float = Field(1.0, ge=0, description="generation continues this long after the measured window")
+    base: dict[str, Any] = Field(default_factory=dict)
+    cells: dict[str, _Cell] = Field(default_factory=dict)
+    groups: list[_Group] = Field(default_factory=list)
+
+
+@dataclass
+class Cell:
+    id: str
+    params: PipelineConfig
+    groups: list[str] = field(default_factory=list)  # comparison groups this cell belongs to
+    title: str = ""
+    varied: dict[str, Any] = field(default_factory=dict)  # the group keys that define it
+
+
+@dataclass
+class Matrix:
+    name: str
+    description: str
+    path: Path
+    source: str
+    repeats: int
+    warmup_s: float
+    measure_s: float
+    tail_s: float
+    cells: list[Cell]
+    groups: list[dict[str, Any]]  # name, title, keys, cell ids (in order)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "path": str(self.path),
+            "source": self.source,
+            "repeats": self.repeats,
+            "warmup_s": self.warmup_s,
+            "measure_s": self.measure_s,
+            "tail_s": self.tail_s,
+            "groups": self.groups,
+        }
+
+
+def resolve(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise MatrixError(f"matrix file {p} does not exist")
+        return p
+    candidate = MATRICES / f"{name_or_path}.toml"
+    if not candidate.exists():
+        names = sorted(f.stem for f in MATRICES.glob("*.toml"))
+        raise MatrixError(f"unknown matrix {name_or_path!r}; valid matrices: {', '.join(names)} (or a path to a .toml)")
+    return candidate
+
+
+def _config(path: Path, where: str, preset: str, values: dict[str, Any], base: dict[str, Any]) -> PipelineConfig:
+    if preset not in PRESETS:
+        raise MatrixError(f"{path}: {where}: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    merged = {**(SEED.model_dump() if preset == "seed" else base), **values}
+    unknown = sorted(set(merged) - set(PipelineConfig.model_fields))
+    if unknown:
+        raise MatrixError(
+            f"{path}: {where}: unknown key {unknown[0]!r}; valid keys: {', '.join(PipelineConfig.model_fields)}"
+        )
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(cell)"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise MatrixError(f"{path}: {where}: {key} = {err.get('input')!r}: {msg}") from None
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def load(name_or_path: str) -> Matrix:
+    path = resolve(name_or_path)
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        m = _Matrix.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = ", ".join(_Matrix.model_fields) if len(err["loc"]) == 1 else ", ".join(_Group.model_fields)
+            raise MatrixError(f"{path}: unknown key {key!r}; valid keys here: {valid}") from None
+        raise MatrixError(f"{path}: {key}: {err['msg']}") from None
+    # the base itself must be valid; a group's cell that is exactly the base is called "baseline"
+    base_cfg = _config(path, "[base]", "base", {}, m.base)
+    cells: dict[str, Cell] = {}
+    by_params: dict[str, Cell] = {}
+
+    def add(cell: Cell) -> Cell:
+        key = cell.params.model_dump_json()
+        if key in by_params:  # the same configuration from another group: run once
+            existing = by_params[key]
+            existing.groups.extend(g for g in cell.groups if g not in existing.groups)
+            return existing
+        if cell.id in cells:
+            raise MatrixError(f"{path}: two different cells are both called {cell.id!r}")
+        cells[cell.id] = by_params[key] = cell
+        return cell
+
+    for cid, c in m.cells.items():
+        values = dict(c.model_extra or {})
+        add(Cell(cid, _config(path, f"[cells.{cid}]", c.preset, values, m.base), [], c.title or cid, values))
+    groups = []
+    for g in m.groups:
+        keys = list(g.vary)
+        ids = []
+        for combo in itertools.product(*(g.vary[k] for k in keys)):
+            varied = dict(zip(keys, combo, strict=True))
+            params = _config(path, f"[[groups]] {g.name!r} {varied}", g.preset, {**g.set, **varied}, m.base)
+            cid = f"{g.name}-" + "-".join(f"{k}={_fmt(v)}" for k, v in varied.items())
+            if params == base_cfg:
+                cid = "baseline"
+            ids.append(add(Cell(cid, params, [g.name], cid, varied)).id)
+        groups.append({"name": g.name, "title": g.title, "keys": keys, "cells": ids})
+    if not cells:
+        raise MatrixError(f"{path}: the matrix has no cells")
+    return Matrix(
+        m.name, m.description, path, text, m.repeats, m.warmup_s, m.measure_s, m.tail_s, list(cells.values()), groups
+    )

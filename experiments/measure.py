@@ -1,0 +1,345 @@
+"""What a repeat measures: the window's throughput and exact latencies (from the table), resources per stage,
+queue lengths over time, PostgreSQL deltas, and the bottleneck verdict."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import redis.asyncio as aioredis
+
+from experiments.promql import quantiles
+from pipeline import db
+
+if TYPE_CHECKING:
+    from pipeline.orchestrator import Orchestrator
+
+FORWARD_SUFFIX = ":forward"
+
+
+# --------------------------------------------------------------------------------------------------- the table
+@dataclass
+class Window:
+    start_ns: int  # inserted_at of the first row + warmup
+    end_ns: int
+    complete: bool
+    committed: int  # rows inserted inside the window
+
+    @property
+    def seconds(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def throughput(self) -> float | None:
+        return self.committed / self.seconds if self.seconds > 0 else None
+
+
+EPOCH_NS = "(extract(epoch FROM inserted_at) * 1e9)::bigint"
+
+
+def measure_window(dsn: str, schema: str, warmup_s: float, measure_s: float) -> Window | None:
+    """The measured window over commit times: [first insert + warmup, + measure], cut short if the run was."""
+    with db.connect_sync(dsn, schema) as conn:
+        row = conn.execute(f"SELECT min({EPOCH_NS}), max({EPOCH_NS}) FROM telemetry_data").fetchone()
+        if row is None or row[0] is None:
+            return None
+        first, last = int(row[0]), int(row[1])
+        start = first + round(warmup_s * 1e9)
+        end = start + round(measure_s * 1e9)
+        complete = last >= end
+        if not complete:
+            end = last
+        if end <= start:
+            return Window(start, start, False, 0)
+        n = conn.execute(
+            f"SELECT count(*) FROM telemetry_data WHERE {EPOCH_NS} >= %s AND {EPOCH_NS} < %s", (start, end)
+        ).fetchone()
+    return Window(start, end, complete, int(n[0]) if n else 0)
+
+
+def latencies(dsn: str, schema: str, since_intended_ns: int, until_intended_ns: int) -> dict[str, dict[str, Any]]:
+    """Exact percentiles (ms) of intended → inserted and sent → inserted, for readings intended in the window."""
+    q = f"""
+        SELECT count(*),
+               percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {EPOCH_NS} - intended_ns),
+               max({EPOCH_NS} - intended_ns),
+               percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {EPOCH_NS} - sent_ns),
+               max({EPOCH_NS} - sent_ns)
+        FROM telemetry_data WHERE intended_ns >= %s AND intended_ns < %s
+    """
+    with db.connect_sync(dsn, schema) as conn:
+        row = conn.execute(q, (since_intended_ns, until_intended_ns)).fetchone()
+    assert row is not None
+
+    def pack(pcts: list[int] | None, mx: int | None) -> dict[str, Any]:
+        if not row[0] or pcts is None:
+            return {"n": 0}
+        p50, p95, p99 = (v / 1e6 for v in pcts)
+        return {"p50": p50, "p95": p95, "p99": p99, "max": (mx or 0) / 1e6, "n": int(row[0])}
+
+    return {"intended": pack(row[1], row[2]), "sent": pack(row[3], row[4])}
+
+
+def intended_bounds(dsn: str, schema: str) -> tuple[int, int] | None:
+    with db.connect_sync(dsn, schema) as conn:
+        row = conn.execute("SELECT min(intended_ns), max(intended_ns) FROM telemetry_data").fetchone()
+    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+
+# ------------------------------------------------------------------------------------------------ PostgreSQL
+def pg_stats(dsn: str, schema: str) -> dict[str, int | None]:
+    with db.connect_sync(dsn, schema) as conn:
+        wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()
+        size = conn.execute("SELECT pg_total_relation_size('telemetry_data')").fetchone()
+        try:  # PostgreSQL ≤ 16
+            cp = conn.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetchone()
+        except Exception:  # 17+: pg_stat_checkpointer
+            conn.rollback()
+            cp = conn.execute("SELECT num_timed + num_requested FROM pg_stat_checkpointer").fetchone()
+    return {
+        "wal": int(wal[0]) if wal else None,
+        "table_bytes": int(size[0]) if size else None,
+        "checkpoints": int(cp[0]) if cp else None,
+    }
+
+
+def pg_deltas(before: dict[str, int | None], after: dict[str, int | None], readings: int) -> dict[str, Any]:
+    wal = after["wal"] - before["wal"] if after["wal"] is not None and before["wal"] is not None else None
+    cps = (
+        after["checkpoints"] - before["checkpoints"]
+        if after["checkpoints"] is not None and before["checkpoints"] is not None
+        else None
+    )
+    return {
+        "wal_bytes": wal,
+        "wal_bytes_per_reading": wal / readings if wal is not None and readings else None,
+        "table_bytes": after["table_bytes"],
+        "checkpoints": cps,
+    }
+
+
+# ------------------------------------------------------------------------------------------- resources, queues
+@dataclass
+class ResourceMonitor:
+    """Samples CPU seconds and RSS of every stage process, and the Redis queue lengths, at every poll."""
+
+    redis_url: str
+    queue: str
+    queue_key: str
+    t0: float = field(default_factory=time.time)
+    procs: dict[str, psutil.Process] = field(default_factory=dict)
+    series: dict[str, list[list[float]]] = field(default_factory=dict)  # stage → [t, cpu_s, rss]
+    queue_series: dict[str, list[list[float]]] = field(default_factory=dict)
+    _redis: aioredis.Redis | None = None
+
+    async def sample(self, orch: Orchestrator, snap: dict[str, Any]) -> None:
+        now = time.time()
+        for name, stage in orch.stages.items():
+            if not stage.alive or stage.pid is None:
+                continue
+            try:
+                p = self.procs.get(name)
+                if p is None or p.pid != stage.pid:
+                    p = self.procs[name] = psutil.Process(stage.pid)
+                with p.oneshot():
+                    t = p.cpu_times()
+                    rss = p.memory_info().rss
+                self.series.setdefault(name, []).append([now - self.t0, t.user + t.system, float(rss)])
+            except psutil.Error:
+                continue
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self.redis_url)
+        for key in (self.queue_key, self.queue_key + FORWARD_SUFFIX):
+            try:
+                n = await (self._redis.llen(key) if self.queue == "list" else self._redis.xlen(key))
+            except Exception:  # wrong type before the first put, or a restart: skip this sample
+                continue
+            self.queue_series.setdefault(key, []).append([now - self.t0, float(n)])
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def resources(self, window: tuple[float, float] | None) -> dict[str, dict[str, Any]]:
+        """Per stage: CPU seconds, cores busy inside ``window`` (epoch seconds), peak RSS, the series."""
+        out = {}
+        for name, s in self.series.items():
+            util = None
+            if window is not None:
+                inside = [x for x in s if window[0] - 0.5 <= x[0] + self.t0 <= window[1] + 0.5]
+                if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+                    util = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+            out[name] = {
+                "cpu_s": s[-1][1] - s[0][1] if len(s) > 1 else 0.0,
+                "cpu_util_window": util,
+                "peak_rss_bytes": int(max(x[2] for x in s)),
+                "series": [[round(a, 3), round(b, 4), c] for a, b, c in s],
+            }
+        return out
+
+    def queue_growth(self, key: str, window: tuple[float, float] | None) -> float | None:
+        """Least-squares slope (entries/s) of the queue's length inside ``window``."""
+        s = self.queue_series.get(key, [])
+        if window is not None:
+            s = [x for x in s if window[0] <= x[0] + self.t0 <= window[1]]
+        if len(s) < 3:
+            return None
+        return _slope([x[0] for x in s], [x[1] for x in s])
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return 0.0 if den == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den
+
+
+# -------------------------------------------------------------------------------------------- Prometheus data
+HISTOGRAMS = (
+    "db_insertion_seconds",
+    "latency_to_db_insert",
+    "data_dictionarize_seconds",
+    "latency_end_to_end",
+    "generator_buffer_wait_seconds",
+    "generator_publish_delay_seconds",
+    "ingest_transport_seconds",
+    "writer_batch_rows",
+    "forward_request_seconds",
+)
+
+
+def prometheus_data(orch: Orchestrator) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """(stage → histogram → buckets, 'stage/metric' → PromQL quantiles in ms, sums: 'stage/metric' → seconds)."""
+    buckets: dict[str, dict[str, dict[str, float]]] = {}
+    qs: dict[str, dict[str, float | None]] = {}
+    sums: dict[str, float] = {}
+    for name, stage in orch.stages.items():
+        for h in HISTOGRAMS:
+            b = stage.last.histogram(h)
+            if not b or not b.get("+Inf"):
+                continue
+            buckets.setdefault(name, {})[h] = b
+            scale = 1.0 if h == "writer_batch_rows" else 1000.0
+            qs[f"{name}/{h}"] = {k: (v * scale if v is not None else None) for k, v in quantiles(b).items()}
+            sums[f"{name}/{h}"] = stage.last.get(f"{h}_sum")
+    return buckets, qs, sums
+
+
+# ------------------------------------------------------------------------------------------------ the verdict
+SATURATED = 0.85  # cores: a single-threaded stage at ≥ 85 % of one core is CPU-bound
+QUEUE_GROWTH = 0.05  # a queue growing by ≥ 5 % of the readings through it in the window: its consumer falls behind
+
+
+def bottleneck(
+    cfg: Any,
+    resources: dict[str, dict[str, Any]],
+    growth: dict[str, float | None],
+    throughput: float | None,
+    window_s: float | None,
+    prom_q: dict[str, dict[str, float | None]],
+    prom_sums: dict[str, float],
+    duration_s: float,
+) -> dict[str, Any]:
+    """Which stage limited the repeat, from queue growth, CPU saturation and stage latencies (documented rules)."""
+    util = {n: r["cpu_util_window"] for n, r in resources.items() if r.get("cpu_util_window") is not None}
+    total = sum(util.values())
+    ev: dict[str, Any] = {
+        "cpu_util_window": {k: round(v, 3) for k, v in util.items()},
+        "cpu_util_total": round(total, 3),
+        "queue_growth_per_s": growth,
+        "machine_cores": psutil.cpu_count(),
+    }
+    tp = throughput or 0.0
+    entry = cfg.readings_per_message if cfg.queue_entry == "batch" else 1
+    # growth over the window, in readings, must exceed what batching alone moves the queue by, and be a real
+    # share of what went through
+    noise = max(QUEUE_GROWTH * tp * (window_s or 0.0), 2.0 * max(cfg.batch_size, entry))
+
+    def grows(slope: float | None) -> bool:
+        return slope is not None and slope * entry * (window_s or 0.0) > noise
+
+    wq = growth.get("writer_queue")
+    fq = growth.get("forward_queue")
+    pub = prom_q.get("generator/generator_publish_delay_seconds", {}).get("p99")
+    ev["publish_delay_p99_ms"] = pub
+    cores = psutil.cpu_count() or 1
+    if cfg.topology == "node":
+        node_util = util.get("node", 0.0)
+        post_s = prom_sums.get("node/forward_request_seconds", 0.0)
+        ev["node_time_in_blocking_posts"] = round(post_s / duration_s, 3) if cfg.forwarder == "sync" else None
+        if cfg.forwarder == "sync" and duration_s > 0 and post_s / duration_s > 0.3:
+            return {
+                "stage": "node",
+                "evidence": ev,
+                "reason": f"one event loop spends {post_s / duration_s:.0%} of the run blocked in synchronous "
+                "POSTs (requests.post per reading): every coroutine waits for them",
+            }
+        if node_util >= SATURATED:
+            return {
+                "stage": "node",
+                "reason": f"the single process is CPU-bound ({node_util:.0%} of a core)",
+                "evidence": ev,
+            }
+    if wq is not None and grows(wq):
+        return {
+            "stage": "writer",
+            "evidence": ev,
+            "reason": f"the writer queue grows by {wq * entry:,.0f} readings/s: the writer(s) and "
+            f"PostgreSQL ({cfg.sink}, batch {cfg.batch_size}) can't keep up",
+        }
+    if fq is not None and grows(fq):
+        return {
+            "stage": "forwarder",
+            "evidence": ev,
+            "reason": f"the forward queue grows by {fq * entry:,.0f} readings/s: the {cfg.forwarder} "
+            "forwarder and the backend can't keep up",
+        }
+    if total >= 0.9 * cores:
+        busiest = max(util, key=lambda n: util[n]) if util else "machine"
+        return {
+            "stage": busiest,
+            "evidence": ev,
+            "reason": f"the machine's {cores} cores are saturated ({total:.2f} busy); {busiest} uses the most "
+            f"({util.get(busiest, 0):.0%} of a core)",
+        }
+    if util:
+        busiest = max(util, key=lambda n: util[n])
+        if util[busiest] >= SATURATED:
+            return {
+                "stage": busiest,
+                "reason": f"{busiest} is CPU-bound ({util[busiest]:.0%} of a core)",
+                "evidence": ev,
+            }
+    if not cfg.max_rate and pub is not None and pub > 100:
+        return {
+            "stage": "generator",
+            "evidence": ev,
+            "reason": f"readings leave the generator late (publish delay p99 {pub:.0f} ms): the subscriber "
+            "(ingest) reads too slowly, without any stage saturating a core",
+        }
+    if not cfg.max_rate:
+        return {
+            "stage": "none",
+            "evidence": ev,
+            "reason": "kept up with the offered rate: no queue grew and no stage saturated a core",
+        }
+    busiest = max(util, key=lambda n: util[n]) if util else "unknown"
+    return {
+        "stage": busiest,
+        "evidence": ev,
+        "reason": f"no stage saturated a core; {busiest} was busiest ({util.get(busiest, 0):.0%}): "
+        "latency-bound (round trips)",
+    }
+
+
+def summarize_values(values: list[float]) -> tuple[float | None, float | None]:
+    """(median, coefficient of variation)."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return None, None
+    med = statistics.median(vals)
+    cv = statistics.stdev(vals) / statistics.fmean(vals) if len(vals) > 1 and statistics.fmean(vals) else None
+    return med, cv

@@ -1,0 +1,152 @@
+"""The experiment runner: PromQL quantile semantics, matrix validation, and the smoke matrix end to end."""
+
+from __future__ import annotations
+
+import math
+import pstats
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.matrix import MatrixError, load
+from experiments.promql import histogram_quantile
+from experiments.results import Results
+
+# --------------------------------------------------------------------------------------------- PromQL semantics
+BUCKETS = {"0.1": 10.0, "0.5": 30.0, "1": 40.0, "+Inf": 40.0}
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        (0.5, 0.1 + (0.5 - 0.1) * (20 - 10) / 20),  # rank 20 falls in (0.1, 0.5]: 10 of its 20
+        (0.25, 0.1),  # rank 10: exactly the first bucket's upper bound
+        (0.125, 0.05),  # rank 5 in the first bucket, interpolated from 0
+        (1.0, 1.0),  # rank 40: the last finite bucket (+Inf holds nothing more)
+        (0.9, 0.5 + 0.5 * (36 - 30) / 10),
+    ],
+)
+def test_histogram_quantile_interpolates_like_promql(q: float, expected: float) -> None:
+    assert histogram_quantile(q, BUCKETS) == pytest.approx(expected)
+
+
+def test_histogram_quantile_edges() -> None:
+    assert histogram_quantile(-0.1, BUCKETS) == -math.inf
+    assert histogram_quantile(1.1, BUCKETS) == math.inf
+    assert math.isnan(histogram_quantile(0.5, {"1": 0.0, "+Inf": 0.0}))  # no observations
+    assert math.isnan(histogram_quantile(0.5, {"+Inf": 3.0}))  # fewer than two buckets
+    assert math.isnan(histogram_quantile(0.5, {"1": 1.0, "2": 2.0}))  # no +Inf bucket
+    # observations beyond the last finite bucket: the answer is that bucket's upper bound
+    assert histogram_quantile(0.99, {"1": 1.0, "2": 2.0, "+Inf": 100.0}) == 2.0
+    # a first bucket with a non-positive upper bound is returned as is
+    assert histogram_quantile(0.1, {"-1": 5.0, "0": 6.0, "+Inf": 10.0}) == -1.0
+    # non-monotonic counts (a scrape race) are carried forward as PromQL does
+    assert histogram_quantile(0.5, {"0.1": 10.0, "0.5": 9.0, "1": 20.0, "+Inf": 20.0}) == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------------------------- matrices
+@pytest.mark.parametrize("name", ["smoke", "seed", "default", "full"])
+def test_shipped_matrices_load(name: str) -> None:
+    m = load(name)
+    assert m.cells and m.repeats >= 1
+    ids = [c.id for c in m.cells]
+    assert len(ids) == len(set(ids))
+
+
+def test_default_matrix_has_the_four_comparisons_and_the_seed() -> None:
+    m = load("default")
+    groups = {g["name"]: g for g in m.groups}
+    assert set(groups) == {"sink", "batch", "decoder", "forwarder"}
+    assert {c.params.sink for c in m.cells if "sink" in c.groups} == {
+        "insert",
+        "executemany",
+        "values",
+        "copy",
+        "copy_binary",
+    }
+    assert {c.params.batch_size for c in m.cells if "batch" in c.groups} == {1, 10, 100, 1000, 10000}
+    assert {c.params.decoder for c in m.cells if "decoder" in c.groups} == {"dict", "direct"}
+    assert {c.params.forwarder for c in m.cells if "forwarder" in c.groups} == {"sync", "async"}
+    seed = next(c for c in m.cells if c.id == "seed").params
+    assert (seed.topology, seed.rpc, seed.decoder, seed.queue, seed.sink, seed.batch_size, seed.forwarder) == (
+        "node", "seed", "dict", "list", "copy", 20, "sync"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("toml", "needles"),
+    [
+        ('name = "x"\nrepets = 3\n', ["unknown key 'repets'", "repeats"]),
+        ('name = "x"\n[base]\nsink = "kopy"\n', ["[base]", "sink", "valid sinks: insert, executemany"]),
+        ('name = "x"\n[base]\nbatchsize = 10\n', ["unknown key 'batchsize'", "batch_size"]),
+        ('name = "x"\n[[groups]]\nname = "g"\ntitle = "t"\nvary = { decoder = ["fast"] }\n', ["'g'", "valid decoders"]),
+        ('name = "x"\n[[groups]]\nname = "g"\ntitle = "t"\nvary = { batch_size = [0] }\n', ["batch_size", "0"]),
+        ('name = "x"\n[cells.a]\npreset = "turbo"\n', ["unknown preset 'turbo'", "seed"]),
+        ('name = "x"\n[cells.a]\ntopology = "mesh"\n', ["[cells.a]", "topology", "'split'"]),
+        ("name = ", ["not valid TOML"]),
+    ],
+)
+def test_bad_matrix_file_names_the_key_the_file_and_the_choices(tmp_path: Path, toml: str, needles: list[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(MatrixError) as err:
+        load(str(path))
+    message = str(err.value)
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_unknown_matrix_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(MatrixError, match="valid matrices: default, full, seed, smoke"):
+        load("nightly")
+
+
+def test_cli_rejects_a_bad_matrix_before_anything_runs(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n[base]\nsink = "kopy"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--matrix", str(path), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "valid sinks" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("*/results.json"))
+
+
+# --------------------------------------------------------------------------------------------- smoke, for real
+def test_smoke_matrix_end_to_end(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--matrix", "smoke", "--out", str(tmp_path / "reports"),
+         "--profiles", str(tmp_path / "profiles")],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    [path] = list((tmp_path / "reports").glob("*/results.json"))
+    results = Results.model_validate_json(path.read_text())  # the documented schema
+    assert results.ceilings is not None and results.ceilings.copy_binary_rps > 10_000
+    assert results.failed_cells == []
+    m = load("smoke")
+    assert [c.id for c in results.cells] == [c.id for c in m.cells]
+    for cell in results.cells:
+        s = cell.summary
+        assert s is not None and not s.failed, cell.id
+        assert s.readings_generated == s.readings_committed > 0 and s.lost == 0 and s.duplicated == 0
+        assert s.throughput_rps and s.throughput_rps > 0
+        assert s.latency_ms.p50 is not None and s.latency_ms.p50 <= s.latency_ms.p99 <= s.latency_ms.max  # type: ignore[operator]
+        assert s.bottleneck is not None and s.bottleneck.reason
+        assert len(cell.repeats) == m.repeats
+        rep = cell.repeats[0]
+        assert rep.resources and all(r.cpu_s >= 0 for r in rep.resources.values())
+        assert rep.pg.wal_bytes and rep.pg.wal_bytes > 0
+        if cell.params["forwarder"] != "none":
+            assert s.forwarded == s.readings_generated and s.broadcast == s.forwarded
+        # the profiled repeat wrote a loadable cProfile file per stage
+        assert cell.profile is not None and cell.profile.failures == []
+        assert cell.profile.files
+        for stage, files in cell.profile.files.items():
+            stats = pstats.Stats(str(files["cprofile"]))
+            assert stats.total_calls > 0, stage  # type: ignore[attr-defined]
+    assert "results:" in proc.stderr
