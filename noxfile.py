@@ -1,5 +1,5 @@
-"""Sessions: ``nox -s tests`` (the test suite), ``nox -s lint`` (ruff + mypy), ``nox -s live`` (the pipeline,
-live), ``nox -s bench`` (the main job; until the experiment runner lands it runs ``live`` at 2,000 readings/s)."""
+"""Sessions: ``nox -s bench`` (the main job: the default experiment matrix), ``nox -s tests`` (the test suite),
+``nox -s lint`` (ruff + mypy), ``nox -s live`` (the pipeline, live)."""
 
 from __future__ import annotations
 
@@ -37,5 +37,9 @@ def live(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    session.install("-e", ".")
-    session.run("telemetry-bench", "live", *(session.posargs or ["--rate", "2000", "--duration", "10"]))
+    """The default matrix; arguments after -- go to ``telemetry-bench run`` (e.g. ``-- --matrix smoke``)."""
+    session.install("-e", ".[profiling]")
+    args = session.posargs
+    if not any(a == "--matrix" or a.startswith("--matrix=") for a in args):
+        args = ["--matrix", "default", *args]
+    session.run("telemetry-bench", "run", *args)

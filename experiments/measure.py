@@ -90,6 +90,27 @@ def intended_bounds(dsn: str, schema: str) -> tuple[int, int] | None:
     return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
 
+def percentile_disc(sorted_values: list[int], q: float) -> int:
+    """PostgreSQL's percentile_disc: the first value whose cumulative fraction reaches q."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def end_to_end(
+    arrivals: list[int], intended: list[int], latencies: list[int], window: Window | None, since: int, until: int
+) -> tuple[dict[str, Any], float | None]:
+    """A websocket client's view: exact latency percentiles (ms) of readings intended in [since, until), and
+    readings received per second inside the commit window."""
+    lats = sorted(lat for lat, i in zip(latencies, intended, strict=True) if since <= i < until)
+    latency: dict[str, Any] = {"n": 0}
+    if lats:
+        latency = {f"p{round(q * 100)}": percentile_disc(lats, q) / 1e6 for q in (0.5, 0.95, 0.99)}
+        latency.update(max=lats[-1] / 1e6, n=len(lats))
+    rate = None
+    if window is not None and window.seconds > 0:
+        rate = sum(1 for a in arrivals if window.start_ns <= a < window.end_ns) / window.seconds
+    return latency, rate
+
+
 # ------------------------------------------------------------------------------------------------ PostgreSQL
 def pg_stats(dsn: str, schema: str) -> dict[str, int | None]:
     with db.connect_sync(dsn, schema) as conn:

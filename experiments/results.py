@@ -57,6 +57,8 @@ class Repeat(_M):
     window_complete: bool  # False: the run ended before warmup + measure elapsed
     latency_ms: Latency  # intended → inserted
     latency_sent_ms: Latency  # sent (generated) → inserted
+    e2e_latency_ms: Latency = Field(default_factory=Latency)  # intended → received by our websocket client
+    e2e_throughput_rps: float | None = None  # readings received by our websocket client per second, in the window
     accounting: dict[str, Any]  # generated, committed, rows, duplicated, lost, forwarded, broadcast, ...
     resources: dict[str, StageResources]
     queue_len: dict[str, list[list[float]]]  # key → [t_since_start_s, length]
@@ -83,6 +85,8 @@ class Summary(_M):
     broadcast: int
     latency_ms: Latency  # median over repeats of each percentile (max: the max)
     latency_sent_ms: Latency
+    e2e_latency_ms: Latency = Field(default_factory=Latency)  # forwarding cells: to the websocket client
+    e2e_throughput_rps: float | None = None  # median over repeats
     cpu_s_per_reading: float | None  # all stages summed, median over repeats
     bottleneck: Bottleneck | None
     failed: bool

@@ -82,9 +82,15 @@ async def run_repeat(
     window = measure.measure_window(services.pg_dsn, SCHEMA, m.warmup_s, m.measure_s)
     bounds = measure.intended_bounds(services.pg_dsn, SCHEMA)
     lat: dict[str, dict[str, Any]] = {"intended": {"n": 0}, "sent": {"n": 0}}
+    e2e: dict[str, Any] = {"n": 0}
+    e2e_rate = None
     if bounds:
         since = bounds[0] + round(m.warmup_s * 1e9)
-        lat = measure.latencies(services.pg_dsn, SCHEMA, since, since + round(m.measure_s * 1e9))
+        until = since + round(m.measure_s * 1e9)
+        lat = measure.latencies(services.pg_dsn, SCHEMA, since, until)
+        if orch.probes:
+            p = orch.probes[0]
+            e2e, e2e_rate = measure.end_to_end(p.arrivals, p.intended, p.latencies, window, since, until)
     win = (window.start_ns / 1e9, window.end_ns / 1e9) if window else None
     resources = monitor.resources(win)
     growth = {
@@ -112,6 +118,8 @@ async def run_repeat(
         "window_complete": bool(window and window.complete),
         "latency_ms": lat["intended"],
         "latency_sent_ms": lat["sent"],
+        "e2e_latency_ms": e2e,
+        "e2e_throughput_rps": e2e_rate,
         "accounting": acct.as_dict(),
         "resources": resources,
         "queue_len": {k: [[round(a, 3), b] for a, b in v] for k, v in monitor.queue_series.items()},
@@ -165,6 +173,8 @@ def summarize(cell: CellResult, ceiling: float | None) -> Summary:
         broadcast=total("broadcast"),
         latency_ms=Latency(**lat("latency_ms")),
         latency_sent_ms=Latency(**lat("latency_sent_ms")),
+        e2e_latency_ms=Latency(**lat("e2e_latency_ms")),
+        e2e_throughput_rps=measure.summarize_values([r.e2e_throughput_rps for r in reps if r.e2e_throughput_rps])[0],
         cpu_s_per_reading=statistics.median(cpu) if cpu else None,
         bottleneck=bn,
         failed=any(not r.ok for r in reps) or not reps,

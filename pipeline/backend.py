@@ -14,6 +14,9 @@ also need ``Authorization: Bearer <token>``.
   observed in ``latency_end_to_end``. 200 ``{"status": "ok", "observed": n}``.
 - ``POST /metric_data``: any JSON object (the seed's user metrics), counted. 200 ``{"status": "ok"}``.
 - ``GET /healthz``: ``{"status": "ok", "ws_clients": n}``. ``GET /metrics``: Prometheus exposition.
+- ``GET /``: the live dashboard (``pipeline/static/index.html``; plain HTML/CSS/JS, no build step), and
+  ``GET /static/<file>``: its assets. Public, like ``/healthz``: the page holds no data until its websocket
+  (which needs the token) connects. Open it as ``/?token=<token>`` when ``--api-token`` is set.
 
 Errors are JSON ``{"status": "error", "message": "...", ...}``: 401 missing or wrong token, 413 body over
 ``--max-body-bytes``, 415 not JSON, 422 invalid body (``detail`` lists the first errors), 404/405 unknown
@@ -35,13 +38,14 @@ import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired
 
 import orjson
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -61,6 +65,19 @@ MAX_ERRORS_SHOWN = 20
 """Validation errors listed in a 422 body (the count of all of them is given too)."""
 
 TELEMETRY_TYPES = ("TEMPERATURE", "PRESSURE", "VELOCITY")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+"""The dashboard's files, shipped as package data."""
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+"""Content types of the files served under /static (fixed here: the OS's mimetypes table may say text/plain)."""
+STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # one file of STATIC_DIR: no separators, no dotfiles
 
 # --- the reading schema -------------------------------------------------------------------------------------
 # TypedDicts, not models: pydantic-core validates straight into dicts, so there is no model → dict step before
@@ -503,6 +520,14 @@ def create_app(settings: BackendSettings) -> FastAPI:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encode(REGISTRY), media_type=content_type)
 
+    @app.api_route("/", methods=["GET", "HEAD"])
+    async def index() -> Response:
+        return _static_file("index.html")
+
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"])
+    async def static(name: str) -> Response:
+        return _static_file(name)
+
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         params = websocket.query_params
@@ -541,6 +566,15 @@ def create_app(settings: BackendSettings) -> FastAPI:
                         log.debug("websocket %r ended: %r", client.client_id, r)
 
     return app
+
+
+def _static_file(name: str) -> Response:
+    """One dashboard file with its content type; no-cache: browsers revalidate, so an upgrade shows at once."""
+    path = STATIC_DIR / name
+    media_type = STATIC_TYPES.get(path.suffix)
+    if media_type is None or not STATIC_NAME.match(name) or not path.is_file():
+        return _json({"status": "error", "message": f"no such file: /static/{name}"}, 404)
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:

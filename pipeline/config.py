@@ -147,7 +147,9 @@ class GeneratorSettings(StageSettings):
     count: int = Field(0, ge=0, description="seed RPC: stop after this many readings per subscriber")
     duration: float = Field(0.0, ge=0, description="seed RPC: stop after this many seconds")
     seed: int = Field(1, ge=0)
-    buffer_messages: int = Field(256, ge=1, description="per-subscriber bounded buffer, in stream messages")
+    buffer_readings: int = Field(
+        5000, ge=1, description="per-subscriber bounded buffer, in readings (at least one message)"
+    )
 
 
 ForwardFrom = Literal["ingest", "writer"]

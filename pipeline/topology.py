@@ -29,7 +29,7 @@ class PipelineConfig(BaseModel):
     decoder: str = "direct"
     queue: str = "stream"
     queue_entry: Literal["reading", "batch"] = "batch"
-    queue_cap: int = Field(1_000_000, gt=0)
+    queue_cap: int = Field(100_000, gt=0, description="readings the queue may hold before ingest waits")
     # writer
     sink: str = "copy_binary"
     batch_size: int = Field(1000, ge=1, le=1_000_000)

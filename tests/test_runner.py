@@ -150,3 +150,20 @@ def test_smoke_matrix_end_to_end(tmp_path: Path) -> None:
             stats = pstats.Stats(str(files["cprofile"]))
             assert stats.total_calls > 0, stage  # type: ignore[attr-defined]
     assert "results:" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("profiler", "suffixes"),
+    [("cprofile", [".prof"]), ("yappi", [".yappi.pstat", ".callgrind", ".yappi.txt"])],
+)
+def test_profile_launcher_saves_a_loadable_profile(tmp_path: Path, profiler: str, suffixes: list[str]) -> None:
+    out = tmp_path / "stage"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.profile_stage", "--profiler", profiler, "--out", str(out),
+         "-m", "pipeline.cli", "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for suffix in suffixes:
+        assert Path(str(out) + suffix).stat().st_size > 0
+    pstats.Stats(str(out) + suffixes[0])  # snakeviz opens pstats files

@@ -1,0 +1,54 @@
+"""The bottleneck verdict's rules on synthetic evidence (the rules are documented in ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from experiments.measure import bottleneck
+from pipeline.topology import SEED, PipelineConfig
+
+FAST = PipelineConfig(max_rate=True, readings_per_message=100, queue_entry="batch", batch_size=1000)
+
+
+def res(**util: float) -> dict[str, dict[str, float]]:
+    return {k: {"cpu_util_window": v, "cpu_s": v, "peak_rss_bytes": 1} for k, v in util.items()}
+
+
+def verdict(cfg: PipelineConfig, util: dict[str, float], growth: dict[str, float | None] | None = None,
+            tp: float = 10_000, pub: float | None = None, post_s: float = 0.0) -> str:  # fmt: skip
+    q = {"generator/generator_publish_delay_seconds": {"p99": pub}} if pub is not None else {}
+    sums = {"node/forward_request_seconds": post_s}
+    out = bottleneck(cfg, res(**util), growth or {}, tp, 2.0, q, sums, 5.0)
+    assert out["reason"] and out["evidence"]["cpu_util_window"] is not None
+    return str(out["stage"])
+
+
+def test_blocking_posts_in_one_event_loop_blame_the_node() -> None:
+    assert verdict(SEED.model_copy(update={"rate": 1000.0}), {"node": 0.4}, post_s=3.0) == "node"
+
+
+def test_a_growing_writer_queue_blames_the_writer() -> None:
+    # 30 entries/s × 100 readings × 2 s = 6,000 readings, above noise (2 batches, 5 % of 20,000)
+    assert verdict(FAST, {"ingest": 0.6, "writer-1": 0.5}, {"writer_queue": 30.0}) == "writer"
+
+
+def test_queue_wobble_within_batching_noise_is_not_growth() -> None:
+    # 5 entries/s × 100 × 2 s = 1,000 readings: less than two batches of 1,000
+    assert verdict(FAST, {"ingest": 0.95, "writer-1": 0.5}, {"writer_queue": 5.0}) == "ingest"
+
+
+def test_a_growing_forward_queue_blames_the_forwarder() -> None:
+    cfg = FAST.model_copy(update={"forwarder": "sync"})
+    assert verdict(cfg, {"ingest": 0.5, "forwarder": 0.5}, {"forward_queue": 40.0}) == "forwarder"
+
+
+def test_saturated_machine_blames_the_busiest_stage() -> None:
+    assert verdict(FAST, {"ingest": 0.9, "writer-1": 0.6, "generator": 0.5}) == "ingest"
+
+
+def test_open_loop_that_keeps_up_has_no_bottleneck() -> None:
+    cfg = FAST.model_copy(update={"max_rate": False, "rate": 1000.0})
+    assert verdict(cfg, {"ingest": 0.1, "writer-1": 0.1}, pub=3.0) == "none"
+
+
+def test_open_loop_with_late_readings_blames_the_generator_side() -> None:
+    cfg = FAST.model_copy(update={"max_rate": False, "rate": 1000.0})
+    assert verdict(cfg, {"ingest": 0.3, "writer-1": 0.1}, pub=800.0) == "generator"
