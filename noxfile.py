@@ -1,7 +1,9 @@
 """Sessions: ``nox -s bench`` (the main job: the default experiment matrix), ``nox -s tests`` (the test suite),
-``nox -s lint`` (ruff + mypy), ``nox -s live`` (the pipeline, live)."""
+``nox -s lint`` (ruff + mypy), ``nox -s live`` (the pipeline, live), ``nox -s microbench`` (pytest-benchmark)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -43,3 +45,16 @@ def bench(session: nox.Session) -> None:
     if not any(a == "--matrix" or a.startswith("--matrix=") for a in args):
         args = ["--matrix", "default", *args]
     session.run("telemetry-bench", "run", *args)
+
+
+@nox.session(python=PYTHON)
+def microbench(session: nox.Session) -> None:
+    """Micro-benchmarks in benchmarks/ (decode, protobuf, queue payloads, sinks), saved under .benchmarks/ and
+    compared with the previous save when there is one; the run's HTML report shows the latest table."""
+    session.install("-e", ".[microbench,test]")
+    session.run("telemetry-bench", "proto")
+    storage = Path(__file__).resolve().parent / ".benchmarks"
+    args = ["pytest", "benchmarks", f"--benchmark-storage=file://{storage}", "--benchmark-autosave"]
+    if any(storage.glob("*/*.json")):
+        args.append("--benchmark-compare")
+    session.run(*args, *session.posargs)

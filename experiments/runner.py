@@ -29,6 +29,7 @@ from rich.table import Table
 from experiments import ceilings as ceilings_mod
 from experiments import measure, metadata
 from experiments.matrix import Cell, Matrix
+from experiments.report import build_index, build_report
 from experiments.results import Ceilings, CellResult, Latency, Profile, Repeat, Results, Summary
 from pipeline.orchestrator import Orchestrator
 from pipeline.services import Services, redact_dsn, versions
@@ -201,6 +202,7 @@ class Runner:
         self.run_id = metadata.run_id()
         self.dir = out / self.run_id
         self.profile_dir = profiles / self.run_id
+        self.report: Path | None = None
         self.results = Results(
             run_id=self.run_id,
             created=datetime.now(UTC).isoformat(),
@@ -261,6 +263,8 @@ class Runner:
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.save()
+        self.report = build_report(self.dir)
+        build_index(self.dir.parent)
         return self.results
 
     async def _run_cell(self, cell: Cell, progress: Progress, overall: Any) -> None:
@@ -371,3 +375,4 @@ class Runner:
                 f"{', '.join(self.results.failed_cells)}[/bold red]"
             )
         self.console.print(f"results: {self.results_path}")
+        self.console.print(f"report:  {self.report}")

@@ -2,6 +2,8 @@
 
     telemetry-bench run [--matrix default|smoke|seed|full|PATH] [--repeats N] [--profile cprofile|yappi|none]
 telemetry-bench live [--duration S] [--rate R] [--topology split|node] [--sink ...] ...
+telemetry-bench report [RUN] [--all]          # rebuild reports/RUN/index.html and reports/index.html
+telemetry-bench compare RUN_A RUN_B [--fail-above PCT] [--out FILE]
 telemetry-bench services
 telemetry-bench proto
 """
@@ -215,6 +217,90 @@ async def _run(matrix: Any, args: argparse.Namespace) -> int:
     return 1 if results.failed_cells else 0
 
 
+def _find_run(ref: str, reports: Path) -> Path | None:
+    """A run directory from a run id (under ``reports``), a directory, or a results.json path."""
+    for p in (Path(ref), reports / ref):
+        if p.is_file() and p.name == "results.json":
+            return p.parent
+        if (p / "results.json").is_file():
+            return p
+    return None
+
+
+def cmd_report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="telemetry-bench report",
+        description="Rebuild a run's HTML report (reports/RUN/index.html) from its results.json, and the list of "
+        "runs (reports/index.html).",
+    )
+    parser.add_argument("run", nargs="?", default=None,
+                        help="run id, run directory or results.json (default: the newest run)")  # fmt: skip
+    parser.add_argument("--reports", type=Path, default=None, help="reports directory (default: reports/)")
+    parser.add_argument("--all", action="store_true", help="rebuild every run's report")
+    args = parser.parse_args(argv)
+    from experiments.report import ROOT, build_index, build_report
+
+    reports = args.reports or ROOT / "reports"
+    if args.run is not None:
+        run = _find_run(args.run, reports)
+        if run is None:
+            console.print(f"report: no results.json for {args.run!r} (looked in {reports})", style="red", markup=False)
+            return 2
+        runs = [run]
+    else:
+        found = sorted(p.parent for p in reports.glob("*/results.json"))
+        if not found:
+            console.print(f"report: no run under {reports}", style="red", markup=False)
+            return 2
+        runs = found if args.all else found[-1:]
+    code = 0
+    for run in runs:
+        try:
+            print(build_report(run))
+        except (OSError, ValueError) as exc:
+            console.print(f"report: {run}: {exc}", style="red", markup=False, highlight=False)
+            code = 1
+    print(build_index(runs[0].parent))
+    return code
+
+
+def cmd_compare(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="telemetry-bench compare",
+        description="Compare two runs cell by cell (B against A): throughput and p99 latency ratios, and whether "
+        "each change is beyond the repeats' noise. Writes compare-A-vs-B.md beside B's run directory.",
+    )
+    parser.add_argument("run_a", help="the reference run: id, directory or results.json")
+    parser.add_argument("run_b", help="the run to judge")
+    parser.add_argument("--fail-above", type=float, default=None, metavar="PCT",
+                        help="exit 1 if a cell regressed beyond noise by more than PCT %%")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file (default: compare-A-vs-B.md)")
+    parser.add_argument("--reports", type=Path, default=None, help="reports directory (default: reports/)")
+    args = parser.parse_args(argv)
+    from experiments import compare
+    from experiments.report import ROOT, load
+
+    if args.fail_above is not None and args.fail_above < 0:
+        console.print(f"compare: --fail-above {args.fail_above:g}: must be ≥ 0", style="red", markup=False)
+        return 2
+    reports = args.reports or ROOT / "reports"
+    dirs = []
+    for ref in (args.run_a, args.run_b):
+        d = _find_run(ref, reports)
+        if d is None:
+            console.print(f"compare: no results.json for {ref!r} (looked in {reports})", style="red", markup=False)
+            return 2
+        dirs.append(d)
+    a, b = load(dirs[0]), load(dirs[1])
+    result = compare.compare(a, b, args.fail_above)
+    text = compare.to_markdown(result)
+    out = args.out or compare.default_output(dirs[1], a.run_id, b.run_id)
+    out.write_text(text)
+    print(text)
+    print(f"written to {out}")
+    return 1 if result.regressions else 0
+
+
 def cmd_proto(argv: list[str]) -> int:
     from pipeline import proto
 
@@ -223,7 +309,14 @@ def cmd_proto(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "live": cmd_live, "services": cmd_services, "proto": cmd_proto}
+COMMANDS = {
+    "run": cmd_run,
+    "live": cmd_live,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "services": cmd_services,
+    "proto": cmd_proto,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pipeline import metrics
 from pipeline.config import GeneratorSettings
 from pipeline.proto import pb2, pb2_grpc
-from pipeline.runtime import stage_main, stop_event
+from pipeline.runtime import StageError, stage_main, stop_event
 from pipeline.sensors import make_sensors
 
 log = logging.getLogger("telemetry_bench.generator")
@@ -236,7 +236,10 @@ async def serve(settings: GeneratorSettings) -> None:
     pb2_grpc.add_TelemetryServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    except RuntimeError:
+        raise StageError(f"cannot listen on {settings.host}:{settings.port} (in use?); choose another --port") from None
     await server.start()
     metrics_port = metrics.serve(settings.metrics_port, settings.host)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -8,6 +8,8 @@ what the orchestrator's accounting reads.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
 from functools import cache
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -130,6 +132,28 @@ def broadcast_dropped() -> Counter:
     return Counter(
         "backend_broadcast_dropped_readings", "Readings not delivered to a websocket client because it was too slow"
     )
+
+
+def observe_many(hist: Histogram, values: Iterable[float]) -> None:
+    """Observe many values at once: the same buckets, sum and count as ``observe`` per value, at a fraction of the
+    cost (one increment per bucket touched instead of a lock and a bucket scan per value). Hot paths observe
+    a value per reading; at 100k+ readings/s per-value ``observe`` alone costs a tenth of a core."""
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # not an unlabelled classic histogram: the slow way
+        for v in values:
+            hist.observe(v)
+        return
+    counts = [0] * len(bounds)
+    s = 0.0
+    for v in values:
+        counts[bisect.bisect_left(bounds, v)] += 1  # the first bound >= v, as observe's scan finds it
+        s += v
+    total.inc(s)
+    for i, c in enumerate(counts):
+        if c:
+            buckets[i].inc(c)
 
 
 def serve(port: int, host: str = "127.0.0.1") -> int:

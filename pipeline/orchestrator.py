@@ -277,7 +277,7 @@ class Orchestrator:
         c = self.cfg
         return ["--pg-dsn", self.services.pg_dsn, "--redis-url", self.services.redis_url,
                 "--db-schema", self.schema, "--queue", c.queue, "--queue-key", self.queue_key,
-                "--queue-entry", c.queue_entry, "--queue-cap", str(c.queue_cap)]  # fmt: skip
+                "--queue-entry", c.queue_entry, "--queue-cap", str(c.effective_queue_cap)]  # fmt: skip
 
     def _stream_args(self) -> list[str]:
         c = self.cfg

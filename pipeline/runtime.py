@@ -55,6 +55,9 @@ def stage_main(
     except StageError as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. a metrics port already in use
+        print(f"{stage}: {exc.strerror or exc}: {exc.filename or ''} (check --metrics-port / --port)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:

@@ -29,7 +29,9 @@ class PipelineConfig(BaseModel):
     decoder: str = "direct"
     queue: str = "stream"
     queue_entry: Literal["reading", "batch"] = "batch"
-    queue_cap: int = Field(100_000, gt=0, description="readings the queue may hold before ingest waits")
+    queue_cap: int = Field(
+        0, ge=0, description="readings the queue may hold before ingest waits (0: auto, see effective_queue_cap)"
+    )
     # writer
     sink: str = "copy_binary"
     batch_size: int = Field(1000, ge=1, le=1_000_000)
@@ -76,6 +78,13 @@ class PipelineConfig(BaseModel):
             raise ValueError("rpc 'seed' sends one reading per message at the generator's rate: "
                              "use rpc 'batched' for max_rate or readings_per_message > 1")  # fmt: skip
         return self
+
+    @property
+    def effective_queue_cap(self) -> int:
+        """Bounded in flight: by default 5,000 readings, or two batches per writer if more (a stream entry counts
+        until its batch commits, so a smaller cap could never let a writer fill a batch)."""
+        need = 2 * self.batch_size * self.workers
+        return max(self.queue_cap or 5000, need)
 
     @property
     def forwarding(self) -> bool:
