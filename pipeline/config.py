@@ -105,6 +105,9 @@ class WriterMixin(_Settings):
     sink: str = Field("copy", description="sink variant")
     batch_size: int = Field(20, ge=1, le=1_000_000, description="rows per transaction (flush when reached)")
     flush_interval: float = Field(10.0, gt=0, description="seconds before a partial batch is flushed")
+    dedupe: bool = Field(
+        False, description="idempotent writes: stage, then INSERT … ON CONFLICT DO NOTHING (needs the unique index)"
+    )
 
     @field_validator("sink")
     @classmethod

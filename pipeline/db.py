@@ -30,14 +30,26 @@ def connect_sync(dsn: str, schema: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def apply_schema(dsn: str, schema: str = "public", *, fresh: bool = False) -> None:
-    """Create the schema's enum types and table (``fresh``: drop the table first: a new table per run)."""
+UNIQUE_INDEX = "telemetry_data_sensor_seq"
+
+
+def apply_schema(dsn: str, schema: str = "public", *, fresh: bool = False, unique: bool = False) -> None:
+    """Create the schema's enum types and table (``fresh``: drop the table first: a new table per run).
+
+    ``unique`` adds a unique index on (sensor_id, sequence_number), which idempotent writes (``dedupe``) need; the
+    seed's table has no index but the primary key, and neither has ours by default."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(_search_path(schema))
         if fresh:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, TABLE)))
         conn.execute(SCHEMA_SQL.read_text())  # our own file: a literal script
+        if unique:
+            conn.execute(
+                sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (sensor_id, sequence_number)").format(
+                    sql.Identifier(UNIQUE_INDEX), sql.Identifier(TABLE)
+                )
+            )
 
 
 def drop_schema(dsn: str, schema: str) -> None:

@@ -19,8 +19,7 @@ from pipeline.decoders import DECODERS
 from pipeline.ingest import ingest_loop
 from pipeline.rows import Row
 from pipeline.runtime import stage_main, stop_event
-from pipeline.sinks import SINKS
-from pipeline.wiring import make_forwarder, make_queue, open_pg, open_redis
+from pipeline.wiring import make_forwarder, make_queue, make_sink, open_pg, open_redis
 from pipeline.writer import Writer
 
 log = logging.getLogger("telemetry_bench.node")
@@ -45,11 +44,12 @@ async def run(settings: NodeSettings) -> None:
         writers.append(
             Writer(
                 q,
-                SINKS[settings.sink](),
+                make_sink(settings),
                 lambda: open_pg(settings),
                 batch_size=settings.batch_size,
                 flush_interval=settings.flush_interval,
                 on_dequeued=None if settings.forwarder == "none" else forwarder.send,
+                dedupe=settings.dedupe,
             )
         )
     port = metrics.serve(settings.metrics_port, settings.host)

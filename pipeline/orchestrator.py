@@ -288,7 +288,8 @@ class Orchestrator:
 
     def _writer_args(self) -> list[str]:
         c = self.cfg
-        return ["--sink", c.sink, "--batch-size", str(c.batch_size), "--flush-interval", str(c.flush_interval)]
+        return ["--sink", c.sink, "--batch-size", str(c.batch_size), "--flush-interval", str(c.flush_interval),
+                "--dedupe" if c.dedupe else "--no-dedupe"]  # fmt: skip
 
     def _forwarder_args(self) -> list[str]:
         c = self.cfg
@@ -427,7 +428,7 @@ class Orchestrator:
         stop_requested = stop_requested or asyncio.Event()
         c = self.cfg
         self.workdir.mkdir(parents=True, exist_ok=True)
-        db.apply_schema(self.services.pg_dsn, self.schema, fresh=True)
+        db.apply_schema(self.services.pg_dsn, self.schema, fresh=True, unique=c.dedupe)
         await self._clear_queues()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
         order = self.plan()

@@ -37,6 +37,7 @@ class PipelineConfig(BaseModel):
     batch_size: int = Field(1000, ge=1, le=1_000_000)
     flush_interval: float = Field(0.5, gt=0)
     workers: int = Field(1, ge=1, le=16)
+    dedupe: bool = Field(False, description="idempotent writes (unique index, staging + ON CONFLICT DO NOTHING)")
     # forwarder / backend
     forwarder: str = "async"
     forward_from: Literal["ingest", "writer"] = "ingest"

@@ -9,11 +9,15 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from pipeline import db
-from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin
+from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin, WriterMixin
 from pipeline.forwarders import FORWARDERS, Forwarder
 from pipeline.queues import QUEUES, Queue
 from pipeline.runtime import StageError
 from pipeline.services import LOCAL_HOST, LOCAL_PG_PORT, LOCAL_REDIS_URL, redact_dsn
+from pipeline.sinks import SINKS, Sink
+from pipeline.sinks.base import TABLE_NAME
+
+STAGE = "telemetry_stage"  # the writer's per-session staging table when writes are idempotent (dedupe)
 
 # A stage started on its own, without --pg-dsn, uses the harness database on the local server (the orchestrator
 # always passes what find_services resolved, throwaway servers included).
@@ -56,6 +60,11 @@ async def make_queue(
     )
     await queue.setup()
     return queue
+
+
+def make_sink(settings: WriterMixin) -> Sink:
+    """The configured sink, writing into telemetry_data, or into the staging table when ``dedupe`` is on."""
+    return SINKS[settings.sink](STAGE if settings.dedupe else TABLE_NAME)
 
 
 async def make_forwarder(settings: ForwarderMixin) -> Forwarder:

@@ -18,19 +18,27 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline import metrics
 from pipeline.config import WriterSettings
 from pipeline.queues import Ack, Queue
-from pipeline.rows import INTENDED, Row
+from pipeline.rows import COLUMNS, INTENDED, Row
 from pipeline.runtime import stage_main, stop_event
-from pipeline.sinks import SINKS, Sink
-from pipeline.wiring import make_queue, open_pg, open_redis
+from pipeline.sinks import Sink
+from pipeline.wiring import STAGE, make_queue, make_sink, open_pg, open_redis
 
 log = logging.getLogger("telemetry_bench.writer")
 
 RowsHook = Callable[[list[Row]], Awaitable[None]]
+_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+CREATE_STAGE = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM telemetry_data WITH NO DATA"
+).format(sql.Identifier(STAGE), _COLS)
+MOVE_STAGED = sql.SQL(
+    "INSERT INTO telemetry_data ({cols}) SELECT {cols} FROM {stage} ON CONFLICT (sensor_id, sequence_number) DO NOTHING"
+).format(cols=_COLS, stage=sql.Identifier(STAGE))
 STOP_CHECK_S = 0.2  # longest a blocking queue read may hold off a stop request
 DB_RETRY_S = 120.0  # how long a batch is retried while PostgreSQL is unreachable
 
@@ -46,8 +54,13 @@ class Writer:
         flush_interval: float,
         on_dequeued: RowsHook | None = None,
         on_committed: RowsHook | None = None,
+        dedupe: bool = False,
     ) -> None:
         self.queue, self.sink, self.connect = queue, sink, connect
+        # dedupe: the sink writes into a per-session staging table (make_sink), the rows then move over in the same
+        # transaction with duplicates skipped
+        self.dedupe = dedupe
+        self._staged: object = None  # the connection the staging table was created on
         self.batch_size, self.flush_interval = batch_size, flush_interval
         self.on_dequeued, self.on_committed = on_dequeued, on_committed
         self.conn: psycopg.AsyncConnection[Any] | None = None
@@ -112,9 +125,17 @@ class Writer:
                 if self.conn is None or self.conn.closed or self.conn.broken:
                     log.warning("reconnecting to PostgreSQL")
                     self.conn = await self.connect()
+                if self.dedupe and self._staged is not self.conn:
+                    await self.conn.execute(CREATE_STAGE)
+                    self._staged = self.conn
                 t = time.perf_counter()
                 async with self.conn.transaction():
                     await self.sink.write(self.conn, rows)
+                    if self.dedupe:
+                        cur = await self.conn.execute(MOVE_STAGED)
+                        skipped = len(rows) - cur.rowcount
+                        if skipped:
+                            metrics.errors().labels("writer", "duplicate_skipped").inc(skipped)
                 metrics.db_insertion_seconds().observe(time.perf_counter() - t)
 
 
@@ -132,8 +153,9 @@ async def run(settings: WriterSettings) -> None:
         on_committed = push
     await open_pg(settings)  # fail fast, with one line, if PostgreSQL is unreachable
     writer = Writer(
-        queue, SINKS[settings.sink](), lambda: open_pg(settings),
+        queue, make_sink(settings), lambda: open_pg(settings),
         batch_size=settings.batch_size, flush_interval=settings.flush_interval, on_committed=on_committed,
+        dedupe=settings.dedupe,
     )  # fmt: skip
     port = metrics.serve(settings.metrics_port, settings.host)
     log.info("writer %s: metrics on :%d, %s → %s", settings.consumer, port, settings.queue, settings.sink)

@@ -19,7 +19,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     [
         ("--sink", "kopy", "insert, executemany, values, copy, copy_binary"),
         ("--decoder", "fast", "dict, direct"),
-        ("--queue", "kafka", "list, stream"),
+        ("--queue", "kafka", "list, list_reliable, stream"),
         ("--forwarder", "grpc", "sync, async, none"),
     ],
 )
@@ -36,7 +36,7 @@ def test_live_unknown_variant_fails_before_anything_starts(flag: str, value: str
     [
         ("pipeline.writer", "--sink", "kopy", "valid sinks: insert, executemany"),
         ("pipeline.ingest", "--decoder", "fast", "valid decoders: dict, direct"),
-        ("pipeline.node", "--queue", "kafka", "valid queues: list, stream"),
+        ("pipeline.node", "--queue", "kafka", "valid queues: list, list_reliable, stream"),
         ("pipeline.forwarder", "--forwarder", "grpc", "valid forwarders: sync, async, none"),
         ("pipeline.writer", "--batch-size", "0", "greater than or equal to 1"),
         ("pipeline.generator", "--port", "70000", "less than or equal to 65535"),

@@ -42,6 +42,12 @@ CELLS = {
         topology="split", rate=20_000, count=10_000, readings_per_message=100, queue="stream", queue_entry="batch",
         sink="values", batch_size=1000, flush_interval=0.2, forwarder="none", seed=15,
     ),
+    # the reliable list, idempotent writes (unique index, staging, ON CONFLICT DO NOTHING)
+    "split-list_reliable-dedupe": PipelineConfig(
+        topology="split", rate=20_000, count=10_000, readings_per_message=100, queue="list_reliable",
+        queue_entry="batch", sink="copy_binary", batch_size=1000, flush_interval=0.2, dedupe=True,
+        forwarder="none", seed=18,
+    ),
     # the seed's own design: one process, seed RPC, MessageToDict, LPUSH/BRPOP, COPY of 20, a blocking POST each
     "node-seed": SEED.model_copy(update={"rate": 1000.0, "count": 2500, "flush_interval": 0.5, "seed": 16}),
     # node topology with the async forwarder and two queue-reader coroutines

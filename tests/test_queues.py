@@ -90,3 +90,49 @@ async def test_put_waits_at_the_cap(name: str, client: aioredis.Redis, queue_key
         consumed += len(rows)
         await q.ack(token)
     await asyncio.wait_for(blocked, 2)
+
+
+async def test_stream_redelivers_a_dead_consumers_entries(client: aioredis.Redis, queue_key: str) -> None:
+    """A writer that read entries and died: restarted under its name it re-reads them; another claims them."""
+    q1 = QUEUES["stream"](client, queue_key, entry="batch", consumer="w1")
+    await q1.setup()
+    await q1.put(_rows(3))
+    await q1.put(_rows(3, start=3))
+    rows, _token = await q1.get(1, 1.0)  # read one entry, then "die" without acknowledging
+    assert rows == _rows(3)
+    restarted = QUEUES["stream"](client, queue_key, entry="batch", consumer="w1")
+    rows, _token = await restarted.get(100, 1.0)
+    assert rows == _rows(3)  # its own pending entry first
+    # another consumer claims what w1 leaves pending for claim_idle_s
+    other = QUEUES["stream"](client, queue_key, entry="batch", consumer="w2")
+    other.claim_idle_s = 0.05
+    await asyncio.sleep(0.1)
+    got, tok = await other.get(100, 1.0)
+    assert got == _rows(3)
+    await other.ack(tok)
+    got, tok = await other.get(100, 1.0)
+    assert got == _rows(3, start=3)
+    await other.ack(tok)
+    assert await other.length() == 0
+
+
+async def test_reliable_list_gives_back_what_a_dead_consumer_held(client: aioredis.Redis, queue_key: str) -> None:
+    q = QUEUES["list_reliable"](client, queue_key, consumer="w1")
+    await q.setup()
+    await q.put(_rows(4))
+    first, _ = await q.get(1, 1.0)
+    second, _ = await q.get(1, 1.0)
+    assert first + second == _rows(2)
+    assert await q.length() == 4  # two queued + two in processing: nothing is gone until acknowledged
+    restarted = QUEUES["list_reliable"](client, queue_key, consumer="w1")
+    await restarted.setup()
+    got = []
+    while True:
+        rows, token = await restarted.get(1, 0.1)
+        if not rows:
+            break
+        got.extend(rows)
+        await restarted.ack(token)
+    assert got == _rows(4)  # redelivered first, in order, then the rest
+    assert await restarted.length() == 0
+    await client.delete(restarted.processing)

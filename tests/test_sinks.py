@@ -54,3 +54,35 @@ async def test_failed_batch_leaves_nothing(services: Services, pg_schema: str) -
     finally:
         await conn.close()
     assert db.table_counts(services.pg_dsn, pg_schema).rows == 0
+
+
+@pytest.mark.parametrize("sink_name", ["copy_binary", "executemany"])
+async def test_dedupe_makes_a_redelivered_batch_harmless(sink_name: str, services: Services, pg_schema: str) -> None:
+    """At-least-once delivery + idempotent writes: the same rows committed twice are in the table once."""
+    from pipeline import db as dbm
+    from pipeline.config import WriterSettings
+    from pipeline.wiring import make_sink
+    from pipeline.writer import Writer
+
+    dbm.apply_schema(services.pg_dsn, pg_schema, fresh=True, unique=True)
+    rows = await _rows(3000, seed=9)
+    settings = WriterSettings(sink=sink_name, dedupe=True, pg_dsn=services.pg_dsn, db_schema=pg_schema)
+    writer = Writer(
+        None,  # type: ignore[arg-type]  # _commit needs no queue
+        make_sink(settings),
+        lambda: dbm.connect(services.pg_dsn, pg_schema),
+        batch_size=1000,
+        flush_interval=1.0,
+        dedupe=True,
+    )
+    try:
+        await writer._commit(rows[:2000])
+        await writer._commit(rows[1000:])  # half of it a redelivery
+    finally:
+        if writer.conn is not None:
+            await writer.conn.close()
+    counts = dbm.table_counts(services.pg_dsn, pg_schema)
+    assert counts.rows == counts.distinct == 3000
+    with dbm.connect_sync(services.pg_dsn, pg_schema) as conn:
+        per_sensor = dict(conn.execute("SELECT sensor_id, count(*) FROM telemetry_data GROUP BY 1").fetchall())
+        assert table_readings(conn) == expected_readings(9, 5, per_sensor)

@@ -6,6 +6,7 @@ Every variant has the same shape (``pipeline.queues.base.Queue``): ``put(rows)``
 
 from pipeline.queues.base import Ack, Queue
 from pipeline.queues.list import ListQueue
+from pipeline.queues.list_reliable import ReliableListQueue
 from pipeline.queues.stream import StreamQueue
 from pipeline.registry import Registry
 
@@ -13,6 +14,7 @@ QUEUES: Registry[type[Queue]] = Registry(
     "queue",
     {
         "list": ListQueue,  # seed: LPUSH / BRPOP, one JSON entry at a time; popped = gone (lossy on a crash)
+        "list_reliable": ReliableListQueue,  # BLMOVE to a processing list, LREM after the commit; recovers on start
         "stream": StreamQueue,  # Redis Streams + consumer group, XACK (and XDEL) after the commit
     },
 )

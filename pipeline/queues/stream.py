@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.exceptions
@@ -13,9 +14,21 @@ FIELD = b"d"
 class StreamQueue(Queue):
     """Redis Streams with a consumer group: ``XADD`` at ingest, ``XREADGROUP`` at the writer, and ``XACK`` +
     ``XDEL`` only after the rows are committed, so an entry read by a writer that dies stays pending (and the
-    stream's length counts exactly the unacknowledged entries, which is what ``cap`` bounds)."""
+    stream's length counts exactly the unacknowledged entries, which is what ``cap`` bounds).
+
+    Recovery: a consumer first re-reads its own pending entries (a writer restarted under the same name), and every
+    ``CLAIM_EVERY_S`` claims entries another consumer has left pending for ``claim_idle_s`` (``XAUTOCLAIM``: a
+    writer that died for good). Redelivery is at least once; ``dedupe`` writes make it exactly once in the table.
+    """
 
     name = "stream"
+    CLAIM_EVERY_S = 1.0
+    claim_idle_s = 10.0  # longer than any batch takes to commit, so a live writer's entries are never taken
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own_pending_checked = False
+        self._next_claim = 0.0
 
     async def setup(self) -> None:
         try:
@@ -38,15 +51,33 @@ class StreamQueue(Queue):
 
     async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:
         count = max(1, int(max_rows / max(1.0, self._rows_per_entry)))
-        reply: Any = await self.r.xreadgroup(
+        if not self._own_pending_checked:  # entries this consumer read before a restart
+            reply: Any = await self.r.xreadgroup(self.group, self.consumer, {self.key: "0"}, count=count)
+            rows, ids = self._unpack(reply[0][1] if reply else [])
+            if ids:
+                return rows, ids
+            self._own_pending_checked = True
+        now = time.monotonic()
+        if now >= self._next_claim:  # entries a dead consumer left pending
+            self._next_claim = now + self.CLAIM_EVERY_S
+            claimed: Any = await self.r.xautoclaim(
+                self.key, self.group, self.consumer, int(self.claim_idle_s * 1000), "0-0", count=count
+            )
+            rows, ids = self._unpack(claimed[1])
+            if ids:
+                return rows, ids
+        reply = await self.r.xreadgroup(
             self.group, self.consumer, {self.key: ">"}, count=count, block=max(1, int(timeout * 1000))
         )
         if not reply:
             return [], None
+        return self._unpack(reply[0][1])
+
+    def _unpack(self, entries: Any) -> tuple[list[Row], list[Any]]:
         ids, rows = [], []
-        for _stream, entries in reply:
-            for entry_id, fields in entries:
-                ids.append(entry_id)
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if fields:  # None: deleted after all (acknowledged by someone): nothing to write, just ack it
                 rows.extend(decode(fields[FIELD]))
         self._note_entry_size(len(rows), len(ids))
         return rows, ids

@@ -5,7 +5,7 @@ from typing import Any
 import psycopg
 
 from pipeline.rows import Row
-from pipeline.sinks.base import COPY_IN, Sink
+from pipeline.sinks.base import Sink
 
 
 class CopySink(Sink):
@@ -14,6 +14,6 @@ class CopySink(Sink):
     name = "copy"
 
     async def write(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
-        async with conn.cursor() as cur, cur.copy(COPY_IN) as copy:
+        async with conn.cursor() as cur, cur.copy(self.copy_in) as copy:
             for row in rows:
                 await copy.write_row(row)

@@ -6,7 +6,7 @@ from typing import Any
 import psycopg
 
 from pipeline.rows import IDX, PG_TYPES, Row
-from pipeline.sinks.base import COPY_IN_BINARY, Sink
+from pipeline.sinks.base import Sink
 
 _TS = IDX["reading_timestamp"]
 
@@ -18,7 +18,7 @@ class CopyBinarySink(Sink):
 
     async def write(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
         parse = datetime.fromisoformat
-        async with conn.cursor() as cur, cur.copy(COPY_IN_BINARY) as copy:
+        async with conn.cursor() as cur, cur.copy(self.copy_in_binary) as copy:
             copy.set_types(list(PG_TYPES))
             for row in rows:
                 ts = row[_TS]

@@ -5,7 +5,7 @@ from typing import Any
 import psycopg
 
 from pipeline.rows import Row
-from pipeline.sinks.base import INSERT_ONE, Sink
+from pipeline.sinks.base import Sink
 
 
 class ExecutemanySink(Sink):
@@ -15,4 +15,4 @@ class ExecutemanySink(Sink):
 
     async def write(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
         async with conn.cursor() as cur:
-            await cur.executemany(INSERT_ONE, rows)
+            await cur.executemany(self.insert_one, rows)

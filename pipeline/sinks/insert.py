@@ -5,7 +5,7 @@ from typing import Any
 import psycopg
 
 from pipeline.rows import Row
-from pipeline.sinks.base import INSERT_ONE, Sink
+from pipeline.sinks.base import Sink
 
 
 class InsertSink(Sink):
@@ -16,4 +16,4 @@ class InsertSink(Sink):
     async def write(self, conn: psycopg.AsyncConnection[Any], rows: list[Row]) -> None:
         async with conn.cursor() as cur:
             for row in rows:
-                await cur.execute(INSERT_ONE, row, prepare=True)
+                await cur.execute(self.insert_one, row, prepare=True)

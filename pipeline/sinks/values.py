@@ -7,17 +7,18 @@ import psycopg
 from psycopg import sql
 
 from pipeline.rows import COLUMNS, Row
-from pipeline.sinks.base import COLUMN_LIST, TABLE, Sink
+from pipeline.sinks.base import COLUMN_LIST, Sink
 
 MAX_PARAMS = 65_535  # the protocol's limit on bind parameters per statement
 CHUNK = MAX_PARAMS // len(COLUMNS)
 
 
 @cache
-def _statement(n: int) -> str:
+def _statement(table: str, n: int) -> str:
     """The statement for n rows, rendered once per n (composing 65k placeholders costs more than the insert)."""
     one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
-    stmt = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(TABLE, COLUMN_LIST, sql.SQL(", ").join([one] * n))
+    values = sql.SQL(", ").join([one] * n)
+    stmt = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(sql.Identifier(table), COLUMN_LIST, values)
     return stmt.as_string()
 
 
@@ -30,4 +31,4 @@ class ValuesSink(Sink):
         async with conn.cursor() as cur:
             for start in range(0, len(rows), CHUNK):
                 chunk = rows[start : start + CHUNK]
-                await cur.execute(_statement(len(chunk)), [v for row in chunk for v in row])
+                await cur.execute(_statement(self.table_name, len(chunk)), [v for row in chunk for v in row])

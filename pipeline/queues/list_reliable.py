@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.queues.base import Ack, Queue, decode, encode
+from pipeline.rows import Row
+
+
+class ReliableListQueue(Queue):
+    """A list with the reliable-queue pattern: ``BLMOVE`` each entry into this consumer's processing list, and
+    ``LREM`` it from there only after its rows are committed. On start, whatever the consumer's processing list
+    still holds (it died mid-batch) goes back to the head of the queue. Same payloads as ``list``."""
+
+    name = "list_reliable"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.processing = f"{self.key}:processing:{self.consumer}"
+
+    async def setup(self) -> None:
+        # back to the right end, where the next pop takes from: redelivered first, in their original order
+        while await self.r.lmove(self.processing, self.key, "LEFT", "RIGHT") is not None:
+            pass
+
+    async def put(self, rows: list[Row]) -> int:
+        payloads = encode(rows, self.entry)
+        self._note_entry_size(len(rows), len(payloads))
+        length = int(await self.r.lpush(self.key, *payloads))
+        await self.wait_below_cap(length)
+        return length
+
+    async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:
+        # Redis takes a decimal timeout since 6.0; redis-py annotates it as int
+        item = await self.r.blmove(self.key, self.processing, max(timeout, 0.001), "RIGHT", "LEFT")  # type: ignore[arg-type]
+        if item is None:
+            return [], None
+        rows = decode(item)
+        self._note_entry_size(len(rows), 1)
+        return rows, item
+
+    async def ack(self, token: Ack) -> None:
+        if token is not None:
+            await self.r.lrem(self.processing, -1, token)
+
+    async def length(self) -> int:
+        return int(await self.r.llen(self.key)) + int(await self.r.llen(self.processing))
+
+    async def delete(self) -> None:
+        await self.r.delete(self.key, self.processing)
