@@ -29,10 +29,11 @@ import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.orchestrator import FAULTS
 from pipeline.topology import SEED, PipelineConfig
 
 MATRICES = Path(__file__).resolve().parent / "matrices"
@@ -56,6 +57,13 @@ class _Cell(BaseModel):
     model_config = ConfigDict(extra="allow")
     preset: str = "base"
     title: str | None = None
+    rate_of: str | None = None  # open loop at rate_fraction × the measured throughput of this earlier cell
+    rate_fraction: float = Field(1.0, gt=0)
+    repeats: int | None = Field(None, ge=1, le=100)
+    profile: bool = True  # False: no profiled repeat for this cell (long cells)
+    fault: str | None = None  # pipeline.orchestrator.FAULTS, injected fault_at_s after the generator started
+    fault_at_s: float = Field(1.5, ge=0)
+    expect_loss: bool = False  # a lossy design (the seed's list): its loss is reported, not a failure
 
 
 class _Matrix(BaseModel):
@@ -69,6 +77,7 @@ class _Matrix(BaseModel):
     base: dict[str, Any] = Field(default_factory=dict)
     cells: dict[str, _Cell] = Field(default_factory=dict)
     groups: list[_Group] = Field(default_factory=list)
+    targets: Literal["perf"] | None = None  # a target set evaluated over the cells (experiments/targets.py)
 
 
 @dataclass
@@ -78,6 +87,13 @@ class Cell:
     groups: list[str] = field(default_factory=list)  # comparison groups this cell belongs to
     title: str = ""
     varied: dict[str, Any] = field(default_factory=dict)  # the group keys that define it
+    rate_of: str | None = None  # run open loop at rate_fraction × this earlier cell's measured throughput
+    rate_fraction: float = 1.0
+    repeats: int | None = None  # overrides the matrix's repeats
+    profile: bool = True
+    fault: str | None = None
+    fault_at_s: float = 1.5
+    expect_loss: bool = False
 
 
 @dataclass
@@ -92,6 +108,7 @@ class Matrix:
     tail_s: float
     cells: list[Cell]
     groups: list[dict[str, Any]]  # name, title, keys, cell ids (in order)
+    targets: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +121,7 @@ class Matrix:
             "measure_s": self.measure_s,
             "tail_s": self.tail_s,
             "groups": self.groups,
+            "targets": self.targets,
         }
 
 
@@ -164,7 +182,7 @@ def load(name_or_path: str) -> Matrix:
     by_params: dict[str, Cell] = {}
 
     def add(cell: Cell) -> Cell:
-        key = cell.params.model_dump_json()
+        key = f"{cell.params.model_dump_json()}|{cell.fault}|{cell.fault_at_s}|{cell.rate_of}|{cell.rate_fraction}"
         if key in by_params:  # the same configuration from another group: run once
             existing = by_params[key]
             existing.groups.extend(g for g in cell.groups if g not in existing.groups)
@@ -176,7 +194,13 @@ def load(name_or_path: str) -> Matrix:
 
     for cid, c in m.cells.items():
         values = dict(c.model_extra or {})
-        add(Cell(cid, _config(path, f"[cells.{cid}]", c.preset, values, m.base), [], c.title or cid, values))
+        if c.rate_of is not None:
+            values.setdefault("max_rate", False)
+        cfg = _config(path, f"[cells.{cid}]", c.preset, values, m.base)
+        if c.fault is not None and c.fault not in FAULTS:
+            raise MatrixError(f"{path}: [cells.{cid}]: unknown fault {c.fault!r}; valid faults: {', '.join(FAULTS)}")
+        add(Cell(cid, cfg, [], c.title or cid, values, c.rate_of, c.rate_fraction, c.repeats, c.profile,
+                 c.fault, c.fault_at_s, c.expect_loss))  # fmt: skip
     groups = []
     for g in m.groups:
         keys = list(g.vary)
@@ -191,6 +215,24 @@ def load(name_or_path: str) -> Matrix:
         groups.append({"name": g.name, "title": g.title, "keys": keys, "cells": ids})
     if not cells:
         raise MatrixError(f"{path}: the matrix has no cells")
+    group_names = {str(g["name"]) for g in groups}
+    for cell in cells.values():
+        ref = cell.rate_of
+        if ref is not None and ref not in cells and ref.removeprefix("group:") not in group_names:
+            raise MatrixError(
+                f"{path}: [cells.{cell.id}]: rate_of {ref!r} must name a cell or 'group:<name>' (its best cell); "
+                f"cells: {', '.join(cells)}; groups: {', '.join(sorted(group_names)) or 'none'}"
+            )
     return Matrix(
-        m.name, m.description, path, text, m.repeats, m.warmup_s, m.measure_s, m.tail_s, list(cells.values()), groups
+        m.name,
+        m.description,
+        path,
+        text,
+        m.repeats,
+        m.warmup_s,
+        m.measure_s,
+        m.tail_s,
+        list(cells.values()),
+        groups,
+        m.targets,
     )

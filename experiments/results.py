@@ -68,6 +68,8 @@ class Repeat(_M):
     duration_s: float
     drain_s: float
     bottleneck: Bottleneck | None
+    fault: dict[str, Any] | None = None  # kind, at_s, injected, recovery_s (fault → the affected path moves again)
+    expected_failures: list[str] = Field(default_factory=list)  # a lossy design's loss (expect_loss cells)
 
 
 class Summary(_M):
@@ -118,6 +120,15 @@ class Ceilings(_M):
     readings: int
 
 
+class Target(_M):
+    name: str
+    target: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+    detail: str
+    cells: list[str]
+
+
 class Results(_M):
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -132,6 +143,7 @@ class Results(_M):
     ceilings: Ceilings | None = None
     cells: list[CellResult] = Field(default_factory=list)
     failed_cells: list[str] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=list)  # matrices with `targets = "perf"` (experiments/targets.py)
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".json.tmp")

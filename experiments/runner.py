@@ -30,8 +30,8 @@ from experiments import ceilings as ceilings_mod
 from experiments import measure, metadata
 from experiments.matrix import Cell, Matrix
 from experiments.report import build_index, build_report
-from experiments.results import Ceilings, CellResult, Latency, Profile, Repeat, Results, Summary
-from pipeline.orchestrator import Orchestrator
+from experiments.results import Ceilings, CellResult, Latency, Profile, Repeat, Results, Summary, Target
+from pipeline.orchestrator import Fault, Orchestrator
 from pipeline.services import Services, redact_dsn, versions
 
 log = logging.getLogger("telemetry_bench.runner")
@@ -61,6 +61,7 @@ async def run_repeat(
 ) -> tuple[dict[str, Any], Orchestrator]:
     cfg = cell_config(cell, m)
     monitor = measure.ResourceMonitor(services.redis_url, cfg.queue, QUEUE_KEY)
+    fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
     orch = Orchestrator(
         cfg,
         services,
@@ -70,6 +71,7 @@ async def run_repeat(
         monitor=monitor,
         on_progress=on_progress,
         python_prefix=python_prefix,
+        fault=fault,
     )
     before = measure.pg_stats(services.pg_dsn, "public")
     t0 = time.time()
@@ -110,10 +112,16 @@ async def run_repeat(
         prom_sums,
         (result.stream_ended_ns - result.started_ns) / 1e9,
     )
+    failures, expected = result.failures, []
+    if cell.expect_loss:  # the design loses readings by construction: report, don't fail
+        expected = [f for f in failures if "lost" in f or "duplicated" in f]
+        failures = [f for f in failures if f not in expected]
     repeat = {
         "index": index,
-        "ok": result.ok,
-        "failures": result.failures,
+        "ok": not failures,
+        "failures": failures,
+        "expected_failures": expected,
+        "fault": result.fault.as_dict() if result.fault else None,
         "throughput_rps": throughput,
         "window_s": window.seconds if window else None,
         "window_complete": bool(window and window.complete),
@@ -196,6 +204,7 @@ class Runner:
         argv: list[str] | None = None,
     ) -> None:
         self.m, self.services = m, services
+        self.repeats_override = repeats
         self.repeats = repeats or m.repeats
         self.profile = profile
         self.console = console or Console(stderr=True)
@@ -247,7 +256,7 @@ class Runner:
             f"ceilings: binary COPY {c['copy_binary_rps']:,.0f} rows/s · Redis push/pop "
             f"{c['redis_pushpop_rps']:,.0f}/s · direct decode {c['decode_direct_rps']:,.0f}/s"
         )
-        total = len(self.m.cells) * (self.repeats + (0 if self.profile == "none" else 1))
+        total = sum(self.cell_repeats(c) + (0 if self.profile == "none" or not c.profile else 1) for c in self.m.cells)
         progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -258,16 +267,40 @@ class Runner:
         )
         with progress:
             overall = progress.add_task("all cells", total=total)
-            for cell in self.m.cells:
+            # cells offered a fraction of another's measured rate run after the others
+            for cell in sorted(self.m.cells, key=lambda c: c.rate_of is not None):
                 await self._run_cell(cell, progress, overall)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
+        if self.m.targets:
+            from experiments.targets import TARGET_SETS
+
+            self.results.targets = [Target(**t) for t in TARGET_SETS[self.m.targets](self.results)]
         self.save()
         self.report = build_report(self.dir)
         build_index(self.dir.parent)
         return self.results
 
+    def cell_repeats(self, cell: Cell) -> int:
+        return self.repeats_override or cell.repeats or self.m.repeats
+
+    def _resolve_rate(self, cell: Cell) -> None:
+        """A cell offered a fraction of an earlier cell's measured throughput (open loop)."""
+        if cell.rate_of is None:
+            return
+        if cell.rate_of.startswith("group:"):  # the group's best cell so far
+            group = cell.rate_of.removeprefix("group:")
+            members = [c for c in self.results.cells if group in c.groups and c.summary and not c.summary.failed]
+            ref = max(members, key=lambda c: c.summary.throughput_rps or 0.0, default=None)  # type: ignore[union-attr]
+        else:
+            ref = next((c for c in self.results.cells if c.id == cell.rate_of), None)
+        tp = ref.summary.throughput_rps if ref and ref.summary else None
+        if not tp:
+            raise RuntimeError(f"cell {cell.id}: rate_of {cell.rate_of!r} has no measured throughput")
+        cell.params = cell.params.model_copy(update={"rate": round(cell.rate_fraction * tp), "max_rate": False})
+
     async def _run_cell(self, cell: Cell, progress: Progress, overall: Any) -> None:
+        self._resolve_rate(cell)
         cr = CellResult(
             id=cell.id,
             title=cell.title,
@@ -290,10 +323,11 @@ class Runner:
                 description=f"{cell.id} · {label} · {snap['committed']:,} committed · {last['rate']:,.0f} readings/s",
             )
 
-        for i in range(self.repeats):
+        repeats = self.cell_repeats(cell)
+        for i in range(repeats):
             last.update(t=time.monotonic(), n=0, rate=0.0)
             workdir = self.dir / "logs" / cell.id / f"repeat-{i + 1}"
-            label = f"repeat {i + 1}/{self.repeats}"
+            label = f"repeat {i + 1}/{repeats}"
             rep, _ = await run_repeat(
                 cell, self.m, self.services, workdir, i, functools.partial(on_progress, label=label)
             )
@@ -304,7 +338,7 @@ class Runner:
             if not rep["ok"]:
                 for f in rep["failures"]:
                     self.console.print(f"[red]FAILED[/red] {cell.id} repeat {i + 1}: {f}", markup=True)
-        if self.profile != "none":
+        if self.profile != "none" and cell.profile:
             cr.profile = await self._profiled(cell, on_progress)
             self.save()
             progress.advance(overall)
@@ -348,6 +382,8 @@ class Runner:
         return Profile(profiler=self.profile, files=files, failures=rep["failures"])
 
     def print_summary(self) -> None:
+        if not self.console.is_terminal:  # a log file or CI: don't squeeze the table into 80 columns
+            self.console.width = max(self.console.width, 160)
         t = Table(title=f"telemetry-bench · {self.m.name} · {self.run_id}", header_style="bold")
         for col in ("cell", "readings/s", "cv", "% ceiling", "p50 ms", "p99 ms", "lost", "dup", "bottleneck"):
             t.add_column(col, justify="left" if col in ("cell", "bottleneck") else "right")
@@ -369,6 +405,9 @@ class Runner:
                 style=style,
             )
         self.console.print(t)
+        for tg in self.results.targets:
+            mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "[yellow]n/a[/yellow]"}[tg.passed]
+            self.console.print(f"{mark} {tg.name}: {tg.measured} (target {tg.target})")
         if self.results.failed_cells:
             self.console.print(
                 f"[bold red]FAILED cells (lost/duplicated readings or a stage error): "

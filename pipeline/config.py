@@ -56,6 +56,7 @@ class StageSettings(_Settings):
     metrics_port: int = Field(0, ge=0, le=65535, description="port of /metrics (0: any free port)")
     log_level: str = "INFO"
     stats_file: str | None = Field(None, description="on exit, write the final /metrics text here")
+    histograms: bool = Field(True, description="record histograms (off: counters only, to measure their cost)")
 
     @classmethod
     def from_cli(cls: type[T], argv: Sequence[str] | None = None) -> T:

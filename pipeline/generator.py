@@ -15,6 +15,7 @@ import contextlib
 import heapq
 import logging
 import math
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,14 @@ GRPC_OPTIONS = [
 MAX_SENSORS = 100_000
 MAX_READINGS_PER_MESSAGE = 100_000
 MAX_CATCH_UP = 20_000  # readings built per producer step before yielding to the event loop
+OVERLOAD_GRACE_NS = 1_000_000_000  # with --duration, stop this long after the schedule's end even if behind it
+
+
+def _owed(params: StreamParams, t0: int, end_ns: int, nxt: tuple[int, int]) -> int:
+    """Readings the open-loop schedule still held, from ``nxt`` up to the end (rate mode; an estimate otherwise)."""
+    if params.rate > 0:
+        return max(0, round((end_ns - nxt[1]) * params.rate / 1e9))
+    return 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class StreamParams:
     duration_s: float = 0.0
     seed: int = 1
     readings_per_message: int = 1
+    start_index: int = 0  # resume: the first reading index to send (the ones before are skipped, not sent)
+    t0_ns: int = 0  # resume: the schedule's origin (0: now)
 
     def validate(self) -> None:
         problems = []
@@ -78,6 +89,8 @@ class StreamParams:
             duration_s=req.duration_s,
             seed=req.seed or defaults.seed,
             readings_per_message=req.readings_per_message or 1,
+            start_index=req.start_index,
+            t0_ns=req.t0_ns,
         )
 
 
@@ -128,15 +141,24 @@ async def produce(
     stopping = stopping or asyncio.Event()
     sensors = make_sensors(params.sensors, params.seed)
     iso = _IsoClock()
-    t0 = time.time_ns()
+    t0 = params.t0_ns or time.time_ns()
     end_ns = t0 + round(params.duration_s * 1e9) if params.duration_s else None
-    remaining = params.count or None
+    remaining = params.count - params.start_index if params.count else None
     rpm = params.readings_per_message
     sched = schedule(params, t0)
-    nxt: tuple[int, int] | None = next(sched)
+    scratch = pb2.TelemetryResponse()
+    for _ in range(params.start_index):  # resume: advance the schedule and every sensor's random walk
+        i, _at = next(sched)
+        sensors[i].fill(scratch)
+    nxt: tuple[int, int] | None = next(sched) if remaining is None or remaining > 0 else None
     batch = pb2.TelemetryBatch()
     while nxt is not None and not stopping.is_set():
         now = time.time_ns()
+        if end_ns is not None and now >= end_ns + OVERLOAD_GRACE_NS:
+            # overloaded: the subscriber can't take the offered rate, and the schedule's end passed a while ago.
+            # Stop on wall time; the readings still owed to the schedule were never generated (counted).
+            metrics.readings().labels("unsent").inc(_owed(params, t0, end_ns, nxt))
+            break
         built = 0
         # build every reading that is due (catching up if we fell behind), message by message
         while nxt is not None and nxt[1] <= now and built < MAX_CATCH_UP:
@@ -181,15 +203,24 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
     def __init__(self, settings: GeneratorSettings) -> None:
         self.settings = settings
         self.stopping = asyncio.Event()  # set on SIGTERM: every stream ends cleanly
+        self.drop_epoch = 0  # bumped on SIGUSR1: every open stream is aborted (UNAVAILABLE), as a dropped link would
+        self.next_index = 0  # highest reading index sent + 1 over all streams: distinct readings generated
 
-    async def _stream(self, params: StreamParams) -> AsyncIterator[Any]:
+    def drop_streams(self) -> None:
+        log.warning("dropping every open stream (SIGUSR1)")
+        self.drop_epoch += 1
+
+    async def _stream(self, params: StreamParams, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         maxsize = max(1, self.settings.buffer_readings // params.readings_per_message)
         buf: asyncio.Queue[tuple[Any, int] | None] = asyncio.Queue(maxsize=maxsize)
         producer = asyncio.create_task(produce(params, buf, self.stopping))
         wait_hist = metrics.generator_buffer_wait_seconds()
         delay_hist = metrics.generator_publish_delay_seconds()
         generated = metrics.readings().labels("generated")
+        distinct = metrics.generator_distinct()
         metrics.generator_streams().labels("started").inc()
+        epoch = self.drop_epoch
+        index = params.start_index
         try:
             while True:
                 item = await buf.get()
@@ -204,8 +235,15 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
                 # the message's last reading completed it: its wait is the lag behind the schedule, without the
                 # time spent filling the message (that is batching, and shows in the per-reading latencies)
                 delay_hist.observe((now - readings[-1].intended_ns) / 1e9)
+                if self.drop_epoch != epoch:
+                    metrics.generator_streams().labels("dropped").inc()
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "stream dropped (fault injection)")
                 yield batch
                 generated.inc(len(readings))
+                index += len(readings)
+                if index > self.next_index:
+                    self.next_index = index
+                    distinct.set(index)
             await producer
             metrics.generator_streams().labels("completed").inc()
         finally:
@@ -218,14 +256,14 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid StreamRequest: {exc}")
         log.info("subscriber %s: %s", context.peer(), params)
-        async for batch in self._stream(params):
+        async for batch in self._stream(params, context):
             yield batch
 
     async def GetTelemetryStream(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         s = self.settings
         params = StreamParams(rate=s.rate, sensors=s.sensors, count=s.count, duration_s=s.duration, seed=s.seed)
         log.info("seed subscriber %s: %s", context.peer(), params)
-        async for batch in self._stream(params):
+        async for batch in self._stream(params, context):
             for reading in batch.readings:
                 yield reading
 
@@ -246,6 +284,7 @@ async def serve(settings: GeneratorSettings) -> None:
     await health_servicer.set("telemetry.TelemetryService", health_pb2.HealthCheckResponse.SERVING)
     log.info("generator listening on %s:%d, metrics on :%d", settings.host, port, metrics_port)
     stop = stop_event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, service.drop_streams)
     await stop.wait()
     service.stopping.set()  # streams send what they hold and end normally
     await health_servicer.enter_graceful_shutdown()

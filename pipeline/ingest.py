@@ -10,9 +10,12 @@ with ``--forward-from ingest``, on the forwarder's queue too. It exits 0 when th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -29,61 +32,108 @@ from pipeline.wiring import make_queue, open_redis
 log = logging.getLogger("telemetry_bench.ingest")
 
 CONNECT_TIMEOUT_S = 60.0
+PROGRESS_SUFFIX = ":progress"
 # No BDP probing: HTTP/2 flow control then keeps the default 64 KiB window instead of growing it to megabytes,
 # which otherwise lets ~70,000 readings sit in transport buffers, unseen by every queue and counter (measured).
 # Throughput is the same either way on loopback; in-flight is bounded by our own buffers, where it is measured.
 CHANNEL_OPTIONS = [*GRPC_OPTIONS, ("grpc.http2.bdp_probe", 0)]
 
 
-def stream_request(s: StreamMixin) -> Any:
+RECONNECT_FOR_S = 60.0  # a dropped stream is retried (jittered exponential backoff) for this long
+PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED,
+             grpc.StatusCode.PERMISSION_DENIED}  # fmt: skip
+
+
+@dataclass
+class Resume:
+    """Where the stream continues after a drop: the next reading index to queue and the schedule's origin."""
+
+    next_index: int = 0
+    t0_ns: int = 0
+
+
+def stream_request(s: StreamMixin, resume: Resume) -> Any:
     return pb2.StreamRequest(
         rate=s.rate, max_rate=s.max_rate, sensors=s.sensors, count=s.count, duration_s=s.duration, seed=s.seed,
-        readings_per_message=s.readings_per_message,
+        readings_per_message=s.readings_per_message, start_index=resume.next_index, t0_ns=resume.t0_ns,
     )  # fmt: skip
 
 
-async def stream_rows(s: StreamMixin, decoder: Decoder) -> AsyncGenerator[list[Row], None]:
-    """Rows of each stream message, decoded; waits (up to CONNECT_TIMEOUT_S) for the generator to come up."""
-    async with grpc.aio.insecure_channel(s.generator, options=CHANNEL_OPTIONS) as channel:
-        try:
-            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
-        except TimeoutError:
-            raise StageError(f"generator at {s.generator} did not answer within {CONNECT_TIMEOUT_S:.0f} s") from None
-        stub = pb2_grpc.TelemetryServiceStub(channel)
-        dict_hist = metrics.data_dictionarize_seconds()
-        transport = metrics.ingest_transport_seconds()
-        errors = metrics.errors().labels("ingest", "decode")
-        problems: list[str] = []
-        call = (
-            stub.GetTelemetryStream(pb2.TelemetryRequest())
-            if s.rpc == "seed"
-            else stub.StreamBatches(stream_request(s))
-        )
-        try:
-            async for message in call:
-                now = time.time_ns()
-                t = time.perf_counter()
-                readings = [message] if s.rpc == "seed" else message.readings
-                rows = decoder.decode_many(readings, now, problems)
-                dict_hist.observe(time.perf_counter() - t)
-                if readings:
-                    transport.observe((now - readings[0].sent_ns) / 1e9)
-                if problems:
-                    errors.inc(len(problems))
-                    log.warning("skipped %d undecodable readings: %s", len(problems), problems[0])
-                    problems.clear()
-                if rows:
-                    yield rows
-        except grpc.aio.AioRpcError as exc:
-            raise StageError(f"stream from {s.generator} failed: {exc.code().name}: {exc.details()}") from None
+def backoff(attempt: int) -> float:
+    """Jittered exponential backoff: 0.1 s doubling to 5 s, each drawn in [half, full]."""
+    full = min(5.0, 0.1 * 2**attempt)
+    return random.uniform(full / 2, full)
+
+
+async def stream_rows(s: StreamMixin, decoder: Decoder, resume: Resume) -> AsyncGenerator[list[Row], None]:
+    """Rows of each stream message, decoded. Waits (up to CONNECT_TIMEOUT_S) for the generator to come up; when
+    the batched stream drops, reconnects with backoff and resumes at ``resume`` (kept up to date by the caller
+    once rows are queued): no gap, no repeat. The seed's RPC has no parameters, so it cannot resume."""
+    dict_hist = metrics.data_dictionarize_seconds()
+    transport = metrics.ingest_transport_seconds()
+    errors = metrics.errors().labels("ingest", "decode")
+    drops = metrics.errors().labels("ingest", "stream_dropped")
+    problems: list[str] = []
+    attempt, down_since = 0, None
+    while True:
+        async with grpc.aio.insecure_channel(s.generator, options=CHANNEL_OPTIONS) as channel:
+            wait = (
+                CONNECT_TIMEOUT_S if down_since is None else max(1.0, RECONNECT_FOR_S - (time.monotonic() - down_since))
+            )
+            try:
+                await asyncio.wait_for(channel.channel_ready(), wait)
+            except TimeoutError:
+                raise StageError(f"generator at {s.generator} did not answer within {wait:.0f} s") from None
+            stub = pb2_grpc.TelemetryServiceStub(channel)
+            call = (
+                stub.GetTelemetryStream(pb2.TelemetryRequest())
+                if s.rpc == "seed"
+                else stub.StreamBatches(stream_request(s, resume))
+            )
+            try:
+                async for message in call:
+                    now = time.time_ns()
+                    t = time.perf_counter()
+                    readings = [message] if s.rpc == "seed" else message.readings
+                    rows = decoder.decode_many(readings, now, problems)
+                    dict_hist.observe(time.perf_counter() - t)
+                    if readings:
+                        transport.observe((now - readings[0].sent_ns) / 1e9)
+                        if not resume.t0_ns and not resume.next_index and (s.rate > 0 or s.max_rate):
+                            resume.t0_ns = readings[0].intended_ns  # reading 0 is intended at the origin
+                    if problems:
+                        errors.inc(len(problems))
+                        log.warning("skipped %d undecodable readings: %s", len(problems), problems[0])
+                        problems.clear()
+                    attempt, down_since = 0, None
+                    if rows:
+                        yield rows
+                return
+            except grpc.aio.AioRpcError as exc:
+                if s.rpc == "seed" or exc.code() in PERMANENT:
+                    raise StageError(f"stream from {s.generator} failed: {exc.code().name}: {exc.details()}") from None
+                drops.inc()
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > RECONNECT_FOR_S:
+                    raise StageError(f"stream from {s.generator} lost for {RECONNECT_FOR_S:.0f} s: giving up") from None
+                log.warning("stream dropped (%s: %s); resuming at reading %d", exc.code().name, exc.details(),
+                            resume.next_index)  # fmt: skip
+        await asyncio.sleep(backoff(attempt))
+        attempt += 1
 
 
 async def ingest_loop(
-    s: StreamMixin, decoder: Decoder, put: Callable[[list[Row]], Awaitable[None]], stop: asyncio.Event
+    s: StreamMixin,
+    decoder: Decoder,
+    put: Callable[[list[Row]], Awaitable[None]],
+    stop: asyncio.Event,
+    resume: Resume | None = None,
 ) -> None:
-    """Read the stream until it ends or ``stop`` is set, handing each message's rows to ``put``."""
+    """Read the stream until it ends or ``stop`` is set, handing each message's rows to ``put``; ``resume``
+    advances once ``put`` returned (the rows are queued)."""
+    resume = resume or Resume()
     ingested = metrics.readings().labels("ingested")
-    rows_iter = stream_rows(s, decoder)
+    rows_iter = stream_rows(s, decoder, resume)
     stopper = asyncio.ensure_future(stop.wait())
     try:
         while True:
@@ -91,13 +141,21 @@ async def ingest_loop(
             done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if nxt not in done:  # stop requested: stop taking input
                 nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt  # let the generator unwind before it is closed
                 break
             try:
                 rows = nxt.result()
             except StopAsyncIteration:
                 break
             ingested.inc(len(rows))
-            await put(rows)
+            putting = asyncio.ensure_future(put(rows))  # may wait on the queue's cap: stay stoppable
+            done, _ = await asyncio.wait({putting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if putting not in done:
+                putting.cancel()
+                break
+            putting.result()
+            resume.next_index += len(rows)
     finally:
         stopper.cancel()
         await rows_iter.aclose()
@@ -112,16 +170,24 @@ async def run(settings: IngestSettings) -> None:
     queued = metrics.readings().labels("queued")
     qlen = metrics.redis_queue_len()
 
+    # a restarted ingest resumes where the last one's queued readings end (written atomically with each put)
+    progress_key = settings.queue_key + PROGRESS_SUFFIX
+    saved = await client.hgetall(progress_key)
+    resume = Resume(int(saved.get(b"next", 0)), int(saved.get(b"t0", 0)))
+    if resume.next_index:
+        log.info("ingest: resuming the stream at reading %d", resume.next_index)
+
     async def put(rows: list[Row]) -> None:
-        qlen.set(await queue.put(rows))
-        queued.inc(len(rows))
-        if fwd_queue is not None:
+        if fwd_queue is not None:  # first: the writer queue's progress says both are done
             await fwd_queue.put(rows)
+        progress = (progress_key, {"next": resume.next_index + len(rows), "t0": resume.t0_ns})
+        qlen.set(await queue.put(rows, progress))
+        queued.inc(len(rows))
 
     port = metrics.serve(settings.metrics_port, settings.host)
     log.info("ingest: metrics on :%d, stream from %s (%s rpc)", port, settings.generator, settings.rpc)
     try:
-        await ingest_loop(settings, decoder, put, stop)
+        await ingest_loop(settings, decoder, put, stop, resume)
     finally:
         await client.aclose()
     log.info("ingest: done")

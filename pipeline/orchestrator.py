@@ -29,6 +29,7 @@ import websockets
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pipeline import db
+from pipeline.metrics import STAGES
 from pipeline.scrape import Scrape, parse, scrape
 from pipeline.services import Services
 from pipeline.topology import PipelineConfig
@@ -59,12 +60,31 @@ class Stage:
     stats_path: Path | None = None  # final counters, written by the stage on exit
     proc: subprocess.Popen[bytes] | None = None
     last: Scrape = field(default_factory=Scrape)
+    carry: dict[str, int] = field(default_factory=dict)  # counters of earlier incarnations (killed, restarted)
+    restarts: int = 0
 
     def start(self, env: dict[str, str]) -> None:
-        self.log_file = self.log_path.open("wb")
+        self.env = env
+        self.log_file = self.log_path.open("ab" if self.restarts else "wb")
         self.proc = subprocess.Popen(
             self.argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+
+    def count(self, counter: str) -> int:
+        """``telemetry_readings_total{stage=counter}`` over every incarnation of this stage (as last scraped)."""
+        return self.last.readings(counter) + self.carry.get(counter, 0)
+
+    async def kill_and_restart(self) -> None:
+        """SIGKILL (no flush, no goodbye), then the same command again."""
+        self.signal(signal.SIGKILL)
+        await self.wait(10)
+        for c in STAGES:
+            self.carry[c] = self.carry.get(c, 0) + self.last.readings(c)
+        self.last = Scrape()
+        self.restarts += 1
+        with contextlib.suppress(Exception):
+            self.log_file.close()
+        self.start(self.env)
 
     @property
     def alive(self) -> bool:
@@ -121,6 +141,7 @@ class Accounting:
     ws_received: int = 0  # counted by our websocket clients, summed
     ws_clients: int = 0
     forwarding: bool = True
+    broadcast_best_effort: bool = False  # the backend was killed: what it broadcast while down is gone by design
 
     @property
     def duplicated(self) -> int:
@@ -142,6 +163,8 @@ class Accounting:
             # our clients must each receive every forwarded reading; other clients (a dashboard someone opened)
             # may add to the backend's broadcast count
             want = self.forwarded * self.ws_clients
+            if self.broadcast_best_effort:
+                return out
             if self.broadcast < want:
                 out.append(f"broadcast {self.broadcast}, expected at least {want} ({self.ws_clients} clients)")
             if self.ws_received != want:
@@ -154,6 +177,31 @@ class Accounting:
         return d
 
 
+FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres")
+
+
+@dataclass
+class Fault:
+    """A fault injected ``at_s`` seconds after the generator started."""
+
+    kind: str
+    at_s: float = 2.0
+    injected_at_ns: int | None = None
+    restarted_at_ns: int | None = None
+    resumed_at_ns: int | None = None  # first progress of the affected path after the fault
+    note: str = ""
+
+    @property
+    def recovery_s(self) -> float | None:
+        if self.injected_at_ns is None or self.resumed_at_ns is None:
+            return None
+        return (self.resumed_at_ns - self.injected_at_ns) / 1e9
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "at_s": self.at_s, "recovery_s": self.recovery_s, "note": self.note,
+                "injected": self.injected_at_ns is not None}  # fmt: skip
+
+
 @dataclass
 class RunResult:
     config: PipelineConfig
@@ -163,6 +211,7 @@ class RunResult:
     drained_ns: int
     failures: list[str]
     ports: dict[str, int]
+    fault: Fault | None = None
 
     @property
     def ok(self) -> bool:
@@ -174,7 +223,7 @@ class WsProbe:
     how long after its intended time (end-to-end latency to a viewer, exact, from the same clock)."""
 
     def __init__(self, url: str, keep: int = 2_000_000) -> None:
-        self.url, self.received, self.keep = url, 0, keep
+        self.url, self.received, self.keep, self.reconnects = url, 0, keep, 0
         self.task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.arrivals: list[int] = []  # receive time, ns since the epoch, per reading (up to ``keep``)
@@ -182,6 +231,19 @@ class WsProbe:
         self.intended: list[int] = []
 
     async def _run(self) -> None:
+        attempt = 0
+        while True:  # reconnect after the backend restarts (a fault cell): what it broadcast meanwhile is missed
+            try:
+                await self._receive()
+                return
+            except (OSError, websockets.exceptions.WebSocketException):
+                if not self.connected.is_set() and attempt == 0:
+                    raise
+                self.reconnects += 1
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+                attempt += 1
+
+    async def _receive(self) -> None:
         async with websockets.connect(self.url, max_size=None) as ws:
             self.connected.set()
             async for message in ws:
@@ -237,12 +299,18 @@ class Orchestrator:
         on_progress: Progress | None = None,
         monitor: Monitor | None = None,
         preferred_ports: dict[str, int] | None = None,
+        fault: Fault | None = None,
     ) -> None:
         self.cfg, self.services, self.workdir, self.schema = cfg, services, workdir, schema
         self.queue_key = queue_key
         self.python_prefix = python_prefix or (lambda stage: [])
         self.on_progress = on_progress
         self.monitor = monitor
+        if fault is not None and fault.kind not in FAULTS:
+            raise ValueError(f"unknown fault {fault.kind!r}; valid faults: {', '.join(FAULTS)}")
+        self.fault = fault
+        self._db_committed = (0, 0.0)  # (count, when): the table's distinct readings, polled while a fault runs
+        self._fault_base = 0
         self.ports: dict[str, int] = {}
         self.preferred_ports = preferred_ports or {}
         self.stages: dict[str, Stage] = {}
@@ -268,7 +336,8 @@ class Orchestrator:
         port = self._port(f"{name}_metrics")
         stats = self.workdir / f"{name}.prom"
         argv = [sys.executable, *self.python_prefix(name), "-m", f"pipeline.{module}", *args,
-                "--metrics-port", str(port), "--host", "127.0.0.1", "--stats-file", str(stats)]  # fmt: skip
+                "--metrics-port", str(port), "--host", "127.0.0.1", "--stats-file", str(stats),
+                "--histograms" if self.cfg.histograms else "--no-histograms"]  # fmt: skip
         stage = Stage(name, argv, f"http://127.0.0.1:{port}/metrics", self.workdir / f"{name}.log", stats)
         self.stages[name] = stage
         return stage
@@ -375,14 +444,16 @@ class Orchestrator:
                     stage.last = await scrape(self.http, stage.metrics_url)
 
     def _sum(self, stage_names: list[str], counter: str) -> int:
-        return sum(self.stages[n].last.readings(counter) for n in stage_names if n in self.stages)
+        return sum(self.stages[n].count(counter) for n in stage_names if n in self.stages)
 
     def snapshot(self) -> dict[str, Any]:
         writers = [n for n in self.stages if n.startswith("writer-") or n == "node"]
         ing = "node" if self.cfg.topology == "node" else "ingest"
         fwd = "node" if self.cfg.topology == "node" else "forwarder"
         return {
-            "generated": self.stages["generator"].last.readings("generated"),
+            # distinct readings: a resumed stream re-sends none, but the "generated" counter counts every send
+            "generated": int(self.stages["generator"].last.get("generator_distinct_readings"))
+            or self.stages["generator"].count("generated"),
             "ingested": self._sum([ing], "ingested"),
             "queued": self._sum([ing], "queued"),
             "committed": self._sum(writers, "committed"),
@@ -395,7 +466,15 @@ class Orchestrator:
 
     async def _poll(self) -> dict[str, Any]:
         await self._scrape_all()
+        if self.fault is not None and time.monotonic() - self._db_committed[1] >= 0.5:
+            # with a stage killed, its counters die with it: the table is the truth for the drain
+            with contextlib.suppress(Exception):
+                counts = await asyncio.to_thread(db.table_counts, self.services.pg_dsn, self.schema)
+                self._db_committed = (counts.distinct, time.monotonic())
         snap = self.snapshot()
+        if self.fault is not None:
+            snap["committed"] = self._db_committed[0]
+            await self._watch_fault(snap)
         if self.on_progress:
             self.on_progress(snap)
         if self.monitor:
@@ -424,6 +503,58 @@ class Orchestrator:
                 return snap
         return snap
 
+    # ----------------------------------------------------------------------------------------------- faults
+    def _fault_progress(self, snap: dict[str, Any]) -> int:
+        kind = self.fault.kind if self.fault else ""
+        if kind == "kill_ingest":
+            return self._sum(["ingest"], "queued")
+        if kind == "drop_grpc":
+            return int(snap["ingested"])
+        if kind == "kill_backend":
+            return int(snap["forwarded"])
+        return int(snap["committed"])
+
+    async def _inject(self, snap: dict[str, Any]) -> None:
+        f = self.fault
+        assert f is not None
+        f.injected_at_ns = time.time_ns()
+        self._fault_base = self._fault_progress(snap)
+        log.warning("fault: %s", f.kind)
+        target = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}.get(f.kind)
+        if target is not None:
+            stage = self.stages.get(target)
+            if stage is None:
+                raise PipelineError(f"fault {f.kind}: this topology has no {target} stage (use topology split)")
+            await stage.kill_and_restart()
+            await self._ready(stage)
+            f.restarted_at_ns = time.time_ns()
+        elif f.kind == "drop_grpc":
+            self.stages["generator"].signal(signal.SIGUSR1)  # the generator aborts its streams (UNAVAILABLE)
+        elif f.kind == "restart_postgres":
+            if self.services.pg_source != "local":
+                f.note = f"not injected: restarting a {self.services.pg_source} PostgreSQL is not supported"
+                f.injected_at_ns = None
+                return
+            versions = sorted(Path("/etc/postgresql").iterdir(), key=lambda p: p.name)
+            cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "restart"]
+            proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=60)
+            if proc.returncode != 0:
+                raise PipelineError(f"fault restart_postgres: {' '.join(cmd)} failed: {proc.stderr.strip()}")
+            f.restarted_at_ns = time.time_ns()
+
+    async def _watch_fault(self, snap: dict[str, Any]) -> None:
+        f = self.fault
+        if f is None or f.injected_at_ns is None or f.resumed_at_ns is not None:
+            return
+        if f.kind == "drop_grpc" and f.restarted_at_ns is None:
+            drops = self.stages["ingest"].last.get("telemetry_errors_total", stage="ingest", kind="stream_dropped")
+            if drops >= 1:
+                f.restarted_at_ns = time.time_ns()
+                self._fault_base = self._fault_progress(snap)
+            return
+        if f.restarted_at_ns is not None and self._fault_progress(snap) > self._fault_base:
+            f.resumed_at_ns = time.time_ns()
+
     async def run(self, stop_requested: asyncio.Event | None = None) -> RunResult:
         stop_requested = stop_requested or asyncio.Event()
         c = self.cfg
@@ -450,10 +581,15 @@ class Orchestrator:
             started = time.time_ns()
             log.debug("pipeline running: %s", self.ports)
             everyone = [s.name for s in order if s.name != "ingest"]
-            # 1. until the stream has ended (count/duration) or a stop is asked for
+            # 1. until the stream has ended (count/duration) or a stop is asked for; a fault cell injects its fault
             while not stop_requested.is_set():
                 snap = await self._poll()
-                if snap["streams_completed"] >= 1:
+                f = self.fault
+                due = f is not None and f.injected_at_ns is None and not f.note
+                if due and f is not None and time.time_ns() - started >= f.at_s * 1e9:
+                    await self._inject(snap)
+                    continue
+                if snap["streams_completed"] >= 1 and (f is None or f.injected_at_ns is not None or f.note):
                     break
                 self._check_alive(everyone)
                 with contextlib.suppress(TimeoutError):
@@ -477,9 +613,8 @@ class Orchestrator:
                     failures.append(f"ingest exited with status {rc}:\n{self.stages['ingest'].log_tail()}")
             else:
                 await self._wait_for("ingest", lambda s: s["ingested"] >= s["generated"], stall, [ing])
-            generated = self.stages["generator"].last.readings("generated")
-            target = self._sum([ing], "queued") if c.topology == "split" else generated
-            await self._wait_for("writers", lambda s: s["committed"] >= target, stall, [])
+            generated = self.snapshot()["generated"]
+            await self._wait_for("writers", lambda s: s["committed"] >= generated, stall, [])
             if c.forwarding:
                 await self._wait_for("forwarder", lambda s: s["forwarded"] >= generated, stall, [])
                 await self._wait_for(
@@ -497,15 +632,19 @@ class Orchestrator:
         finally:
             await self._shutdown()
         acct = self._account()
+        if self.fault is not None and self.fault.kind == "kill_backend":
+            acct.broadcast_best_effort = True
         failures.extend(acct.problems())
-        return RunResult(c, acct, started, stream_ended, drained, failures, dict(self.ports))
+        return RunResult(c, acct, started, stream_ended, drained, failures, dict(self.ports), self.fault)
 
     async def _clear_queues(self) -> None:
         import redis.asyncio as aioredis
 
         client = aioredis.Redis.from_url(self.services.redis_url)
-        try:
-            await client.delete(self.queue_key, self.queue_key + ":forward")
+        try:  # the queue, the forward queue, ingest's progress, reliable lists' processing lists
+            keys = [k async for k in client.scan_iter(match=f"{self.queue_key}*")]
+            if keys:
+                await client.delete(*keys)
         finally:
             await client.aclose()
 

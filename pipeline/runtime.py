@@ -50,6 +50,9 @@ def stage_main(
         print(f"{stage}: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, stage)
+    from pipeline import metrics
+
+    metrics.set_histograms(settings.histograms)
     try:
         asyncio.run(amain(settings))
     except StageError as exc:

@@ -43,6 +43,7 @@ class PipelineConfig(BaseModel):
     forward_from: Literal["ingest", "writer"] = "ingest"
     forward_batch: int = Field(100, ge=1, le=10_000, description="readings per POST (backend takes ≤ 10,000)")
     concurrency: int = Field(8, ge=1, le=1024)
+    histograms: bool = Field(True, description="stages record histograms (off: counters only)")
     ws_clients: int = Field(1, ge=0, le=64, description="websocket clients the orchestrator runs and counts")
 
     @field_validator("decoder")

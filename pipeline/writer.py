@@ -25,7 +25,7 @@ from pipeline import metrics
 from pipeline.config import WriterSettings
 from pipeline.queues import Ack, Queue
 from pipeline.rows import COLUMNS, INTENDED, Row
-from pipeline.runtime import stage_main, stop_event
+from pipeline.runtime import StageError, stage_main, stop_event
 from pipeline.sinks import Sink
 from pipeline.wiring import STAGE, make_queue, make_sink, open_pg, open_redis
 
@@ -116,7 +116,7 @@ class Writer:
 
     async def _commit(self, rows: list[Row]) -> None:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(psycopg.OperationalError),
+            retry=retry_if_exception_type((psycopg.OperationalError, StageError)),  # StageError: reconnect failed
             wait=wait_random_exponential(multiplier=0.1, max=5.0),
             stop=stop_after_delay(DB_RETRY_S),
             reraise=True,

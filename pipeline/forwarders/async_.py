@@ -4,10 +4,10 @@ import asyncio
 import time
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline import metrics
-from pipeline.forwarders.base import RETRY_ATTEMPTS, Forwarder
+from pipeline.forwarders.base import RETRY_FOR_S, Forwarder
 from pipeline.rows import Row
 
 
@@ -36,7 +36,7 @@ class AsyncForwarder(Forwarder):
         hist = metrics.forward_request_seconds()
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(RETRY_ATTEMPTS),
+                stop=stop_after_delay(RETRY_FOR_S),
                 wait=wait_random_exponential(multiplier=0.05, max=1.0),
                 retry=retry_if_exception_type((httpx.TransportError, _Retryable)),
                 reraise=True,

@@ -11,7 +11,7 @@ from pipeline.rows import COLUMNS, Row
 
 log = logging.getLogger("telemetry_bench.forwarder")
 
-RETRY_ATTEMPTS = 5
+RETRY_FOR_S = 30.0  # a POST is retried (jittered exponential backoff) this long: a backend restart fits
 
 
 class Forwarder(ABC):
@@ -55,4 +55,4 @@ class Forwarder(ABC):
 
     def give_up(self, url: str, n: int, exc: BaseException | Any) -> None:
         self.failed.inc(n)
-        log.error("POST %s failed after %d attempts, %d readings not forwarded: %s", url, RETRY_ATTEMPTS, n, exc)
+        log.error("POST %s failed (retried %.0f s), %d readings not forwarded: %s", url, RETRY_FOR_S, n, exc)

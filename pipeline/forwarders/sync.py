@@ -3,10 +3,10 @@ from __future__ import annotations
 import time
 
 import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline import metrics
-from pipeline.forwarders.base import RETRY_ATTEMPTS, Forwarder
+from pipeline.forwarders.base import RETRY_FOR_S, Forwarder
 from pipeline.rows import Row
 
 
@@ -24,7 +24,7 @@ class SyncForwarder(Forwarder):
         for url, body, n in self.requests_for(rows):
             try:
                 for attempt in Retrying(
-                    stop=stop_after_attempt(RETRY_ATTEMPTS),
+                    stop=stop_after_delay(RETRY_FOR_S),
                     wait=wait_random_exponential(multiplier=0.05, max=1.0),
                     retry=retry_if_exception_type((requests.RequestException, _Retryable)),
                     reraise=True,

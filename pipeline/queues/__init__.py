@@ -4,7 +4,7 @@ Every variant has the same shape (``pipeline.queues.base.Queue``): ``put(rows)``
 (rows, ack)``, ``ack(token)``, and owns its payload encoding. One file per variant, one line each here.
 """
 
-from pipeline.queues.base import Ack, Queue
+from pipeline.queues.base import Ack, Progress, Queue
 from pipeline.queues.list import ListQueue
 from pipeline.queues.list_reliable import ReliableListQueue
 from pipeline.queues.stream import StreamQueue
@@ -19,4 +19,4 @@ QUEUES: Registry[type[Queue]] = Registry(
     },
 )
 
-__all__ = ["QUEUES", "Ack", "Queue"]
+__all__ = ["QUEUES", "Ack", "Progress", "Queue"]

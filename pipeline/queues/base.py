@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from pipeline.rows import COLUMNS, Row, dict_to_row
 
 Ack = Any  # a variant's acknowledgement token, opaque to callers
+Progress = tuple[str, dict[str, int]]  # (hash key, fields) written atomically with a put
 Entry = Literal["reading", "batch"]
 
 
@@ -50,8 +51,9 @@ class Queue(ABC):
         """Create what the variant needs (consumer group, ...). Idempotent."""
 
     @abstractmethod
-    async def put(self, rows: list[Row]) -> int:
-        """Append rows; returns the queue's length in entries (the seed's redis_queue_len)."""
+    async def put(self, rows: list[Row], progress: Progress | None = None) -> int:
+        """Append rows; returns the queue's length in entries (the seed's redis_queue_len). ``progress``
+        (key, fields) is written in the same transaction: what a restarted producer resumes from."""
 
     @abstractmethod
     async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pipeline.queues.base import Ack, Queue, decode, encode
+from pipeline.queues.base import Ack, Progress, Queue, decode, encode
 from pipeline.rows import Row
 
 
@@ -13,10 +13,16 @@ class ListQueue(Queue):
 
     name = "list"
 
-    async def put(self, rows: list[Row]) -> int:
+    async def put(self, rows: list[Row], progress: Progress | None = None) -> int:
         payloads = encode(rows, self.entry)
         self._note_entry_size(len(rows), len(payloads))
-        length = int(await self.r.lpush(self.key, *payloads))
+        if progress is None:
+            length = int(await self.r.lpush(self.key, *payloads))
+        else:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.lpush(self.key, *payloads)
+                pipe.hset(progress[0], mapping=progress[1])  # type: ignore[arg-type]
+                length = int((await pipe.execute())[0])
         await self.wait_below_cap(length)
         return length
 

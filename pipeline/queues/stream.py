@@ -5,7 +5,7 @@ from typing import Any
 
 import redis.exceptions
 
-from pipeline.queues.base import Ack, Queue, decode, encode
+from pipeline.queues.base import Ack, Progress, Queue, decode, encode
 from pipeline.rows import Row
 
 FIELD = b"d"
@@ -37,12 +37,14 @@ class StreamQueue(Queue):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def put(self, rows: list[Row]) -> int:
+    async def put(self, rows: list[Row], progress: Progress | None = None) -> int:
         payloads = encode(rows, self.entry)
         self._note_entry_size(len(rows), len(payloads))
-        async with self.r.pipeline(transaction=False) as pipe:
+        async with self.r.pipeline(transaction=progress is not None) as pipe:
             for p in payloads:
                 pipe.xadd(self.key, {FIELD: p})
+            if progress is not None:
+                pipe.hset(progress[0], mapping=progress[1])  # type: ignore[arg-type]
             pipe.xlen(self.key)
             replies = await pipe.execute()
         length = int(replies[-1])

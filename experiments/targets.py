@@ -1,0 +1,180 @@
+"""Performance targets, evaluated over a run's cells (``targets = "perf"`` in a matrix). Each target states what
+was measured, against what, and pass or fail; where a target is not met, the cells' bottleneck verdicts and
+profiles are the explanation. The figures come from this run only (ceilings included)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from experiments.results import CellResult, Results
+
+MIN_RPS = 100_000
+MIN_CEILING_FRACTION = 0.20
+MIN_VS_SEED = 100.0
+MAX_P99_MS = 250.0
+MAX_METRICS_OVERHEAD = 0.03
+MAX_CPU_DRIFT = 0.20
+MAX_RSS_GROWTH = 0.10  # after warm-up, per stage, relative
+MIN_RSS_SLACK = 16 * 1024 * 1024  # growth below 16 MiB counts as flat whatever its ratio
+
+
+def _cell(res: Results, cid: str) -> CellResult | None:
+    return next((c for c in res.cells if c.id == cid), None)
+
+
+def _best(res: Results, group: str) -> CellResult | None:
+    members = [c for c in res.cells if group in c.groups and c.summary and not c.summary.failed]
+    return max(members, key=lambda c: c.summary.throughput_rps or 0.0, default=None)  # type: ignore[union-attr]
+
+
+def _t(name: str, target: str, measured: str, ok: bool | None, detail: str, cells: list[str]) -> dict[str, Any]:
+    return {"name": name, "target": target, "measured": measured, "passed": ok, "detail": detail, "cells": cells}
+
+
+def _missing(name: str, target: str, what: str) -> dict[str, Any]:
+    return _t(name, target, "not measured", None, f"{what} is missing or failed in this run", [])
+
+
+def _rss_growth(cell: CellResult, warmup_s: float) -> tuple[str, float, int] | None:
+    """The stage whose RSS grew most after warm-up: (stage, relative growth, bytes)."""
+    worst: tuple[str, float, int] | None = None
+    for rep in cell.repeats:
+        for stage, r in rep.resources.items():
+            after = [s for s in r.series if s[0] >= warmup_s]
+            if len(after) < 2:
+                continue
+            start, peak = after[0][2], max(s[2] for s in after)
+            growth = int(peak - start)
+            rel = growth / start if start else 0.0
+            if worst is None or rel > worst[1]:
+                worst = (stage, rel, growth)
+    return worst
+
+
+def perf(res: Results) -> list[dict[str, Any]]:
+    out = []
+    best = _best(res, "best")
+    ceiling = res.ceilings.copy_binary_rps if res.ceilings else None
+    # 1. throughput and share of the ceiling
+    name, target = "throughput", f"≥ {MIN_RPS:,} readings/s and ≥ {MIN_CEILING_FRACTION:.0%} of binary COPY"
+    if best and best.summary and best.summary.throughput_rps:
+        tp = best.summary.throughput_rps
+        frac = tp / ceiling if ceiling else None
+        ok = tp >= MIN_RPS and frac is not None and frac >= MIN_CEILING_FRACTION
+        out.append(
+            _t(
+                name,
+                target,
+                f"{tp:,.0f} readings/s, {frac:.1%} of {ceiling:,.0f}" if frac else f"{tp:,.0f}/s",
+                ok,
+                f"best of group 'best': {best.id}; bottleneck {bn.stage if (bn := best.summary.bottleneck) else '?'}",
+                [best.id],
+            )
+        )
+    else:
+        out.append(_missing(name, target, "the 'best' group"))
+    # 2. against the seed
+    seed = _cell(res, "seed")
+    name, target = "vs seed", f"best ÷ seed ≥ {MIN_VS_SEED:.0f}×"
+    if best and best.summary and seed and seed.summary and seed.summary.throughput_rps:
+        ratio = (best.summary.throughput_rps or 0) / seed.summary.throughput_rps
+        out.append(
+            _t(
+                name,
+                target,
+                f"{ratio:,.0f}× ({best.summary.throughput_rps:,.0f} vs {seed.summary.throughput_rps:,.0f}/s)",
+                ratio >= MIN_VS_SEED,
+                "the seed cell runs the original design in the same run",
+                [best.id, "seed"],
+            )
+        )
+    else:
+        out.append(_missing(name, target, "the seed cell or the best cell"))
+    # 3. latency at half the best rate, open loop
+    half = _cell(res, "half-rate")
+    name, target = (
+        "p99 at 50 % load",
+        f"p99 intended → inserted ≤ {MAX_P99_MS:.0f} ms, open loop at 50 % of the best rate",
+    )
+    if half and half.summary and half.summary.latency_ms.p99 is not None and not half.summary.failed:
+        p99 = half.summary.latency_ms.p99
+        out.append(
+            _t(
+                name,
+                target,
+                f"{p99:,.0f} ms at {half.params.get('rate', 0):,.0f} readings/s offered",
+                p99 <= MAX_P99_MS,
+                f"p50 {half.summary.latency_ms.p50:,.0f} ms, max {half.summary.latency_ms.max:,.0f} ms",
+                ["half-rate"],
+            )
+        )
+    else:
+        out.append(_missing(name, target, "the half-rate cell"))
+    # 4. instrumentation overhead
+    on, off = _cell(res, "histograms-on"), _cell(res, "histograms-off")
+    name, target = "instrumentation", f"histograms on vs off within {MAX_METRICS_OVERHEAD:.0%} throughput"
+    if on and off and on.summary and off.summary and on.summary.throughput_rps and off.summary.throughput_rps:
+        cost = 1 - on.summary.throughput_rps / off.summary.throughput_rps
+        noise = max(on.summary.cv or 0, off.summary.cv or 0)
+        out.append(
+            _t(
+                name,
+                target,
+                f"{cost:+.1%} (on {on.summary.throughput_rps:,.0f}, off {off.summary.throughput_rps:,.0f}/s)",
+                cost <= MAX_METRICS_OVERHEAD,
+                f"repeat noise (CV) up to {noise:.1%}",
+                ["histograms-on", "histograms-off"],
+            )
+        )
+    else:
+        out.append(_missing(name, target, "the histograms-on/off cells"))
+    # 5a. CPU per reading across sensor counts and run sizes
+    for name, a_id, b_id in (
+        ("cost vs sensors", "sensors-5", "sensors-5000"),
+        ("cost vs run size", "count-100k", "count-10m"),
+    ):
+        a, b = _cell(res, a_id), _cell(res, b_id)
+        target = f"CPU s per committed reading within ±{MAX_CPU_DRIFT:.0%} from {a_id} to {b_id}"
+        if a and b and a.summary and b.summary and a.summary.cpu_s_per_reading and b.summary.cpu_s_per_reading:
+            drift = b.summary.cpu_s_per_reading / a.summary.cpu_s_per_reading - 1
+            out.append(
+                _t(
+                    name,
+                    target,
+                    f"{drift:+.1%} ({a.summary.cpu_s_per_reading * 1e6:.1f} → "
+                    f"{b.summary.cpu_s_per_reading * 1e6:.1f} µs)",
+                    abs(drift) <= MAX_CPU_DRIFT,
+                    "all stages' CPU seconds over the whole run ÷ readings committed",
+                    [a_id, b_id],
+                )
+            )
+        else:
+            out.append(_missing(name, target, f"{a_id} / {b_id}"))
+    # 5b. memory under 10x overload
+    over = _cell(res, "overload")
+    name, target = (
+        "memory under overload",
+        f"every stage's RSS grows < {MAX_RSS_GROWTH:.0%} after warm-up at 10× the best rate",
+    )
+    warm = float(res.settings.get("warmup_s", 1.0)) + 5.0
+    if over and over.repeats and (g := _rss_growth(over, warm)) is not None:
+        stage, rel, growth = g
+        ok = rel <= MAX_RSS_GROWTH or growth <= MIN_RSS_SLACK
+        out.append(
+            _t(
+                name,
+                target,
+                f"worst: {stage} +{rel:.1%} ({growth / 2**20:.1f} MiB) after {warm:.0f} s",
+                ok,
+                f"offered {over.params.get('rate', 0):,.0f} readings/s for {over.params.get('duration', 0):.0f} s; "
+                f"backpressure: lost {over.summary.lost if over.summary else '?'}",
+                ["overload"],
+            )
+        )
+    else:
+        out.append(_missing(name, target, "the overload cell"))
+    return out
+
+
+TARGET_SETS: dict[str, Callable[[Results], list[dict[str, Any]]]] = {"perf": perf}
