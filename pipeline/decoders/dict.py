@@ -24,14 +24,14 @@ class DictDecoder(Decoder):
             if (t := d.get("temperature")) is not None:
                 return (
                     ts, "TEMPERATURE", t["sensorId"], _system(t["subsystem"]), t["sequenceNumber"],
-                    t["statusBitmask"], t["temperature"], t["unit"],
+                    t["statusBitmask"], _f(t["temperature"]), t["unit"],
                     None, None, None, None, None, None, None, None,
                     intended, sent, ingested_ns,
                 )  # fmt: skip
             if (p := d.get("pressure")) is not None:
                 return (
                     ts, "PRESSURE", p["sensorId"], _system(p["subsystem"]), p["sequenceNumber"],
-                    p["statusBitmask"], None, None, p["pressure"], p["unit"], p["leakDetected"],
+                    p["statusBitmask"], None, None, _f(p["pressure"]), p["unit"], p["leakDetected"],
                     None, None, None, None, None,
                     intended, sent, ingested_ns,
                 )  # fmt: skip
@@ -39,12 +39,17 @@ class DictDecoder(Decoder):
                 return (
                     ts, "VELOCITY", v["sensorId"], _system(v["subsystem"]), v["sequenceNumber"],
                     v["statusBitmask"], None, None, None, None, None,
-                    v["velocityX"], v["velocityY"], v["velocityZ"], v["unit"], v["vibrationMag"],
+                    _f(v["velocityX"]), _f(v["velocityY"]), _f(v["velocityZ"]), v["unit"], _f(v["vibrationMag"]),
                     intended, sent, ingested_ns,
                 )  # fmt: skip
         except KeyError as exc:
             raise DecodeError(f"reading without field {exc}") from None
         raise DecodeError("message with no temperature, pressure or velocity data")
+
+
+def _f(value: Any) -> Any:
+    """MessageToDict writes non-finite floats as the JSON strings "Infinity", "-Infinity", "NaN"."""
+    return float(value) if isinstance(value, str) else value
 
 
 def _system(name: Any) -> str:
