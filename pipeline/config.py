@@ -14,6 +14,8 @@ from typing import Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.registry import check_variant
+
 T = TypeVar("T", bound="StageSettings")
 
 
@@ -83,9 +85,7 @@ class QueueMixin(_Settings):
     @field_validator("queue")
     @classmethod
     def _queue_known(cls, v: str) -> str:
-        from pipeline.queues import QUEUES
-
-        return QUEUES.check(v)
+        return check_variant("queue", v)
 
 
 class StreamMixin(_Settings):
@@ -113,9 +113,7 @@ class WriterMixin(_Settings):
     @field_validator("sink")
     @classmethod
     def _sink_known(cls, v: str) -> str:
-        from pipeline.sinks import SINKS
-
-        return SINKS.check(v)
+        return check_variant("sink", v)
 
 
 class ForwarderMixin(_Settings):
@@ -128,9 +126,7 @@ class ForwarderMixin(_Settings):
     @field_validator("forwarder")
     @classmethod
     def _forwarder_known(cls, v: str) -> str:
-        from pipeline.forwarders import FORWARDERS
-
-        return FORWARDERS.check(v)
+        return check_variant("forwarder", v)
 
 
 class DecoderMixin(_Settings):
@@ -139,9 +135,7 @@ class DecoderMixin(_Settings):
     @field_validator("decoder")
     @classmethod
     def _decoder_known(cls, v: str) -> str:
-        from pipeline.decoders import DECODERS
-
-        return DECODERS.check(v)
+        return check_variant("decoder", v)
 
 
 class GeneratorSettings(StageSettings):

@@ -40,3 +40,21 @@ class Registry(Mapping[str, T], Generic[T]):
         """Return name if registered, else raise UnknownVariantError listing the valid names."""
         self[name]
         return name
+
+
+_KINDS = {
+    "decoder": ("pipeline.decoders", "DECODERS"),
+    "queue": ("pipeline.queues", "QUEUES"),
+    "sink": ("pipeline.sinks", "SINKS"),
+    "forwarder": ("pipeline.forwarders", "FORWARDERS"),
+}
+
+
+def check_variant(kind: str, name: str) -> str:
+    """``name`` if it is a registered variant of ``kind`` (decoder, queue, sink, forwarder), else
+    UnknownVariantError listing the valid ones. Imports the registry lazily (settings import this module early)."""
+    import importlib
+
+    module, attr = _KINDS[kind]
+    registry: Registry[object] = getattr(importlib.import_module(module), attr)
+    return registry.check(name)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from pipeline.registry import check_variant
 
 Topology = Literal["split", "node"]
 
@@ -46,33 +48,10 @@ class PipelineConfig(BaseModel):
     histograms: bool = Field(True, description="stages record histograms (off: counters only)")
     ws_clients: int = Field(1, ge=0, le=64, description="websocket clients the orchestrator runs and counts")
 
-    @field_validator("decoder")
+    @field_validator("decoder", "queue", "sink", "forwarder")
     @classmethod
-    def _decoder(cls, v: str) -> str:
-        from pipeline.decoders import DECODERS
-
-        return DECODERS.check(v)
-
-    @field_validator("queue")
-    @classmethod
-    def _queue(cls, v: str) -> str:
-        from pipeline.queues import QUEUES
-
-        return QUEUES.check(v)
-
-    @field_validator("sink")
-    @classmethod
-    def _sink(cls, v: str) -> str:
-        from pipeline.sinks import SINKS
-
-        return SINKS.check(v)
-
-    @field_validator("forwarder")
-    @classmethod
-    def _forwarder(cls, v: str) -> str:
-        from pipeline.forwarders import FORWARDERS
-
-        return FORWARDERS.check(v)
+    def _known_variant(cls, v: str, info: ValidationInfo) -> str:
+        return check_variant(str(info.field_name), v)
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:

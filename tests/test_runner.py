@@ -58,7 +58,7 @@ def test_shipped_matrices_load(name: str) -> None:
 def test_default_matrix_has_the_four_comparisons_and_the_seed() -> None:
     m = load("default")
     groups = {g["name"]: g for g in m.groups}
-    assert set(groups) == {"sink", "batch", "decoder", "forwarder"}
+    assert {"sink", "batch", "decoder", "forwarder"} <= set(groups)
     assert {c.params.sink for c in m.cells if "sink" in c.groups} == {
         "insert",
         "executemany",

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.queues.base import Ack, Progress, Queue, decode, encode
+from pipeline.queues.base import Ack, decode
+from pipeline.queues.list import ListQueue
 from pipeline.rows import Row
 
 
-class ReliableListQueue(Queue):
+class ReliableListQueue(ListQueue):
     """A list with the reliable-queue pattern: ``BLMOVE`` each entry into this consumer's processing list, and
     ``LREM`` it from there only after its rows are committed. On start, whatever the consumer's processing list
-    still holds (it died mid-batch) goes back to the head of the queue. Same payloads as ``list``."""
+    still holds (it died mid-batch) goes back to the head of the queue. Puts and payloads as ``list``."""
 
     name = "list_reliable"
 
@@ -21,19 +22,6 @@ class ReliableListQueue(Queue):
         # back to the right end, where the next pop takes from: redelivered first, in their original order
         while await self.r.lmove(self.processing, self.key, "LEFT", "RIGHT") is not None:
             pass
-
-    async def put(self, rows: list[Row], progress: Progress | None = None) -> int:
-        payloads = encode(rows, self.entry)
-        self._note_entry_size(len(rows), len(payloads))
-        if progress is None:
-            length = int(await self.r.lpush(self.key, *payloads))
-        else:
-            async with self.r.pipeline(transaction=True) as pipe:
-                pipe.lpush(self.key, *payloads)
-                pipe.hset(progress[0], mapping=progress[1])  # type: ignore[arg-type]
-                length = int((await pipe.execute())[0])
-        await self.wait_below_cap(length)
-        return length
 
     async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:
         # Redis takes a decimal timeout since 6.0; redis-py annotates it as int
