@@ -14,11 +14,10 @@ import redis.asyncio as aioredis
 
 from experiments.promql import quantiles
 from pipeline import db
+from pipeline.wiring import FORWARD_SUFFIX
 
 if TYPE_CHECKING:
     from pipeline.orchestrator import Orchestrator
-
-FORWARD_SUFFIX = ":forward"
 
 
 # --------------------------------------------------------------------------------------------------- the table

@@ -46,6 +46,7 @@ from matplotlib.figure import Figure
 from experiments import compare
 from experiments.promql import quantiles
 from experiments.results import CellResult, Repeat, Results
+from pipeline.wiring import FORWARD_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -266,7 +267,7 @@ def timeline_plot(rep: Repeat, per_entry: int, cores: int | None = None) -> dict
         for i, (key, series) in enumerate(sorted(rep.queue_len.items())):
             if not series:
                 continue
-            label = "forward queue" if key.endswith(":forward") else "writer queue"
+            label = "forward queue" if key.endswith(FORWARD_SUFFIX) else "writer queue"
             ax1.plot([p[0] for p in series], [p[1] * per_entry for p in series], lw=1.3,
                      color=STAGE_COLORS[i % len(STAGE_COLORS)], label=label)  # fmt: skip
         ax1.set_xlabel("s since start")

@@ -33,6 +33,7 @@ from experiments.report import build_index, build_report
 from experiments.results import Ceilings, CellResult, Latency, Profile, Repeat, Results, Summary, Target
 from pipeline.orchestrator import Fault, Orchestrator
 from pipeline.services import Services, redact_dsn, versions
+from pipeline.wiring import FORWARD_SUFFIX
 
 log = logging.getLogger("telemetry_bench.runner")
 
@@ -98,7 +99,7 @@ async def run_repeat(
     resources = monitor.resources(win)
     growth = {
         "writer_queue": monitor.queue_growth(QUEUE_KEY, win),
-        "forward_queue": monitor.queue_growth(QUEUE_KEY + measure.FORWARD_SUFFIX, win),
+        "forward_queue": monitor.queue_growth(QUEUE_KEY + FORWARD_SUFFIX, win),
     }
     buckets, prom_q, prom_sums = measure.prometheus_data(orch)
     throughput = window.throughput if window else None
@@ -166,7 +167,10 @@ def summarize(cell: CellResult, ceiling: float | None) -> Summary:
     if verdicts:  # the most frequent verdict over the repeats
         stage = collections.Counter(v.stage for v in verdicts).most_common(1)[0][0]
         bn = next(v for v in verdicts if v.stage == stage)
-    total = lambda k: sum(int(r.accounting.get(k, 0)) for r in reps)  # noqa: E731
+
+    def total(key: str) -> int:
+        return sum(int(r.accounting.get(key, 0)) for r in reps)
+
     return Summary(
         throughput_rps=med,
         throughput_min_rps=min(tps) if tps else None,
