@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from pipeline import db
 from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin, WriterMixin
@@ -36,7 +38,13 @@ async def open_pg(settings: ServicesMixin) -> psycopg.AsyncConnection[Any]:
 
 async def open_redis(settings: ServicesMixin) -> aioredis.Redis:
     url = settings.redis_url or LOCAL_REDIS_URL
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=5)
+    # every command retries through a dropped connection or a Redis restart (jittered backoff, about a minute);
+    # a retried transaction may apply twice: the stream and list entries it adds are then redelivered rows, which
+    # idempotent writes (dedupe) make harmless
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=40)
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=5, retry=retry, retry_on_error=[redis.exceptions.ConnectionError, TimeoutError]
+    )
     try:
         await client.ping()
     except (redis.exceptions.RedisError, OSError) as exc:
