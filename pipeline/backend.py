@@ -14,6 +14,7 @@ also need ``Authorization: Bearer <token>``.
   observed in ``latency_end_to_end``. 200 ``{"status": "ok", "observed": n}``.
 - ``POST /metric_data``: any JSON object (the seed's user metrics), counted. 200 ``{"status": "ok"}``.
 - ``GET /healthz``: ``{"status": "ok", "ws_clients": n}``. ``GET /metrics``: Prometheus exposition.
+- ``GET /openapi.json``: the API's schema, with every request body declared (schemathesis fuzzes against it).
 - ``GET /``: the live dashboard (``pipeline/static/index.html``; plain HTML/CSS/JS, no build step), and
   ``GET /static/<file>``: its assets. Public, like ``/healthz``: the page holds no data until its websocket
   (which needs the token) connects. Open it as ``/?token=<token>`` when ``--api-token`` is set.
@@ -173,6 +174,18 @@ READING: TypeAdapter[Any] = TypeAdapter(Reading)
 READINGS: TypeAdapter[Any] = TypeAdapter(Annotated[list[Reading], Field(max_length=MAX_BATCH)])
 
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+REF = "#/components/schemas/{model}"
+
+
+SCHEMA_DEFS: dict[str, Any] = {}  # the bodies' shared definitions, published under components/schemas
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI requestBody for a JSON schema; its $defs go to components/schemas (see create_app)."""
+    SCHEMA_DEFS.update(schema.pop("$defs", {}))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 class LatencyReport(BaseModel):
@@ -435,7 +448,11 @@ def create_app(settings: BackendSettings) -> FastAPI:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    app = FastAPI(title="telemetry-bench backend", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # /openapi.json describes every body (the handlers validate raw bodies themselves, for speed, so the schemas
+    # are declared here): schemathesis fuzzes the backend against it
+    app = FastAPI(
+        title="telemetry-bench backend", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
     app.state.hub = hub
     app.add_middleware(
         CORSMiddleware,
@@ -457,7 +474,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         errors.labels("backend", type(exc).__name__).inc()
         return _json({"status": "error", "message": "internal error"}, 500)
 
-    @app.post("/telem_data")
+    @app.post("/telem_data", openapi_extra=_body(READING.json_schema(ref_template=REF)))
     async def telem_data(request: Request) -> Response:
         body = await guard.body(request)
         try:
@@ -468,7 +485,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         hub.publish([reading])
         return _ok()
 
-    @app.post("/telem_data/batch")
+    @app.post("/telem_data/batch", openapi_extra=_body(READINGS.json_schema(ref_template=REF)))
     async def telem_data_batch(request: Request) -> Response:
         body = await guard.body(request)
         try:
@@ -480,7 +497,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
             hub.publish(readings)
         return _json({"status": "ok", "received": len(readings)})
 
-    @app.post("/latency")
+    @app.post("/latency", openapi_extra=_body(LatencyReport.model_json_schema(ref_template=REF)))
     async def post_latency(request: Request) -> Response:
         body = await guard.body(request)
         try:
@@ -494,7 +511,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
             latency.observe(v)
         return _json({"status": "ok", "observed": len(values)})
 
-    @app.post("/metric_data")
+    @app.post("/metric_data", openapi_extra=_body({"type": "object"}))
     async def post_metric_data(request: Request) -> Response:
         body = await guard.body(request)
         try:
@@ -520,13 +537,24 @@ def create_app(settings: BackendSettings) -> FastAPI:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encode(REGISTRY), media_type=content_type)
 
-    @app.api_route("/", methods=["GET", "HEAD"])
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> Response:
         return _static_file("index.html")
 
-    @app.api_route("/static/{name}", methods=["GET", "HEAD"])
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def static(name: str) -> Response:
         return _static_file(name)
+
+    default_openapi = app.openapi
+
+    def openapi_with_body_schemas() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMA_DEFS)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi_with_body_schemas  # type: ignore[method-assign]
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
