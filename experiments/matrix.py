@@ -4,6 +4,7 @@
     repeats = 3            # timed repeats per cell
     warmup_s = 1.0         # discarded from the start of each repeat
     measure_s = 3.0        # the measured window
+    interleave = true      # repeats round-robin over the cells (the default), so drift spreads over all of them
 
     [base]                 # every cell starts from this PipelineConfig (or from a preset)
     topology = "split"
@@ -74,6 +75,7 @@ class _Matrix(BaseModel):
     warmup_s: float = Field(1.0, ge=0)
     measure_s: float = Field(3.0, gt=0)
     tail_s: float = Field(1.0, ge=0, description="generation continues this long after the measured window")
+    interleave: bool = True  # repeats round-robin over the cells (drift spreads over all); false: cell by cell
     base: dict[str, Any] = Field(default_factory=dict)
     cells: dict[str, _Cell] = Field(default_factory=dict)
     groups: list[_Group] = Field(default_factory=list)
@@ -109,6 +111,7 @@ class Matrix:
     cells: list[Cell]
     groups: list[dict[str, Any]]  # name, title, keys, cell ids (in order)
     targets: str | None = None
+    interleave: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +125,7 @@ class Matrix:
             "tail_s": self.tail_s,
             "groups": self.groups,
             "targets": self.targets,
+            "interleave": self.interleave,
         }
 
 
@@ -235,4 +239,5 @@ def load(name_or_path: str) -> Matrix:
         list(cells.values()),
         groups,
         m.targets,
+        m.interleave,
     )

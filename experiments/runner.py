@@ -143,6 +143,16 @@ async def run_repeat(
     return repeat, orch
 
 
+def run_order(cells: list[Cell], repeats: Callable[[Cell], int], interleave: bool) -> list[tuple[Cell, int]]:
+    """(cell, repeat index) in run order. Interleaved: round-robin over the cells, one repeat each per round, so
+    slow drift of the machine (caches, WAL, checkpoints, clocks) spreads over every cell instead of biasing the
+    ones that happen to run later. Otherwise cell by cell."""
+    if not interleave:
+        return [(c, i) for c in cells for i in range(repeats(c))]
+    rounds = max((repeats(c) for c in cells), default=0)
+    return [(c, i) for i in range(rounds) for c in cells if i < repeats(c)]
+
+
 def summarize(cell: CellResult, ceiling: float | None) -> Summary:
     reps = cell.repeats
     tps = [r.throughput_rps for r in reps if r.throughput_rps is not None]
@@ -271,9 +281,10 @@ class Runner:
         )
         with progress:
             overall = progress.add_task("all cells", total=total)
+            task = progress.add_task("", total=None)
             # cells offered a fraction of another's measured rate run after the others
-            for cell in sorted(self.m.cells, key=lambda c: c.rate_of is not None):
-                await self._run_cell(cell, progress, overall)
+            for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
+                await self._run_phase(phase, progress, overall, task)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         if self.m.targets:
@@ -303,18 +314,18 @@ class Runner:
             raise RuntimeError(f"cell {cell.id}: rate_of {cell.rate_of!r} has no measured throughput")
         cell.params = cell.params.model_copy(update={"rate": round(cell.rate_fraction * tp), "max_rate": False})
 
-    async def _run_cell(self, cell: Cell, progress: Progress, overall: Any) -> None:
-        self._resolve_rate(cell)
-        cr = CellResult(
-            id=cell.id,
-            title=cell.title,
-            groups=cell.groups,
-            varied=cell.varied,
-            params=cell_config(cell, self.m).model_dump(),
-            repeats=[],
-        )
-        self.results.cells.append(cr)
-        task = progress.add_task(cell.id, total=None)
+    def _order(self, cells: list[Cell]) -> list[tuple[Cell, int]]:
+        return run_order(cells, self.cell_repeats, self.m.interleave)
+
+    async def _run_phase(self, cells: list[Cell], progress: Progress, overall: Any, task: Any) -> None:
+        results: dict[str, CellResult] = {}
+        for cell in cells:
+            self._resolve_rate(cell)
+            results[cell.id] = CellResult(
+                id=cell.id, title=cell.title, groups=cell.groups, varied=cell.varied,
+                params=cell_config(cell, self.m).model_dump(), repeats=[],
+            )  # fmt: skip
+            self.results.cells.append(results[cell.id])
         last = {"t": time.monotonic(), "n": 0, "rate": 0.0}
 
         def on_progress(snap: dict[str, Any], label: str) -> None:
@@ -323,15 +334,17 @@ class Runner:
                 last["rate"] = (snap["committed"] - last["n"]) / (now - last["t"])
                 last["t"], last["n"] = now, snap["committed"]
             progress.update(
-                task,
-                description=f"{cell.id} · {label} · {snap['committed']:,} committed · {last['rate']:,.0f} readings/s",
+                task, description=f"{label} · {snap['committed']:,} committed · {last['rate']:,.0f} readings/s"
             )
 
-        repeats = self.cell_repeats(cell)
-        for i in range(repeats):
+        def labelled(snap: dict[str, Any], label: str, cid: str) -> None:
+            on_progress(snap, f"{cid} · {label}")
+
+        for cell, i in self._order(cells):
+            cr = results[cell.id]
             last.update(t=time.monotonic(), n=0, rate=0.0)
             workdir = self.dir / "logs" / cell.id / f"repeat-{i + 1}"
-            label = f"repeat {i + 1}/{repeats}"
+            label = f"{cell.id} · repeat {i + 1}/{self.cell_repeats(cell)}"
             rep, _ = await run_repeat(
                 cell, self.m, self.services, workdir, i, functools.partial(on_progress, label=label)
             )
@@ -342,18 +355,19 @@ class Runner:
             if not rep["ok"]:
                 for f in rep["failures"]:
                     self.console.print(f"[red]FAILED[/red] {cell.id} repeat {i + 1}: {f}", markup=True)
-        if self.profile != "none" and cell.profile:
-            cr.profile = await self._profiled(cell, on_progress)
-            self.save()
-            progress.advance(overall)
-        progress.remove_task(task)
-        s = cr.summary
-        if s is not None:
-            self.console.print(
-                f"{cell.id}: {s.throughput_rps or 0:,.0f} readings/s (cv {(s.cv or 0):.1%}) · p99 "
-                f"{s.latency_ms.p99 or 0:,.1f} ms · lost {s.lost} · dup {s.duplicated} · bottleneck "
-                f"{s.bottleneck.stage if s.bottleneck else '?'}" + (" · [red]FAILED[/red]" if s.failed else "")
-            )
+        for cell in cells:
+            cr = results[cell.id]
+            if self.profile != "none" and cell.profile:
+                cr.profile = await self._profiled(cell, functools.partial(labelled, cid=cell.id))
+                self.save()
+                progress.advance(overall)
+            s = cr.summary
+            if s is not None:
+                self.console.print(
+                    f"{cell.id}: {s.throughput_rps or 0:,.0f} readings/s (cv {(s.cv or 0):.1%}) · p99 "
+                    f"{s.latency_ms.p99 or 0:,.1f} ms · lost {s.lost} · dup {s.duplicated} · bottleneck "
+                    f"{s.bottleneck.stage if s.bottleneck else '?'}" + (" · [red]FAILED[/red]" if s.failed else "")
+                )
 
     def _summary(self, cr: CellResult) -> Summary:
         ceiling = self.results.ceilings.copy_binary_rps if self.results.ceilings else None
