@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,52 +49,6 @@ def free_port() -> int:
 
 class PipelineError(RuntimeError):
     pass
-
-
-def restart_local_redis(url: str, timeout: float = 20.0) -> None:
-    """Stop the local Redis and start it again with its data (the fault ``restart_redis``).
-
-    The machine's Redis keeps nothing on disk (``--save ""``, no AOF): a plain restart would empty every queue.
-    So persistence is switched on (AOF) for the restart, the server shuts down (writing the AOF), a new server
-    starts on the same address and directory and loads it, and AOF is switched off again."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    host = client.connection_pool.connection_kwargs.get("host", "127.0.0.1")
-    port = int(client.connection_pool.connection_kwargs.get("port", 6379))
-    directory = str(client.config_get("dir")["dir"])
-    # a private, empty directory for the AOF: stale files of an earlier setup in the server's own directory would
-    # be loaded instead of this dataset
-    private = tempfile.mkdtemp(prefix="telemetry-redis-restart-")
-    os.chmod(private, 0o777)  # the server may run as another user
-    client.config_set("dir", private)
-    client.config_set("appendonly", "yes")  # rewrites the dataset into an AOF in the background
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        p = client.info("persistence")
-        if p.get("aof_enabled") and not p.get("aof_rewrite_in_progress") and not p.get("aof_rewrite_scheduled"):
-            break
-        time.sleep(0.05)
-    else:
-        raise PipelineError("restart_redis: the AOF rewrite did not finish")
-    with contextlib.suppress(redis.exceptions.ConnectionError):
-        client.shutdown()  # with AOF on, the server fsyncs it before exiting
-    subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", host, "--port", str(port), "--save", "",
-         "--appendonly", "yes", "--dir", private],
-        check=True, capture_output=True, timeout=10,
-    )  # fmt: skip
-    while time.monotonic() < end:
-        try:
-            fresh = redis.Redis(host=host, port=port, socket_connect_timeout=1)
-            if fresh.ping() and not fresh.info("persistence").get("loading"):
-                fresh.config_set("appendonly", "no")  # back to the machine's own settings
-                fresh.config_set("dir", directory)
-                shutil.rmtree(private, ignore_errors=True)
-                return
-        except redis.exceptions.RedisError:
-            time.sleep(0.1)
-    raise PipelineError(f"restart_redis: Redis did not come back on {host}:{port}")
 
 
 @dataclass
@@ -225,7 +177,7 @@ class Accounting:
         return d
 
 
-FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis")
+FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres")
 
 
 @dataclass
@@ -588,13 +540,6 @@ class Orchestrator:
             proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=60)
             if proc.returncode != 0:
                 raise PipelineError(f"fault restart_postgres: {' '.join(cmd)} failed: {proc.stderr.strip()}")
-            f.restarted_at_ns = time.time_ns()
-        elif f.kind == "restart_redis":
-            if self.services.redis_source != "local":
-                f.note = f"not injected: restarting a {self.services.redis_source} Redis is not supported"
-                f.injected_at_ns = None
-                return
-            await asyncio.to_thread(restart_local_redis, self.services.redis_url)
             f.restarted_at_ns = time.time_ns()
 
     async def _watch_fault(self, snap: dict[str, Any]) -> None:
