@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pipeline.proto import pb2
 from pipeline.sensors import make_sensors
@@ -60,3 +63,16 @@ async def generated_messages(params: Any) -> list[Any]:
     while (item := buf.get_nowait()) is not None:
         out.extend(item[0].readings)
     return out
+
+
+# Debian's Chromium, driven by Playwright (no browser download); the flags keep it off the closed network
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no /usr/bin/chromium: install it with `apt-get install -y chromium`"
+)

@@ -28,17 +28,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+from tests.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, needs_chromium
+
 TOKEN = "dash-s3cret"
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="no /usr/bin/chromium: install it with `apt-get install -y chromium`"
-)
 
 # --- a backend that can be stopped and started again on the same port -------------------------------------------
 

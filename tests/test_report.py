@@ -20,16 +20,9 @@ from experiments import compare
 from experiments.report import build_index, build_report, headline
 from experiments.results import Results
 from pipeline.cli import main
+from tests.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium")
 
 
 # --- a small real workload to profile ----------------------------------------------------------------------------
