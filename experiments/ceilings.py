@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from pipeline import db
 from pipeline.decoders import DECODERS
 from pipeline.generator import StreamParams, produce
-from pipeline.rows import COLUMNS
+from pipeline.rows import row_to_dict
 from pipeline.sinks import SINKS
 
 READINGS = 100_000
@@ -50,7 +50,7 @@ async def measure(pg_dsn: str, redis_url: str, schema: str, readings: int = READ
         finally:
             await conn.close()
     db.apply_schema(pg_dsn, schema, fresh=True)
-    payloads = [orjson.dumps(dict(zip(COLUMNS, r, strict=True))) for r in rows]
+    payloads = [orjson.dumps(row_to_dict(r)) for r in rows]
     client = aioredis.Redis.from_url(redis_url)
     key = f"{schema}:ceiling"
     redis_passes = []

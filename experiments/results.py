@@ -149,7 +149,3 @@ class Results(_M):
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(self.model_dump_json(indent=1))
         tmp.replace(path)
-
-
-def json_schema() -> dict[str, Any]:
-    return Results.model_json_schema()

@@ -40,8 +40,6 @@ PG_TYPES: tuple[str, ...] = (
 )  # fmt: skip
 
 IDX = {name: i for i, name in enumerate(COLUMNS)}
-SENSOR = IDX["sensor_id"]
-SEQ = IDX["sequence_number"]
 INTENDED = IDX["intended_ns"]
 
 

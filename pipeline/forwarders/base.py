@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from pipeline import metrics
-from pipeline.rows import COLUMNS, Row
+from pipeline.rows import Row, row_to_dict
 
 log = logging.getLogger("telemetry_bench.forwarder")
 
@@ -45,12 +45,12 @@ class Forwarder(ABC):
         """(url, body, readings) per POST: the seed's single-reading body, or arrays of ``batch`` readings."""
         if self.batch == 1:
             url = f"{self.base}/telem_data"
-            return [(url, orjson.dumps(dict(zip(COLUMNS, r, strict=True))), 1) for r in rows]
+            return [(url, orjson.dumps(row_to_dict(r)), 1) for r in rows]
         url = f"{self.base}/telem_data/batch"
         out = []
         for i in range(0, len(rows), self.batch):
             chunk = rows[i : i + self.batch]
-            out.append((url, orjson.dumps([dict(zip(COLUMNS, r, strict=True)) for r in chunk]), len(chunk)))
+            out.append((url, orjson.dumps([row_to_dict(r) for r in chunk]), len(chunk)))
         return out
 
     def give_up(self, url: str, n: int, exc: BaseException | Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import orjson
 import redis.asyncio as aioredis
 
-from pipeline.rows import COLUMNS, Row, dict_to_row
+from pipeline.rows import Row, dict_to_row, row_to_dict
 
 Ack = Any  # a variant's acknowledgement token, opaque to callers
 Progress = tuple[str, dict[str, int]]  # (hash key, fields) written atomically with a put
@@ -17,7 +17,7 @@ Entry = Literal["reading", "batch"]
 def encode(rows: list[Row], entry: Entry) -> list[bytes]:
     """JSON payloads: per reading, the seed's flat object (plus timing keys); per batch, an array of arrays."""
     if entry == "reading":
-        return [orjson.dumps(dict(zip(COLUMNS, row, strict=True))) for row in rows]
+        return [orjson.dumps(row_to_dict(row)) for row in rows]
     return [orjson.dumps(rows)]
 
 
@@ -65,9 +65,6 @@ class Queue(ABC):
     @abstractmethod
     async def length(self) -> int:
         """Entries not yet acknowledged (list: not yet popped)."""
-
-    async def delete(self) -> None:
-        await self.r.delete(self.key)
 
     def _note_entry_size(self, n_rows: int, n_entries: int) -> None:
         if n_entries:

@@ -38,6 +38,3 @@ class ReliableListQueue(ListQueue):
 
     async def length(self) -> int:
         return int(await self.r.llen(self.key)) + int(await self.r.llen(self.processing))
-
-    async def delete(self) -> None:
-        await self.r.delete(self.key, self.processing)
