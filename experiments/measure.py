@@ -145,9 +145,9 @@ def pg_deltas(before: dict[str, int | None], after: dict[str, int | None], readi
 # ------------------------------------------------------------------------------------------- resources, queues
 @dataclass
 class ResourceMonitor:
-    """Samples CPU seconds and RSS of every stage process, and the Redis queue lengths, at every poll."""
+    """Samples CPU seconds and RSS of every stage process, and the Redis queue lengths, at every poll (on the
+    orchestrator's Redis: a restart_redis cell runs on its own)."""
 
-    redis_url: str
     queue: str
     queue_key: str
     t0: float = field(default_factory=time.time)
@@ -172,7 +172,7 @@ class ResourceMonitor:
             except psutil.Error:
                 continue
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.redis_url)
+            self._redis = aioredis.Redis.from_url(orch.services.redis_url)
         for key in (self.queue_key, self.queue_key + FORWARD_SUFFIX):
             try:
                 n = await (self._redis.llen(key) if self.queue == "list" else self._redis.xlen(key))

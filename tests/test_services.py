@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -25,6 +27,7 @@ from pipeline.services import (
     LOCAL_REDIS_URL,
     ServiceError,
     Services,
+    ThrowawayRedis,
     find_services,
     redact_dsn,
     versions,
@@ -335,3 +338,33 @@ def test_throwaways_stopped_by_atexit_when_context_not_exited(tmp_path: Path) ->
 def test_redact_dsn(dsn: str, expected: str) -> None:
     assert redact_dsn(dsn) == expected
     assert "secret" not in redact_dsn(dsn)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_throwaway_redis_restart(persistent: bool, tmp_path: Path) -> None:
+    """restart_redis runs on one of these: with AOF a restart brings back every key (a stream's consumer group and
+    pending entries included); without persistence the restarted server is empty."""
+    root = Path(tempfile.mkdtemp(prefix="tb-t-"))  # short: unix socket paths are limited to ~100 bytes
+    server = ThrowawayRedis(root, persistent=persistent)
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        client.xgroup_create("s", "g", id="0", mkstream=True)
+        client.xadd("s", {"r": "1"})
+        client.xadd("s", {"r": "2"})
+        client.xreadgroup("g", "c", {"s": ">"}, count=1)
+        client.rpush("l", "a", "b")
+        client.close()
+        pid = server.pid
+        server.restart(down_s=0.2)
+        assert server.pid != pid
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        if persistent:
+            assert client.xlen("s") == 2 and client.lrange("l", 0, -1) == ["a", "b"]
+            assert client.xpending("s", "g")["pending"] == 1
+        else:
+            assert client.dbsize() == 0
+        client.close()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
