@@ -114,7 +114,8 @@ def end_to_end(
 def pg_stats(dsn: str, schema: str) -> dict[str, int | None]:
     with db.connect_sync(dsn, schema) as conn:
         wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()
-        size = conn.execute("SELECT pg_total_relation_size('telemetry_data')").fetchone()
+        # NULL (not an error) before the first run has created the table in this schema
+        size = conn.execute("SELECT pg_total_relation_size(to_regclass('telemetry_data'))").fetchone()
         try:  # PostgreSQL ≤ 16
             cp = conn.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetchone()
         except Exception:  # 17+: pg_stat_checkpointer
@@ -122,7 +123,7 @@ def pg_stats(dsn: str, schema: str) -> dict[str, int | None]:
             cp = conn.execute("SELECT num_timed + num_requested FROM pg_stat_checkpointer").fetchone()
     return {
         "wal": int(wal[0]) if wal else None,
-        "table_bytes": int(size[0]) if size else None,
+        "table_bytes": int(size[0]) if size and size[0] is not None else None,
         "checkpoints": int(cp[0]) if cp else None,
     }
 

@@ -74,7 +74,7 @@ async def run_repeat(
         python_prefix=python_prefix,
         fault=fault,
     )
-    before = measure.pg_stats(services.pg_dsn, "public")
+    before = measure.pg_stats(services.pg_dsn, SCHEMA)  # WAL position and checkpoints (the table is recreated)
     t0 = time.time()
     try:
         result = await orch.run()

@@ -6,13 +6,16 @@ import math
 import pstats
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from experiments import measure
 from experiments.matrix import MatrixError, load
 from experiments.promql import histogram_quantile
 from experiments.results import Results
+from pipeline.services import Services
 
 # --------------------------------------------------------------------------------------------- PromQL semantics
 BUCKETS = {"0.1": 10.0, "0.5": 30.0, "1": 40.0, "+Inf": 40.0}
@@ -179,3 +182,16 @@ def test_repeats_are_interleaved_round_robin() -> None:
     assert order == [(a, 0), (b, 0), (c, 0), (a, 1), (b, 1), (b, 2)]
     sequential = [(x.id, i) for x, i in run_order(cells, lambda c: reps[c.id], False)]
     assert sequential == [(a, 0), (a, 1), (b, 0), (b, 1), (b, 2), (c, 0)]
+
+
+def test_pg_stats_before_the_table_exists(services: Services) -> None:
+    """A fresh database (a user's first `nox -s bench`) has no telemetry_data yet: WAL and checkpoints are still
+    read, the table's size is unknown rather than an error."""
+    stats = measure.pg_stats(services.pg_dsn, f"t_missing_{uuid.uuid4().hex[:8]}")
+    assert stats["table_bytes"] is None
+    assert isinstance(stats["wal"], int) and isinstance(stats["checkpoints"], int)
+
+
+def test_pg_stats_sizes_the_table(services: Services, pg_schema: str) -> None:
+    stats = measure.pg_stats(services.pg_dsn, pg_schema)
+    assert stats["table_bytes"] is not None and stats["table_bytes"] >= 0
