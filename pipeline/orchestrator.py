@@ -579,7 +579,8 @@ class Orchestrator:
             f.detail = f"Redis {own.version} with AOF, down {REDIS_DOWN_S:g} s, came back with every key: {kept}"
         elif f.kind == "restart_postgres":
             if self.services.pg_source != "local":
-                f.note = f"not injected: restarting a {self.services.pg_source} PostgreSQL is not supported"
+                source = self.services.pg_source
+                f.note = f"not injected: only a local PostgreSQL cluster is restarted (this one is {source})"
                 f.injected_at_ns = None
                 return
             versions = sorted(Path("/etc/postgresql").iterdir(), key=lambda p: p.name)

@@ -195,6 +195,28 @@ def test_headline_tolerates_missing_seed_ceilings_and_failures(tmp_path: Path) -
     assert headline(res)["best"] is None
 
 
+def test_fault_cells_show_recovery_accounting_and_expected_loss(tmp_path: Path) -> None:
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    lossy, kept, skipped = res.cells[0], res.cells[1], res.cells[2]
+    for r in lossy.repeats:
+        r.fault = {"kind": "kill_writer", "at_s": 1.5, "injected": True, "recovery_s": 0.77, "note": "", "detail": ""}
+        r.accounting.update(generated=20_000, committed=19_600, lost=400, duplicated=0)
+        r.expected_failures = ["400 readings lost: generated 20000, committed 19600"]
+    for r in kept.repeats:
+        r.fault = {"kind": "restart_redis", "at_s": 1.5, "injected": True, "recovery_s": None, "note": "",
+                   "detail": "Redis 6.2.14 with AOF, down 1 s, came back with every key: q: list of 3"}  # fmt: skip
+    for r in skipped.repeats:
+        note = "not injected: only a local PostgreSQL cluster is restarted (this one is embedded)"
+        r.fault = {"kind": "restart_postgres", "at_s": 2.0, "injected": False, "recovery_s": None, "note": note,
+                   "detail": ""}  # fmt: skip
+    html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
+    assert "kill_writer at 1.5 s, recovered in 0.77 s; generated 20,000, committed 19,600, lost 400" in html
+    assert "expected and reported: 400 readings lost" in html
+    assert "restart_redis at 1.5 s, the affected path never moved again" in html
+    assert "came back with every key: q: list of 3" in html
+    assert "restart_postgres not injected: only a local PostgreSQL cluster is restarted" in html
+
+
 def test_index_lists_every_run_with_its_headline(tmp_path: Path) -> None:
     run = _layout(tmp_path)
     build_report(run, root=tmp_path)
