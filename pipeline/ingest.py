@@ -25,6 +25,7 @@ from pipeline.config import IngestSettings, StreamMixin
 from pipeline.decoders import DECODERS, Decoder
 from pipeline.generator import GRPC_OPTIONS
 from pipeline.proto import pb2, pb2_grpc
+from pipeline.queues.base import Queue
 from pipeline.rows import Row
 from pipeline.runtime import StageError, stage_main, stop_event
 from pipeline.wiring import make_queue, open_redis
@@ -128,9 +129,12 @@ async def ingest_loop(
     put: Callable[[list[Row]], Awaitable[None]],
     stop: asyncio.Event,
     resume: Resume | None = None,
+    room: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Read the stream until it ends or ``stop`` is set, handing each message's rows to ``put``; ``resume``
-    advances once ``put`` returned (the rows are queued)."""
+    advances once ``put`` returned (the rows are queued). ``put`` is never cut off halfway, so what it wrote, the
+    saved position and the counters agree; then ``room`` (backpressure: the queue is over its cap) is awaited,
+    and that wait ends early when ``stop`` is set."""
     resume = resume or Resume()
     ingested = metrics.readings().labels("ingested")
     rows_iter = stream_rows(s, decoder, resume)
@@ -149,13 +153,17 @@ async def ingest_loop(
             except StopAsyncIteration:
                 break
             ingested.inc(len(rows))
-            putting = asyncio.ensure_future(put(rows))  # may wait on the queue's cap: stay stoppable
-            done, _ = await asyncio.wait({putting, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if putting not in done:
-                putting.cancel()
-                break
-            putting.result()
+            await put(rows)
             resume.next_index += len(rows)
+            if room is not None:
+                waiting = asyncio.ensure_future(room())  # may wait on the queue's cap: stay stoppable
+                done, _ = await asyncio.wait({waiting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting not in done:
+                    waiting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiting
+                    break
+                waiting.result()
     finally:
         stopper.cancel()
         await rows_iter.aclose()
@@ -177,17 +185,24 @@ async def run(settings: IngestSettings) -> None:
     if resume.next_index:
         log.info("ingest: resuming the stream at reading %d", resume.next_index)
 
+    lengths: dict[Queue, int] = {}  # after the last put, for the backpressure wait
+
     async def put(rows: list[Row]) -> None:
         if fwd_queue is not None:  # first: the writer queue's progress says both are done
-            await fwd_queue.put(rows)
+            lengths[fwd_queue] = await fwd_queue.put(rows, wait=False)
         progress = (progress_key, {"next": resume.next_index + len(rows), "t0": resume.t0_ns})
-        qlen.set(await queue.put(rows, progress))
+        lengths[queue] = await queue.put(rows, progress, wait=False)
+        qlen.set(lengths[queue])
         queued.inc(len(rows))
+
+    async def room() -> None:
+        for q, length in lengths.items():
+            await q.wait_below_cap(length)
 
     port = metrics.serve(settings.metrics_port, settings.host)
     log.info("ingest: metrics on :%d, stream from %s (%s rpc)", port, settings.generator, settings.rpc)
     try:
-        await ingest_loop(settings, decoder, put, stop, resume)
+        await ingest_loop(settings, decoder, put, stop, resume, room)
     finally:
         await client.aclose()
     log.info("ingest: done")

@@ -34,9 +34,16 @@ async def run(settings: NodeSettings) -> None:
     queued = metrics.readings().labels("queued")
     qlen = metrics.redis_queue_len()
 
+    length = 0
+
     async def put(rows: list[Row]) -> None:
-        qlen.set(await queue.put(rows))
+        nonlocal length
+        length = await queue.put(rows, wait=False)
+        qlen.set(length)
         queued.inc(len(rows))
+
+    async def room() -> None:
+        await queue.wait_below_cap(length)
 
     writers = []
     for i in range(settings.workers):
@@ -57,7 +64,7 @@ async def run(settings: NodeSettings) -> None:
     try:
         # the stream ending does not stop the queue readers: they drain until SIGTERM
         await asyncio.gather(
-            ingest_loop(settings, DECODERS[settings.decoder](), put, stop), *(w.run(stop) for w in writers)
+            ingest_loop(settings, DECODERS[settings.decoder](), put, stop, room=room), *(w.run(stop) for w in writers)
         )
     finally:
         await forwarder.close()

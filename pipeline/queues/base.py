@@ -51,9 +51,10 @@ class Queue(ABC):
         """Create what the variant needs (consumer group, ...). Idempotent."""
 
     @abstractmethod
-    async def put(self, rows: list[Row], progress: Progress | None = None) -> int:
+    async def put(self, rows: list[Row], progress: Progress | None = None, *, wait: bool = True) -> int:
         """Append rows; returns the queue's length in entries (the seed's redis_queue_len). ``progress``
-        (key, fields) is written in the same transaction: what a restarted producer resumes from."""
+        (key, fields) is written in the same transaction: what a restarted producer resumes from. Then, with
+        ``wait``, waits while the queue is over its cap (``wait_below_cap``: backpressure)."""
 
     @abstractmethod
     async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:

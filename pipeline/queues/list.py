@@ -13,7 +13,7 @@ class ListQueue(Queue):
 
     name = "list"
 
-    async def put(self, rows: list[Row], progress: Progress | None = None) -> int:
+    async def put(self, rows: list[Row], progress: Progress | None = None, *, wait: bool = True) -> int:
         payloads = encode(rows, self.entry)
         self._note_entry_size(len(rows), len(payloads))
         if progress is None:
@@ -23,7 +23,8 @@ class ListQueue(Queue):
                 pipe.lpush(self.key, *payloads)
                 pipe.hset(progress[0], mapping=progress[1])  # type: ignore[arg-type]
                 length = int((await pipe.execute())[0])
-        await self.wait_below_cap(length)
+        if wait:
+            await self.wait_below_cap(length)
         return length
 
     async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:

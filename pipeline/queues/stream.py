@@ -37,7 +37,7 @@ class StreamQueue(Queue):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def put(self, rows: list[Row], progress: Progress | None = None) -> int:
+    async def put(self, rows: list[Row], progress: Progress | None = None, *, wait: bool = True) -> int:
         payloads = encode(rows, self.entry)
         self._note_entry_size(len(rows), len(payloads))
         async with self.r.pipeline(transaction=progress is not None) as pipe:
@@ -48,7 +48,8 @@ class StreamQueue(Queue):
             pipe.xlen(self.key)
             replies = await pipe.execute()
         length = int(replies[-1])
-        await self.wait_below_cap(length)
+        if wait:
+            await self.wait_below_cap(length)
         return length
 
     async def get(self, max_rows: int, timeout: float) -> tuple[list[Row], Ack]:
