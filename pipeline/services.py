@@ -61,6 +61,8 @@ LOCAL_REDIS_PORT = 6379
 LOCAL_PG_DSN = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PG_PORT}/postgres"
 LOCAL_REDIS_URL = f"redis://{LOCAL_HOST}:{LOCAL_REDIS_PORT}/0"
 EMBEDDED_ENV = "TELEMETRY_EMBEDDED"
+PG_DSN_ENV = "TELEMETRY_PG_DSN"
+REDIS_URL_ENV = "TELEMETRY_REDIS_URL"
 
 _LOCAL_TIMEOUT = 1.0  # seconds to wait for a local default to accept a connection
 _EXPLICIT_TIMEOUT = 5  # seconds for an explicit DSN/URL that sets no timeout of its own
@@ -510,15 +512,16 @@ def find_services(
     """Find (or start) PostgreSQL and Redis for one run; throwaway servers stop when the block exits.
 
     ``pg_dsn`` / ``redis_url``: explicit servers, used as given (an unreachable one raises
-    :class:`ServiceError`). ``embedded``: True skips the local defaults and starts throwaway servers for
-    whatever is not explicit; None (default) reads ``TELEMETRY_EMBEDDED``; False ignores that variable.
+    :class:`ServiceError`); when not passed, ``TELEMETRY_PG_DSN`` / ``TELEMETRY_REDIS_URL``. ``embedded``:
+    True skips the local defaults and starts throwaway servers for whatever is not explicit; None (default)
+    reads ``TELEMETRY_EMBEDDED``; False ignores that variable.
     ``database``: created (if missing) on a local or throwaway PostgreSQL and named in the returned DSN.
     """
     if not database:
         raise ServiceError("the harness database name must not be empty")
     force = _embedded_from_env() if embedded is None else embedded
-    pg_dsn = pg_dsn or None
-    redis_url = redis_url or None
+    pg_dsn = pg_dsn or os.environ.get(PG_DSN_ENV, "").strip() or None
+    redis_url = redis_url or os.environ.get(REDIS_URL_ENV, "").strip() or None
 
     # explicit ones first: a wrong DSN fails before anything is started
     if pg_dsn is not None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
 import pstats
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from experiments import measure
 from experiments.matrix import MatrixError, load
@@ -120,11 +125,23 @@ def test_cli_rejects_a_bad_matrix_before_anything_runs(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- smoke, for real
-def test_smoke_matrix_end_to_end(tmp_path: Path) -> None:
+@pytest.fixture
+def fresh_database(services: Services) -> Iterator[str]:
+    """A new, empty database (a user's first run: no table anywhere yet); its DSN. Dropped afterwards."""
+    name = f"tb_fresh_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(services.pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(services.pg_dsn, dbname=name)
+    with psycopg.connect(services.pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_database: str) -> None:
+    env = {**os.environ, "TELEMETRY_PG_DSN": fresh_database, "TELEMETRY_REDIS_URL": services.redis_url}
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", "--matrix", "smoke", "--out", str(tmp_path / "reports"),
          "--profiles", str(tmp_path / "profiles")],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=240, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     [path] = list((tmp_path / "reports").glob("*/results.json"))

@@ -51,7 +51,8 @@ needs_local = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def _no_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TELEMETRY_EMBEDDED", raising=False)
+    for var in ("TELEMETRY_EMBEDDED", "TELEMETRY_PG_DSN", "TELEMETRY_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def _gone(pid: int) -> bool:
@@ -149,6 +150,22 @@ def test_explicit_dsn_and_url_used_as_given() -> None:
     with find_services(dsn, LOCAL_REDIS_URL) as services:
         assert services == Services(dsn, LOCAL_REDIS_URL, "explicit", "explicit")
         assert services.describe().startswith("PostgreSQL: explicit postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@needs_local
+def test_explicit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TELEMETRY_PG_DSN / TELEMETRY_REDIS_URL (as README says) are explicit servers; arguments still win."""
+    dsn = "postgresql://postgres@127.0.0.1:5432/postgres?application_name=tb-env"
+    monkeypatch.setenv("TELEMETRY_PG_DSN", dsn)
+    monkeypatch.setenv("TELEMETRY_REDIS_URL", "redis://127.0.0.1:6379/3")
+    with find_services() as services:
+        assert services == Services(dsn, "redis://127.0.0.1:6379/3", "explicit", "explicit")
+    with find_services(redis_url=LOCAL_REDIS_URL) as services:
+        assert (services.pg_dsn, services.redis_url) == (dsn, LOCAL_REDIS_URL)
+    monkeypatch.setenv("TELEMETRY_PG_DSN", "postgresql://nobody:secret@127.0.0.1:1/x")
+    with pytest.raises(ServiceError) as info, find_services():
+        pass
+    assert "secret" not in str(info.value) and "127.0.0.1:1" in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------ explicit errors
