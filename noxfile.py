@@ -33,14 +33,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def live(session: nox.Session) -> None:
     """The whole pipeline, live. Pass flags after --, e.g. ``nox -s live -- --rate 2000 --duration 10``."""
-    session.install("-e", ".")
+    session.install("-e", ".[embedded]")  # throwaway PostgreSQL/Redis where none run locally
     session.run("telemetry-bench", "live", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """The default matrix; arguments after -- go to ``telemetry-bench run`` (e.g. ``-- --matrix smoke``)."""
-    session.install("-e", ".[profiling]")
+    session.install("-e", ".[profiling,embedded]")
     args = session.posargs
     if not any(a == "--matrix" or a.startswith("--matrix=") for a in args):
         args = ["--matrix", "default", *args]

@@ -149,7 +149,6 @@ class ResourceMonitor:
     """Samples CPU seconds and RSS of every stage process, and the Redis queue lengths, at every poll (on the
     orchestrator's Redis: a restart_redis cell runs on its own)."""
 
-    queue: str
     queue_key: str
     t0: float = field(default_factory=time.time)
     procs: dict[str, psutil.Process] = field(default_factory=dict)
@@ -175,9 +174,10 @@ class ResourceMonitor:
         if self._redis is None:
             self._redis = aioredis.Redis.from_url(orch.services.redis_url)
         for key in (self.queue_key, self.queue_key + FORWARD_SUFFIX):
-            try:
-                n = await (self._redis.llen(key) if self.queue == "list" else self._redis.xlen(key))
-            except Exception:  # wrong type before the first put, or a restart: skip this sample
+            try:  # by the key's own type, whatever the variant's name (list, list_reliable: a list; stream)
+                kind = await self._redis.type(key)
+                n = await (self._redis.xlen(key) if kind == b"stream" else self._redis.llen(key))
+            except Exception:  # a Redis restart: skip this sample
                 continue
             self.queue_series.setdefault(key, []).append([now - self.t0, float(n)])
 

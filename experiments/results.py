@@ -85,6 +85,7 @@ class Summary(_M):
     duplicated: int
     forwarded: int
     broadcast: int
+    unsent: int = 0  # scheduled but never sent (the generator fell behind its schedule and stopped), summed
     latency_ms: Latency  # median over repeats of each percentile (max: the max)
     latency_sent_ms: Latency
     e2e_latency_ms: Latency = Field(default_factory=Latency)  # forwarding cells: to the websocket client

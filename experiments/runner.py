@@ -61,7 +61,7 @@ async def run_repeat(
     python_prefix: Callable[[str], list[str]] | None = None,
 ) -> tuple[dict[str, Any], Orchestrator]:
     cfg = cell_config(cell, m)
-    monitor = measure.ResourceMonitor(cfg.queue, QUEUE_KEY)
+    monitor = measure.ResourceMonitor(QUEUE_KEY)
     fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
     orch = Orchestrator(
         cfg,
@@ -153,6 +153,15 @@ def run_order(cells: list[Cell], repeats: Callable[[Cell], int], interleave: boo
     return [(c, i) for i in range(rounds) for c in cells if i < repeats(c)]
 
 
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with every password in a DSN/URL argument (``--pg-dsn URL`` or ``--pg-dsn=URL``) masked."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        out.append(f"{flag}={redact_dsn(value)}" if arg.startswith("--") and eq else redact_dsn(arg))
+    return out
+
+
 def summarize(cell: CellResult, ceiling: float | None) -> Summary:
     reps = cell.repeats
     tps = [r.throughput_rps for r in reps if r.throughput_rps is not None]
@@ -194,6 +203,7 @@ def summarize(cell: CellResult, ceiling: float | None) -> Summary:
         duplicated=total("duplicated"),
         forwarded=total("forwarded"),
         broadcast=total("broadcast"),
+        unsent=total("unsent"),
         latency_ms=Latency(**lat("latency_ms")),
         latency_sent_ms=Latency(**lat("latency_sent_ms")),
         e2e_latency_ms=Latency(**lat("e2e_latency_ms")),
@@ -244,7 +254,7 @@ class Runner:
                 "warmup_s": m.warmup_s,
                 "measure_s": m.measure_s,
                 "tail_s": m.tail_s,
-                "argv": argv or sys.argv,
+                "argv": redact_argv(argv or sys.argv),
             },
         )
 

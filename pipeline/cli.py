@@ -117,8 +117,9 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         console.print(f"live: {exc}", style="red", markup=False)
         return 1
     a = result.accounting
+    unsent = f" (unsent {a.unsent:,}: the generator fell behind)" if a.unsent else ""
     console.print(
-        f"accounting: generated {a.generated:,} · committed {a.committed:,} (rows {a.rows:,}, duplicated "
+        f"accounting: generated {a.generated:,}{unsent} · committed {a.committed:,} (rows {a.rows:,}, duplicated "
         f"{a.duplicated:,}, lost {a.lost:,}) · forwarded {a.forwarded:,} · broadcast {a.broadcast:,} to "
         f"{a.ws_clients} client(s) · logs in {workdir}",
         markup=False, highlight=False,

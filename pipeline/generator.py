@@ -43,6 +43,22 @@ MAX_CATCH_UP = 20_000  # readings built per producer step before yielding to the
 OVERLOAD_GRACE_NS = 1_000_000_000  # with --duration, stop this long after the schedule's end even if behind it
 
 
+async def _put_by(buf: asyncio.Queue[Any], item: Any, deadline_ns: int | None) -> bool:
+    """Put ``item``, waiting while the buffer is full (backpressure) but not past ``deadline_ns``; False if the
+    deadline came first (the item is not in the buffer)."""
+    if not buf.full():
+        buf.put_nowait(item)
+        return True
+    if deadline_ns is None:
+        await buf.put(item)
+        return True
+    try:
+        await asyncio.wait_for(buf.put(item), max(0.0, (deadline_ns - time.time_ns()) / 1e9))
+        return True
+    except TimeoutError:
+        return False
+
+
 def _owed(params: StreamParams, t0: int, end_ns: int, nxt: tuple[int, int]) -> int:
     """Readings the open-loop schedule still held, from ``nxt`` up to the end (rate mode; an estimate otherwise)."""
     if params.rate > 0:
@@ -152,12 +168,14 @@ async def produce(
         sensors[i].fill(scratch)
     nxt: tuple[int, int] | None = next(sched) if remaining is None or remaining > 0 else None
     batch = pb2.TelemetryBatch()
+    overload_ns = end_ns + OVERLOAD_GRACE_NS if end_ns is not None else None
+    dropped = 0  # readings of a message that could not be buffered before overload_ns
     while nxt is not None and not stopping.is_set():
         now = time.time_ns()
-        if end_ns is not None and now >= end_ns + OVERLOAD_GRACE_NS:
+        if overload_ns is not None and end_ns is not None and now >= overload_ns:
             # overloaded: the subscriber can't take the offered rate, and the schedule's end passed a while ago.
             # Stop on wall time; the readings still owed to the schedule were never generated (counted).
-            metrics.readings().labels("unsent").inc(_owed(params, t0, end_ns, nxt))
+            metrics.readings().labels("unsent").inc(dropped + _owed(params, t0, end_ns, nxt))
             break
         built = 0
         # build every reading that is due (catching up if we fell behind), message by message
@@ -180,7 +198,11 @@ async def produce(
                     break
             nxt = next(sched)
             if len(batch.readings) >= rpm:
-                await buf.put((batch, time.time_ns()))  # waits when the subscriber is slow: backpressure
+                # waits while the subscriber is slow (backpressure), but never past the overload stop
+                if not await _put_by(buf, (batch, time.time_ns()), overload_ns):
+                    dropped = len(batch.readings)
+                    batch = pb2.TelemetryBatch()
+                    break
                 batch = pb2.TelemetryBatch()
                 now = time.time_ns()
         if nxt is None:

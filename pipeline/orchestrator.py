@@ -162,6 +162,7 @@ class Stage:
 @dataclass
 class Accounting:
     generated: int = 0
+    unsent: int = 0  # scheduled but never sent: the generator fell behind and stopped (not generated, not lost)
     ingested: int = 0
     queued: int = 0
     committed_counter: int = 0  # the writers' own count
@@ -497,6 +498,7 @@ class Orchestrator:
             "broadcast": self._sum(["backend"], "broadcast"),
             "ws_received": sum(p.received for p in self.probes),
             "streams_completed": int(self.stages["generator"].last.get("generator_streams_total", event="completed")),
+            "unsent": self.stages["generator"].count("unsent"),
         }
 
     async def _poll(self) -> dict[str, Any]:
@@ -731,7 +733,7 @@ class Orchestrator:
             log.error("could not count telemetry_data: %s", exc)
             counts = db.TableCounts(0, 0)
         return Accounting(
-            generated=snap["generated"], ingested=snap["ingested"], queued=snap["queued"],
+            generated=snap["generated"], unsent=snap["unsent"], ingested=snap["ingested"], queued=snap["queued"],
             committed_counter=snap["committed"], rows=counts.rows, committed=counts.distinct,
             forwarded=snap["forwarded"], received=snap["received"], broadcast=snap["broadcast"],
             ws_received=snap["ws_received"], ws_clients=len(self.probes), forwarding=self.cfg.forwarding,

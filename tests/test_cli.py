@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,15 @@ def test_live_runs_and_accounts(tmp_path: object) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "generated 200 · committed 200" in proc.stderr
     assert "every reading accounted for" in proc.stderr
+
+
+def test_prometheus_yml_scrapes_every_live_metrics_port() -> None:
+    """prometheus.yml (repository root) lists every fixed metrics port a live run may use."""
+    import re
+
+    from pipeline.cli import LIVE_PORTS
+
+    text = (Path(__file__).resolve().parents[1] / "prometheus.yml").read_text()
+    scraped = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}
+    wanted = {port for name, port in LIVE_PORTS.items() if name.endswith("_metrics") or name == "backend"}
+    assert wanted <= scraped, sorted(wanted - scraped)

@@ -212,3 +212,14 @@ def test_pg_stats_before_the_table_exists(services: Services) -> None:
 def test_pg_stats_sizes_the_table(services: Services, pg_schema: str) -> None:
     stats = measure.pg_stats(services.pg_dsn, pg_schema)
     assert stats["table_bytes"] is not None and stats["table_bytes"] >= 0
+
+
+def test_argv_in_results_has_no_password() -> None:
+    from experiments.runner import redact_argv
+
+    argv = ["telemetry-bench", "run", "--pg-dsn", "postgresql://u:s3cret@h/db", "--redis-url=redis://:pw2@h:6379/0",
+            "--matrix", "smoke"]  # fmt: skip
+    out = redact_argv(argv)
+    assert "s3cret" not in " ".join(out) and "pw2" not in " ".join(out)
+    assert out[:4] == ["telemetry-bench", "run", "--pg-dsn", "postgresql://u:***@h/db"]
+    assert out[4] == "--redis-url=redis://:***@h:6379/0" and out[5:] == ["--matrix", "smoke"]
