@@ -111,7 +111,7 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
                 task = asyncio.create_task(orch.run(stop))
                 while not orch.ports.get("generator_metrics") and not task.done():
                     await asyncio.sleep(0.05)
-                _print_endpoints(orch.ports, cfg)
+                _print_endpoints(orch.ports, cfg, token=bool(orch.api_token))
                 result = await task
     except ServiceError as exc:
         console.print(f"live: {exc}", style="red", markup=False)
@@ -132,12 +132,13 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_endpoints(ports: dict[str, int], cfg: PipelineConfig) -> None:
+def _print_endpoints(ports: dict[str, int], cfg: PipelineConfig, token: bool = False) -> None:
     lines = [f"generator   grpc://127.0.0.1:{ports.get('generator')}"]
     if "backend" in ports:
         b = ports["backend"]
+        q = "?token=<TELEMETRY_API_TOKEN>" if token else ""
         lines.append(
-            f"backend     http://127.0.0.1:{b}/   (dashboard; websocket ws://127.0.0.1:{b}/ws, metrics /metrics)"
+            f"backend     http://127.0.0.1:{b}/{q}   (dashboard; websocket ws://127.0.0.1:{b}/ws, metrics /metrics)"
         )
     for name, port in sorted(ports.items()):
         if name.endswith("_metrics"):

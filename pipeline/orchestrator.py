@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -32,6 +33,7 @@ import websockets
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pipeline import db
+from pipeline.config import BackendSettings
 from pipeline.metrics import STAGES
 from pipeline.scrape import Scrape, parse, scrape
 from pipeline.services import Services, ThrowawayRedis
@@ -303,7 +305,7 @@ class WsProbe:
         if task in done:
             task.result()  # raises the connection error
         if not self.connected.is_set():
-            raise PipelineError(f"websocket {self.url} did not connect")
+            raise PipelineError(f"websocket {self.url.partition('&token=')[0]} did not connect")
 
     async def stop(self) -> None:
         if self.task:
@@ -335,6 +337,7 @@ class Orchestrator:
         monitor: Monitor | None = None,
         preferred_ports: dict[str, int] | None = None,
         fault: Fault | None = None,
+        api_token: str | None = None,
     ) -> None:
         self.cfg, self.services, self.workdir, self.schema = cfg, services, workdir, schema
         self.queue_key = queue_key
@@ -344,6 +347,9 @@ class Orchestrator:
         if fault is not None and fault.kind not in FAULTS:
             raise ValueError(f"unknown fault {fault.kind!r}; valid faults: {', '.join(FAULTS)}")
         self.fault = fault
+        # the backend's token, as the stages would read it (TELEMETRY_API_TOKEN or .env) unless given: the backend
+        # and forwarder get it explicitly, and our websocket clients present it
+        self.api_token = api_token if api_token is not None else BackendSettings().api_token
         self._db_committed = (0, 0.0)  # (count, when): the table's distinct readings, polled while a fault runs
         self._fault_base = 0
         self._own_redis: ThrowawayRedis | None = None  # restart_redis: the cell's private Redis
@@ -627,7 +633,9 @@ class Orchestrator:
         self.workdir.mkdir(parents=True, exist_ok=True)
         db.apply_schema(self.services.pg_dsn, self.schema, fresh=True, unique=c.dedupe)
         await self._clear_queues()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}  # flags say everything
+        if self.api_token:
+            env["TELEMETRY_API_TOKEN"] = self.api_token
         order = self.plan()
         failures: list[str] = []
         started = stream_ended = drained = time.time_ns()
@@ -638,7 +646,8 @@ class Orchestrator:
                 stage.start(env)
             await asyncio.gather(*(self._ready(s) for s in consumers))
             for _ in range(c.ws_clients if c.forwarding else 0):
-                probe = WsProbe(f"ws://127.0.0.1:{self.ports['backend']}/ws?client_id=probe&batch=1")
+                token = f"&token={quote(self.api_token)}" if self.api_token else ""
+                probe = WsProbe(f"ws://127.0.0.1:{self.ports['backend']}/ws?client_id=probe&batch=1{token}")
                 await probe.start()
                 self.probes.append(probe)
             generator = self.stages["generator"]

@@ -119,3 +119,31 @@ async def test_overloaded_generator_counts_what_it_never_sent(
     assert result.failures == [], "\n".join(result.failures)
     assert a.unsent > 0 and a.lost == 0 and a.duplicated == 0
     assert abs(a.generated + a.unsent - 20_000) <= 10  # every reading of the schedule: sent, or counted as unsent
+
+
+async def test_api_token_reaches_backend_forwarder_and_clients(
+    services: Services, pg_schema: str, queue_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TELEMETRY_API_TOKEN set for a run: the backend requires it (a POST without it gets 401), the forwarder and
+    our websocket client present it, and every reading is still forwarded and broadcast."""
+    import httpx
+
+    monkeypatch.setenv("TELEMETRY_API_TOKEN", "s3cret-token")
+    cfg = PipelineConfig(rate=5000, count=2000, readings_per_message=50, forwarder="async", flush_interval=0.1)
+    orch = Orchestrator(cfg, services, tmp_path, schema=pg_schema, queue_key=queue_key)
+    assert orch.api_token == "s3cret-token"
+    refused: list[int] = []
+
+    class Probe:  # at the first poll, while the backend runs: a POST without the token
+        async def sample(self, o: Orchestrator, snap: dict[str, object]) -> None:
+            if not refused:
+                async with httpx.AsyncClient() as http:
+                    r = await http.post(f"http://127.0.0.1:{o.ports['backend']}/telem_data", json={})
+                    refused.append(r.status_code)
+
+    orch.monitor = Probe()
+    result = await orch.run()
+    assert result.failures == [], "\n".join(result.failures)
+    assert refused == [401]
+    a = result.accounting
+    assert a.forwarded == a.received == a.ws_received == 2000
