@@ -115,7 +115,7 @@ class CellResult(_M):
 class Ceilings(_M):
     copy_binary_rps: float  # binary COPY of pre-built rows, 10k-row batches, median of passes
     copy_binary_passes: list[float]
-    redis_pushpop_rps: float  # LPUSH 1,000 values + LPOP 1,000, per-reading JSON payloads
+    redis_pushpop_rps: float  # LPUSH 1,000 values + RPOP 1,000, per-reading JSON payloads
     redis_pushpop_passes: list[float]
     decode_direct_rps: float  # direct field reads, one process
     readings: int
