@@ -113,6 +113,8 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
                     await asyncio.sleep(0.05)
                 _print_endpoints(orch.ports, cfg, token=bool(orch.api_token))
                 result = await task
+            if not console.is_terminal:  # a terminal gets the newline from Live itself; a pipe or a log does not
+                console.line()
     except ServiceError as exc:
         console.print(f"live: {exc}", style="red", markup=False)
         return 1

@@ -366,6 +366,8 @@ class Orchestrator:
             want = self.preferred_ports.get(name)
             if want is not None:
                 with socket.socket() as s:
+                    # as the servers bind (SO_REUSEADDR): a port whose last connections are in TIME_WAIT is free
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     try:
                         s.bind(("127.0.0.1", want))
                     except OSError:
