@@ -59,11 +59,25 @@ async def _put_by(buf: asyncio.Queue[Any], item: Any, deadline_ns: int | None) -
         return False
 
 
-def _owed(params: StreamParams, t0: int, end_ns: int, nxt: tuple[int, int]) -> int:
-    """Readings the open-loop schedule still held, from ``nxt`` up to the end (rate mode; an estimate otherwise)."""
-    if params.rate > 0:
-        return max(0, round((end_ns - nxt[1]) * params.rate / 1e9))
-    return 0
+def _owed(
+    params: StreamParams, t0: int, end_ns: int, nxt: tuple[int, int], idx: int, sched: Iterator[tuple[int, int]]
+) -> int:
+    """Readings the schedule still held: reading ``idx`` (``nxt``) and every later one intended before ``end_ns``
+    (and below ``count``), exactly. Max rate has no schedule: nothing is owed."""
+    if params.max_rate:
+        return 0
+    limit = params.count or None
+    if params.rate > 0:  # intended(k) = t0 + round(k * step): the first k at or past the end, in closed form
+        step = 1e9 / params.rate
+        total = max(0, math.ceil((end_ns - t0) / step) - 2)
+        while t0 + round(total * step) < end_ns:
+            total += 1
+        return max(0, (min(total, limit) if limit else total) - idx)
+    owed = 0  # the seed's per-sensor periods: walk the rest of the schedule
+    while nxt[1] < end_ns and (limit is None or idx + owed < limit):
+        owed += 1
+        nxt = next(sched)
+    return owed
 
 
 @dataclass(frozen=True)
@@ -166,16 +180,17 @@ async def produce(
     for _ in range(params.start_index):  # resume: advance the schedule and every sensor's random walk
         i, _at = next(sched)
         sensors[i].fill(scratch)
+    idx = params.start_index  # the index of nxt
     nxt: tuple[int, int] | None = next(sched) if remaining is None or remaining > 0 else None
     batch = pb2.TelemetryBatch()
+    # overloaded (the subscriber can't take the offered rate): stop on wall time this long after the schedule's
+    # end; the readings still owed to the schedule were never generated, and are counted as unsent
     overload_ns = end_ns + OVERLOAD_GRACE_NS if end_ns is not None else None
-    dropped = 0  # readings of a message that could not be buffered before overload_ns
+    unsent = 0
     while nxt is not None and not stopping.is_set():
         now = time.time_ns()
         if overload_ns is not None and end_ns is not None and now >= overload_ns:
-            # overloaded: the subscriber can't take the offered rate, and the schedule's end passed a while ago.
-            # Stop on wall time; the readings still owed to the schedule were never generated (counted).
-            metrics.readings().labels("unsent").inc(dropped + _owed(params, t0, end_ns, nxt))
+            unsent = _owed(params, t0, end_ns, nxt, idx, sched)
             break
         built = 0
         # build every reading that is due (catching up if we fell behind), message by message
@@ -197,11 +212,14 @@ async def produce(
                     nxt = None
                     break
             nxt = next(sched)
+            idx += 1
             if len(batch.readings) >= rpm:
                 # waits while the subscriber is slow (backpressure), but never past the overload stop
                 if not await _put_by(buf, (batch, time.time_ns()), overload_ns):
-                    dropped = len(batch.readings)
+                    assert end_ns is not None
+                    unsent = len(batch.readings) + _owed(params, t0, end_ns, nxt, idx, sched)
                     batch = pb2.TelemetryBatch()
+                    nxt = None
                     break
                 batch = pb2.TelemetryBatch()
                 now = time.time_ns()
@@ -216,6 +234,8 @@ async def produce(
                 await asyncio.wait_for(stopping.wait(), max(0.0, (due - time.time_ns()) / 1e9))
         elif built >= MAX_CATCH_UP:
             await asyncio.sleep(0)
+    if unsent:
+        metrics.readings().labels("unsent").inc(unsent)
     if len(batch.readings):
         await buf.put((batch, time.time_ns()))
     await buf.put(None)

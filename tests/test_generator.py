@@ -128,3 +128,21 @@ def test_invalid_request_is_invalid_argument(
     assert needle in err.value.details()
     # and the server is still up
     assert len(_batched(stub, max_rate=True, count=10)) == 10
+
+
+@pytest.mark.parametrize(
+    ("rate", "count", "duration_s", "idx"),
+    [(2.5, 0, 1.0, 0), (1000.0, 0, 1.0, 0), (3333.3, 0, 2.0, 17), (7.0, 5, 3.0, 1), (0.0, 0, 3.0, 0), (0.0, 4, 3.0, 2)],
+)
+def test_owed_is_exactly_the_rest_of_the_schedule(rate: float, count: int, duration_s: float, idx: int) -> None:
+    """What an overloaded generator counts as unsent: every reading of the schedule from ``idx`` on that is
+    intended before the end (and below count) — the same count a brute-force walk of the schedule gives."""
+    from pipeline.generator import StreamParams, _owed, schedule
+
+    params = StreamParams(rate=rate, count=count, duration_s=duration_s, sensors=5)
+    t0, end = 1_000_000_000, 1_000_000_000 + round(duration_s * 1e9)
+    scheduled = [at for _, at in itertools.islice(schedule(params, t0), 100_000) if at < end]
+    want = max(0, (min(len(scheduled), count) if count else len(scheduled)) - idx)
+    sched = schedule(params, t0)
+    nxt = next(itertools.islice(sched, idx, None))
+    assert _owed(params, t0, end, nxt, idx, sched) == want
