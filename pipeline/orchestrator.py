@@ -9,6 +9,7 @@ runs in its own session, so a Ctrl-C reaches only the orchestrator, which then s
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import logging
@@ -578,11 +579,14 @@ class Orchestrator:
         elif f.kind == "restart_redis":
             assert self._own_redis is not None
             own = self._own_redis
-            # writes are paused while the state is read, so the server stops with exactly that state
-            before = await asyncio.to_thread(queue_state, own.url, self.queue_key, pause_s=REDIS_DOWN_S + 5)
-            await asyncio.to_thread(own.restart, REDIS_DOWN_S)
+            try:
+                # writes are paused while the state is read, so the server stops with exactly that state; what
+                # it reloads is read on a private socket before the stages can reach it
+                before = await asyncio.to_thread(queue_state, own.url, self.queue_key, pause_s=REDIS_DOWN_S + 5)
+                after = await asyncio.to_thread(own.restart, REDIS_DOWN_S, lambda url: queue_state(url, self.queue_key))
+            except Exception as exc:  # a Redis error, a server that did not come back: this cell fails, not the run
+                raise PipelineError(f"fault restart_redis: {type(exc).__name__}: {exc}") from None
             f.restarted_at_ns = time.time_ns()
-            after = await asyncio.to_thread(queue_state, own.url, self.queue_key)
             if after != before:
                 raise PipelineError(f"fault restart_redis: Redis came back with {after}, not {before}")
             kept = "; ".join(f"{k}: {v}" for k, v in before.items()) or "no keys"
@@ -620,15 +624,21 @@ class Orchestrator:
         # never the machine's Redis: a private server with an append-only file, which a restart brings back
         # (a short directory: unix socket paths are limited to about 100 bytes)
         root = Path(tempfile.mkdtemp(prefix="tb-redis-"))
-        self._own_redis = ThrowawayRedis(root, persistent=True)
+        own = self._own_redis = ThrowawayRedis(root, persistent=True)
+
+        def cleanup() -> None:
+            own.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+        atexit.register(cleanup)  # should the harness be stopped before the finally below runs
         try:
-            await asyncio.to_thread(self._own_redis.start)
-            self.services = dataclasses.replace(self.services, redis_url=self._own_redis.url, redis_source="embedded")
-            log.info("restart_redis: the cell runs on its own Redis %s (AOF on) in %s", self._own_redis.version, root)
+            await asyncio.to_thread(own.start)
+            self.services = dataclasses.replace(self.services, redis_url=own.url, redis_source="embedded")
+            log.info("restart_redis: the cell runs on its own Redis %s (AOF on) in %s", own.version, root)
             return await self._run(stop_requested or asyncio.Event())
         finally:
-            await asyncio.to_thread(self._own_redis.stop)
-            shutil.rmtree(root, ignore_errors=True)
+            await asyncio.to_thread(cleanup)
+            atexit.unregister(cleanup)
 
     async def _run(self, stop_requested: asyncio.Event) -> RunResult:
         c = self.cfg

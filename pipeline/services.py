@@ -28,11 +28,11 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import psutil
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("telemetry_bench.services")
+T = TypeVar("T")
 
 Source = Literal["explicit", "local", "embedded"]
 
@@ -380,14 +381,16 @@ class ThrowawayRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
-    def start(self) -> None:
+    def start(self, socket_path: Path | None = None) -> None:
+        """Start the server on its socket (or on ``socket_path``: same directory and data, another address)."""
+        sock = socket_path or self.socket_path
         exe = self.binary or redis_server_binary()
         self.root.mkdir(parents=True, exist_ok=True)
         # fmt: off
         args = [
             exe,
             "--port", "0",
-            "--unixsocket", str(self.socket_path),
+            "--unixsocket", str(sock),
             "--unixsocketperm", "700",
             "--dir", str(self.root),
             "--logfile", str(self.log_path),
@@ -409,8 +412,8 @@ class ThrowawayRedis:
         while True:
             if self._proc.poll() is not None:
                 raise ServiceError(f"Redis: the throwaway redis-server exited at start: {self._log_tail()}")
-            if self.socket_path.exists():
-                client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=2)
+            if sock.exists():
+                client = redis.Redis(unix_socket_path=str(sock), socket_timeout=2)
                 try:
                     info = cast(dict[str, Any], client.info("server"))
                     self.version = str(info.get("redis_version", "?"))
@@ -424,12 +427,26 @@ class ThrowawayRedis:
                 raise ServiceError(f"Redis: the throwaway redis-server did not answer within {_START_TIMEOUT:g} s")
             time.sleep(0.02)
 
-    def restart(self, down_s: float = 1.0) -> None:
+    def restart(self, down_s: float = 1.0, inspect: Callable[[str], T] | None = None) -> T | None:
         """Stop the server cleanly (with persistence: the AOF is flushed and fsynced), stay down ``down_s``
-        seconds — clients meanwhile find no socket — and start it again on the same socket and directory."""
+        seconds — clients meanwhile find no socket — and start it again on the same socket and directory.
+
+        ``inspect(url)``, if given, runs while the server is down on a second server loaded from the same data
+        on a private socket that no client knows (so no client can change the data before it is read); its
+        result is returned."""
         self.stop()
-        time.sleep(down_s)
+        t = time.monotonic()
+        result = None
+        if inspect is not None:
+            private = self.root / "inspect.sock"
+            self.start(private)
+            try:
+                result = inspect(f"unix://{private}")
+            finally:
+                self.stop()
+        time.sleep(max(0.0, down_s - (time.monotonic() - t)))
         self.start()
+        return result
 
     def _log_tail(self) -> str:
         try:

@@ -373,8 +373,9 @@ def test_throwaway_redis_restart(persistent: bool, tmp_path: Path) -> None:
         client.rpush("l", "a", "b")
         client.close()
         pid = server.pid
-        server.restart(down_s=0.2)
-        assert server.pid != pid
+        # what the restarted server holds, read on a private socket before any client can reach it
+        seen = server.restart(down_s=0.2, inspect=lambda url: redis.Redis.from_url(url).dbsize())
+        assert server.pid != pid and seen == (2 if persistent else 0)
         client = redis.Redis.from_url(server.url, decode_responses=True)
         if persistent:
             assert client.xlen("s") == 2 and client.lrange("l", 0, -1) == ["a", "b"]
