@@ -62,8 +62,6 @@ LOCAL_REDIS_PORT = 6379
 LOCAL_PG_DSN = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PG_PORT}/postgres"
 LOCAL_REDIS_URL = f"redis://{LOCAL_HOST}:{LOCAL_REDIS_PORT}/0"
 EMBEDDED_ENV = "TELEMETRY_EMBEDDED"
-PG_DSN_ENV = "TELEMETRY_PG_DSN"
-REDIS_URL_ENV = "TELEMETRY_REDIS_URL"
 
 _LOCAL_TIMEOUT = 1.0  # seconds to wait for a local default to accept a connection
 _EXPLICIT_TIMEOUT = 5  # seconds for an explicit DSN/URL that sets no timeout of its own
@@ -529,7 +527,8 @@ def find_services(
     """Find (or start) PostgreSQL and Redis for one run; throwaway servers stop when the block exits.
 
     ``pg_dsn`` / ``redis_url``: explicit servers, used as given (an unreachable one raises
-    :class:`ServiceError`); when not passed, ``TELEMETRY_PG_DSN`` / ``TELEMETRY_REDIS_URL``. ``embedded``:
+    :class:`ServiceError`); when not passed, ``TELEMETRY_PG_DSN`` / ``TELEMETRY_REDIS_URL`` (environment or
+    ``.env``, as the stages read them). ``embedded``:
     True skips the local defaults and starts throwaway servers for whatever is not explicit; None (default)
     reads ``TELEMETRY_EMBEDDED``; False ignores that variable.
     ``database``: created (if missing) on a local or throwaway PostgreSQL and named in the returned DSN.
@@ -537,8 +536,12 @@ def find_services(
     if not database:
         raise ServiceError("the harness database name must not be empty")
     force = _embedded_from_env() if embedded is None else embedded
-    pg_dsn = pg_dsn or os.environ.get(PG_DSN_ENV, "").strip() or None
-    redis_url = redis_url or os.environ.get(REDIS_URL_ENV, "").strip() or None
+    if not (pg_dsn and redis_url):  # as every stage reads them: TELEMETRY_PG_DSN / TELEMETRY_REDIS_URL, or .env
+        from pipeline.config import ServicesMixin
+
+        configured = ServicesMixin()
+        pg_dsn = pg_dsn or (configured.pg_dsn or "").strip() or None
+        redis_url = redis_url or (configured.redis_url or "").strip() or None
 
     # explicit ones first: a wrong DSN fails before anything is started
     if pg_dsn is not None:

@@ -168,6 +168,17 @@ def test_explicit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "secret" not in str(info.value) and "127.0.0.1:1" in str(info.value)
 
 
+@needs_local
+def test_explicit_from_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A ``.env`` in the working directory is read as the stages read it."""
+    dsn = "postgresql://postgres@127.0.0.1:5432/postgres?application_name=tb-dotenv"
+    (tmp_path / ".env").write_text(f"TELEMETRY_PG_DSN={dsn}\n")
+    monkeypatch.chdir(tmp_path)
+    with find_services() as services:
+        assert (services.pg_dsn, services.pg_source) == (dsn, "explicit")
+        assert services.redis_source != "explicit"
+
+
 # ------------------------------------------------------------------------------------------ explicit errors
 
 
