@@ -215,6 +215,7 @@ def test_fault_cells_show_recovery_accounting_and_expected_loss(tmp_path: Path) 
     assert "restart_redis at 1.5 s, the affected path never moved again" in html
     assert "came back with every key: q: list of 3" in html
     assert "restart_postgres not injected: only a local PostgreSQL cluster is restarted" in html
+    assert html.count("a fault cell: the fault and the recovery from it shape these figures") == 3
 
 
 def test_index_lists_every_run_with_its_headline(tmp_path: Path) -> None:
