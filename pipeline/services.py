@@ -47,7 +47,6 @@ __all__ = [
     "ThrowawayRedis",
     "find_services",
     "redact_dsn",
-    "redis_server_binary",
     "versions",
 ]
 
@@ -362,12 +361,11 @@ class ThrowawayRedis:
     the same command again — brings back every key, stream, consumer group and pending entry: the ``restart_redis``
     fault runs against one of these, never against the machine's own Redis."""
 
-    def __init__(self, root: Path, *, persistent: bool = False, binary: str | None = None) -> None:
+    def __init__(self, root: Path, *, persistent: bool = False) -> None:
         self.root = root
         self.socket_path = root / "redis.sock"
         self.log_path = root / "redis.log"
         self.persistent = persistent
-        self.binary = binary
         self.version = "?"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -382,7 +380,7 @@ class ThrowawayRedis:
     def start(self, socket_path: Path | None = None) -> None:
         """Start the server on its socket (or on ``socket_path``: same directory and data, another address)."""
         sock = socket_path or self.socket_path
-        exe = self.binary or redis_server_binary()
+        exe = redis_server_binary()
         self.root.mkdir(parents=True, exist_ok=True)
         # fmt: off
         args = [
@@ -528,9 +526,8 @@ def find_services(
 
     ``pg_dsn`` / ``redis_url``: explicit servers, used as given (an unreachable one raises
     :class:`ServiceError`); when not passed, ``TELEMETRY_PG_DSN`` / ``TELEMETRY_REDIS_URL`` (environment or
-    ``.env``, as the stages read them). ``embedded``:
-    True skips the local defaults and starts throwaway servers for whatever is not explicit; None (default)
-    reads ``TELEMETRY_EMBEDDED``; False ignores that variable.
+    ``.env``, as the stages read them). ``embedded``: True skips the local defaults and starts throwaway servers
+    for whatever is not explicit; None (default) reads ``TELEMETRY_EMBEDDED``; False ignores that variable.
     ``database``: created (if missing) on a local or throwaway PostgreSQL and named in the returned DSN.
     """
     if not database:
