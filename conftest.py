@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.services import Services, find_services
 from pipeline import db
-from pipeline.services import Services, find_services
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from harness.services import Services
 from pipeline import db
 from pipeline.decoders import DECODERS
 from pipeline.proto import pb2
 from pipeline.queues.base import decode as queue_decode
 from pipeline.queues.base import encode as queue_encode
-from pipeline.services import Services
 from pipeline.sinks import SINKS
 
 

@@ -11,7 +11,7 @@
     sink = "copy_binary"
 
     [cells.seed]           # an explicit cell
-    preset = "seed"        # start from pipeline.topology.SEED instead of [base]
+    preset = "seed"        # start from harness.plan.SEED instead of [base]
     rate = 2000
 
     [[groups]]             # a comparison: one cell per value (the product over several keys)
@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.orchestrator import FAULTS
-from pipeline.topology import SEED, PipelineConfig
+from harness.orchestrator import FAULTS
+from harness.plan import SEED, PipelineConfig
 
 MATRICES = Path(__file__).resolve().parent / "matrices"
 PRESETS = {"seed": SEED, "base": None}
@@ -62,7 +62,7 @@ class _Cell(BaseModel):
     rate_fraction: float = Field(1.0, gt=0)
     repeats: int | None = Field(None, ge=1, le=100)
     profile: bool = True  # False: no profiled repeat for this cell (long cells)
-    fault: str | None = None  # pipeline.orchestrator.FAULTS, injected fault_at_s after the generator started
+    fault: str | None = None  # harness.orchestrator.FAULTS, injected fault_at_s after the generator started
     fault_at_s: float = Field(1.5, ge=0)
     expect_loss: bool = False  # a lossy design (the seed's list): its loss is reported, not a failure
 

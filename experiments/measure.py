@@ -17,7 +17,7 @@ from pipeline import db
 from pipeline.wiring import FORWARD_SUFFIX
 
 if TYPE_CHECKING:
-    from pipeline.orchestrator import Orchestrator
+    from harness.orchestrator import Orchestrator
 
 
 # --------------------------------------------------------------------------------------------------- the table

@@ -31,8 +31,8 @@ from experiments import measure, metadata
 from experiments.matrix import Cell, Matrix
 from experiments.report import build_index, build_report
 from experiments.results import Ceilings, CellResult, Latency, Profile, Repeat, Results, Summary, Target
-from pipeline.orchestrator import Fault, Orchestrator
-from pipeline.services import Services, redact_dsn, versions
+from harness.orchestrator import Fault, Orchestrator
+from harness.services import Services, redact_dsn, versions
 from pipeline.wiring import FORWARD_SUFFIX
 
 log = logging.getLogger("telemetry_bench.runner")

@@ -26,17 +26,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from pipeline import metrics
 from pipeline.config import GeneratorSettings
-from pipeline.proto import pb2, pb2_grpc
+from pipeline.proto import GRPC_OPTIONS, pb2, pb2_grpc
 from pipeline.runtime import StageError, stage_main, stop_event
 from pipeline.sensors import make_sensors
 
 log = logging.getLogger("telemetry_bench.generator")
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 MAX_SENSORS = 100_000
 MAX_READINGS_PER_MESSAGE = 100_000
 MAX_CATCH_UP = 20_000  # readings built per producer step before yielding to the event loop

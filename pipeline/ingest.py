@@ -23,8 +23,7 @@ import grpc
 from pipeline import metrics
 from pipeline.config import IngestSettings, StreamMixin
 from pipeline.decoders import DECODERS, Decoder
-from pipeline.generator import GRPC_OPTIONS
-from pipeline.proto import pb2, pb2_grpc
+from pipeline.proto import GRPC_OPTIONS, pb2, pb2_grpc
 from pipeline.queues.base import Queue
 from pipeline.rows import Row
 from pipeline.runtime import StageError, stage_main, stop_event

@@ -20,6 +20,13 @@ PROTO_FILE = ROOT / "proto" / "telemetry.proto"
 GENERATED = Path(__file__).resolve().parent / "_generated"
 STAMP = GENERATED / "STAMP"
 
+# Both ends of the stream (the generator's server, ingest's channel) accept messages this large.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
 
 def expected_stamp() -> str:
     from importlib.metadata import version

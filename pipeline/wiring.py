@@ -12,18 +12,15 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from pipeline import db
 from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin, WriterMixin
+from pipeline.endpoints import LOCAL_PG_DSN, LOCAL_REDIS_URL, redact_dsn
 from pipeline.forwarders import FORWARDERS, Forwarder
 from pipeline.queues import QUEUES, Queue
 from pipeline.runtime import StageError
-from pipeline.services import LOCAL_HOST, LOCAL_PG_PORT, LOCAL_REDIS_URL, redact_dsn
 from pipeline.sinks import SINKS, Sink
 from pipeline.sinks.base import TABLE_NAME
 
 STAGE = "telemetry_stage"  # the writer's per-session staging table when writes are idempotent (dedupe)
 
-# A stage started on its own, without --pg-dsn, uses the harness database on the local server (the orchestrator
-# always passes what find_services resolved, throwaway servers included).
-LOCAL_PG_DSN = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PG_PORT}/telemetry_bench"
 FORWARD_SUFFIX = ":forward"
 
 

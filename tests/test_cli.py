@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.topology import PipelineConfig
+from harness.plan import PipelineConfig
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_live_unknown_variant_fails_before_anything_starts(flag: str, value: str, valid: str) -> None:
-    proc = _run("-m", "pipeline.cli", "live", flag, value, "--count", "10")
+    proc = _run("-m", "telemetry_bench.cli", "live", flag, value, "--count", "10")
     assert proc.returncode == 2
     assert f"'{value}'" in proc.stderr and valid in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -59,7 +59,9 @@ def test_unreachable_dsn_is_one_line_not_a_traceback() -> None:
 
 
 def test_live_unreachable_explicit_dsn() -> None:
-    proc = _run("-m", "pipeline.cli", "live", "--pg-dsn", "postgresql://bench:s3cret@127.0.0.1:1/x", "--count", "5")
+    proc = _run(
+        "-m", "telemetry_bench.cli", "live", "--pg-dsn", "postgresql://bench:s3cret@127.0.0.1:1/x", "--count", "5"
+    )
     assert proc.returncode == 1
     assert "unreachable" in proc.stderr and "s3cret" not in proc.stderr and "Traceback" not in proc.stderr
 
@@ -71,7 +73,7 @@ def test_unknown_matrix_key_is_rejected_by_name() -> None:
 
 def test_live_runs_and_accounts(tmp_path: object) -> None:
     """The seed design at a small count: exit 0 and the accounting line."""
-    proc = _run("-m", "pipeline.cli", "live", "--count", "200", "--rate", "400", "--flush-interval", "0.5",
+    proc = _run("-m", "telemetry_bench.cli", "live", "--count", "200", "--rate", "400", "--flush-interval", "0.5",
                 timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "generated 200 · committed 200" in proc.stderr
@@ -82,7 +84,7 @@ def test_prometheus_yml_scrapes_every_live_metrics_port() -> None:
     """prometheus.yml (repository root) lists every fixed metrics port a live run may use."""
     import re
 
-    from pipeline.cli import LIVE_PORTS
+    from telemetry_bench.cli import LIVE_PORTS
 
     text = (Path(__file__).resolve().parents[1] / "prometheus.yml").read_text()
     scraped = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}

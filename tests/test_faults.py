@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from experiments.matrix import load
+from harness.orchestrator import Fault, Orchestrator
+from harness.plan import PipelineConfig
+from harness.services import Services
 from pipeline import db
-from pipeline.orchestrator import Fault, Orchestrator
-from pipeline.services import Services
-from pipeline.topology import PipelineConfig
 from tests.helpers import expected_readings, table_readings
 
 FAULTS = {c.id: c for c in load("faults").cells}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.orchestrator import Orchestrator
+from harness.plan import SEED, PipelineConfig
+from harness.services import Services
 from pipeline import db
-from pipeline.orchestrator import Orchestrator
-from pipeline.services import Services
-from pipeline.topology import SEED, PipelineConfig
 from tests.helpers import expected_readings, table_readings
 
 CELLS = {

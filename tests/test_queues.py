@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from harness.services import Services
 from pipeline.queues import QUEUES
-from pipeline.services import Services
 
 
 def _rows(n: int, start: int = 0) -> list[tuple]:

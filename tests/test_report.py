@@ -19,7 +19,7 @@ import pytest
 from experiments import compare
 from experiments.report import build_index, build_report, headline
 from experiments.results import Results
-from pipeline.cli import main
+from telemetry_bench.cli import main
 from tests.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

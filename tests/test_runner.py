@@ -20,7 +20,7 @@ from experiments import measure
 from experiments.matrix import MatrixError, load
 from experiments.promql import histogram_quantile
 from experiments.results import Results
-from pipeline.services import Services
+from harness.services import Services
 
 # --------------------------------------------------------------------------------------------- PromQL semantics
 BUCKETS = {"0.1": 10.0, "0.5": 30.0, "1": 40.0, "+Inf": 40.0}
@@ -116,7 +116,7 @@ def test_cli_rejects_a_bad_matrix_before_anything_runs(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('name = "x"\n[base]\nsink = "kopy"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--matrix", str(path), "--out", str(tmp_path)],
+        [sys.executable, "-m", "telemetry_bench.cli", "run", "--matrix", str(path), "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2
@@ -139,7 +139,7 @@ def fresh_database(services: Services) -> Iterator[str]:
 def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_database: str) -> None:
     env = {**os.environ, "TELEMETRY_PG_DSN": fresh_database, "TELEMETRY_REDIS_URL": services.redis_url}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--matrix", "smoke", "--out", str(tmp_path / "reports"),
+        [sys.executable, "-m", "telemetry_bench.cli", "run", "--matrix", "smoke", "--out", str(tmp_path / "reports"),
          "--profiles", str(tmp_path / "profiles")],
         capture_output=True, text=True, timeout=240, env=env,
     )  # fmt: skip
@@ -180,7 +180,7 @@ def test_profile_launcher_saves_a_loadable_profile(tmp_path: Path, profiler: str
     out = tmp_path / "stage"
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.profile_stage", "--profiler", profiler, "--out", str(out),
-         "-m", "pipeline.cli", "--help"],
+         "-m", "telemetry_bench.cli", "--help"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

