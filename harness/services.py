@@ -46,6 +46,7 @@ from pipeline.endpoints import (
     LOCAL_HOST,
     LOCAL_PG_PORT,
     LOCAL_REDIS_PORT,
+    LOCAL_REDIS_URL,
     passwords_in,
     redact_dsn,
 )
@@ -209,7 +210,7 @@ def _local_pg(database: str) -> str | None:
 def _local_redis() -> str | None:
     if not _tcp_answers(LOCAL_HOST, LOCAL_REDIS_PORT):
         return None
-    url = f"redis://{LOCAL_HOST}:{LOCAL_REDIS_PORT}/0"
+    url = LOCAL_REDIS_URL
     client = _redis_client(url, _LOCAL_TIMEOUT)
     try:
         client.ping()

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from harness.lifeline import graceful_stop_signals, reap_leftovers
 from harness.plan import SEED, PipelineConfig
 from pipeline.config import format_validation_error
 
@@ -96,8 +97,9 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # each stops the run in order
+        loop.add_signal_handler(sig, stop.set)
+    _reap_leftovers()
     try:
         with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
             console.print(services.describe(), markup=False, highlight=False)
@@ -198,13 +200,25 @@ def cmd_run(argv: list[str]) -> int:
         if not matrix.cells:
             console.print(f"run: no cell id contains {args.cells!r}", style="red", markup=False)
             return 2
-    return asyncio.run(_run(matrix, args))
+    graceful_stop_signals()  # SIGTERM / SIGHUP stop the run in order, as Ctrl-C does
+    try:
+        return asyncio.run(_run(matrix, args))
+    except KeyboardInterrupt:
+        console.print("run: stopped by a signal; every stage stopped, results so far written", style="red")
+        return 130
+
+
+def _reap_leftovers() -> None:
+    """Processes, queue keys and schemas a killed earlier run left behind are removed, one line each."""
+    for line in reap_leftovers():
+        console.print(line, style="yellow", markup=False, highlight=False)
 
 
 async def _run(matrix: Any, args: argparse.Namespace) -> int:
     from experiments.runner import ROOT, Runner
     from harness.services import ServiceError, find_services
 
+    _reap_leftovers()
     try:
         with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
             console.print(services.describe(), markup=False, highlight=False)

@@ -1,0 +1,180 @@
+"""Nothing left behind: stages die with the harness, a stop signal stops the run in order, and the next run removes
+what a killed run left.
+
+Three mechanisms, each for one way a run can end:
+
+- **SIGTERM, SIGINT or SIGHUP to the harness** (``telemetry-bench run`` / ``live``): :func:`graceful_stop_signals`
+  turns SIGTERM and SIGHUP into the SIGINT that ``asyncio.run`` already handles (it cancels the main task, so every
+  ``finally`` runs: the orchestrator stops its stages and throwaway servers, the runner has written the results so
+  far); the command then exits non-zero (130).
+- **SIGKILL to the harness** (nothing of it runs any more): every stage is started with :func:`die_with_parent` as
+  its ``preexec_fn``, so the kernel sends it SIGTERM when the harness dies (Linux ``PR_SET_PDEATHSIG``); a stage
+  then flushes, acknowledges and exits as on any stop.
+- **What a killed run leaves in the services** (queue keys, progress records, its schema): each run writes a
+  :class:`RunRecord` (``<tmp>/telemetry-bench-runs/<pid>.json``) naming its harness process, its stage processes,
+  its Redis key prefix and its PostgreSQL schema, and removes it when it ends. :func:`reap_leftovers`, called when a
+  run starts, handles every record whose harness is gone: stage processes still alive (same pid *and* start time,
+  so a reused pid is never touched) get SIGKILL, the key prefix is deleted, a non-``public`` schema is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+log = logging.getLogger("telemetry_bench.lifeline")
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+RECORDS = Path(tempfile.gettempdir()) / "telemetry-bench-runs"
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when the process that started it dies.
+
+    If the parent is already gone by the time the child runs this (a race with a SIGKILL), the child exits at once.
+    Where ``prctl`` is unavailable (not Linux) it does nothing: the run records still clean up.
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def graceful_stop_signals() -> None:
+    """SIGTERM and SIGHUP behave as Ctrl-C (SIGINT): ``asyncio.run`` cancels the run and every cleanup runs."""
+
+    def as_interrupt(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, as_interrupt)
+
+
+def _start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+@dataclass
+class RunRecord:
+    """What one harness process has started and must leave behind it clean (see the module's docstring)."""
+
+    redis_url: str
+    pg_dsn: str
+    key_prefix: str
+    schema: str
+    owner: int = field(default_factory=os.getpid)
+    owner_started: float | None = None
+    children: list[tuple[int, float | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.owner_started is None:
+            self.owner_started = _start_time(self.owner)
+
+    @property
+    def path(self) -> Path:
+        return RECORDS / f"{self.owner}-{self.key_prefix.replace(':', '_').replace('/', '_')}.json"
+
+    def save(self) -> None:
+        RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # DSNs may hold a password
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f)
+        tmp.replace(self.path)
+
+    def add_child(self, pid: int) -> None:
+        self.children.append((pid, _start_time(pid)))
+        self.save()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    @property
+    def owner_alive(self) -> bool:
+        started = _start_time(self.owner)
+        return started is not None and (self.owner_started is None or abs(started - self.owner_started) < 1e-3)
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        data: dict[str, Any] = json.loads(path.read_text())
+        data["children"] = [tuple(c) for c in data.get("children", [])]
+        return cls(**data)
+
+
+def _kill_children(record: RunRecord) -> int:
+    killed = 0
+    for pid, started in record.children:
+        now = _start_time(pid)
+        if now is None or started is None or abs(now - started) > 1e-3:
+            continue  # gone, or the pid now belongs to another process
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+            killed += 1
+    return killed
+
+
+def _clear_services(record: RunRecord) -> None:
+    import psycopg
+    import redis
+
+    client = redis.Redis.from_url(record.redis_url, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{record.key_prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+    if record.schema != "public":
+        from psycopg import sql
+
+        with psycopg.connect(record.pg_dsn, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(record.schema)))
+
+
+def reap_leftovers() -> list[str]:
+    """Clean up after every run whose harness is gone; returns one line per run cleaned, for the console."""
+    done: list[str] = []
+    if not RECORDS.is_dir():
+        return done
+    for path in sorted(RECORDS.glob("*.json")):
+        try:
+            record = RunRecord.load(path)
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("unreadable run record %s (%s): removed", path, exc)
+            path.unlink(missing_ok=True)
+            continue
+        if record.owner_alive:
+            continue
+        killed = _kill_children(record)
+        try:
+            _clear_services(record)
+        except Exception as exc:  # the services of that run may be gone (a throwaway server): nothing to clear
+            log.info("leftovers of run %s: services not reachable (%s)", record.owner, exc)
+        path.unlink(missing_ok=True)
+        done.append(
+            f"cleaned up after a run that did not end (harness pid {record.owner}): {killed} process(es) stopped, "
+            f"keys {record.key_prefix}* and schema {record.schema} removed"
+        )
+    return done

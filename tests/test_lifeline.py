@@ -1,0 +1,121 @@
+"""Nothing left behind: a stage dies with a killed harness, and the next run reaps what a killed run left.
+
+The end-to-end checks stop a real ``telemetry-bench live`` each way (SIGTERM, SIGINT, SIGHUP, SIGKILL) mid-run and
+assert that no process it started survives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from harness import lifeline
+from harness.services import Services
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gone(pids: list[int], timeout: float = 20.0) -> list[int]:
+    """The pids still alive (not zombies) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return alive
+
+
+def test_child_dies_with_its_parent(tmp_path: Path) -> None:
+    """A child started with die_with_parent() gets SIGTERM when the process that started it is SIGKILLed."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import subprocess, sys, time
+            from harness.lifeline import die_with_parent
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                     preexec_fn=die_with_parent(), start_new_session=True)
+            print(child.pid, flush=True)
+            time.sleep(60)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert psutil.pid_exists(child)
+    parent.kill()
+    parent.wait()
+    assert _gone([child]) == [], "the child outlived its SIGKILLed parent"
+
+
+def test_reap_leftovers_of_a_dead_run(
+    services: Services, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, queue_key: str
+) -> None:
+    monkeypatch.setattr(lifeline, "RECORDS", tmp_path / "runs")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    schema = f"t_reap_{os.getpid()}"
+    with psycopg.connect(services.pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    r = redis.Redis.from_url(services.redis_url)
+    r.set(f"{queue_key}:progress", "x")
+    r.rpush(queue_key, "a")
+    try:
+        record = lifeline.RunRecord(services.redis_url, services.pg_dsn, queue_key, schema, owner=dead.pid)
+        record.owner_started = 1.0  # a dead owner: no process has this start time
+        record.add_child(stray.pid)
+        # a record of a run still going is left alone
+        alive = lifeline.RunRecord(services.redis_url, services.pg_dsn, "other:", "public")
+        alive.save()
+        lines = lifeline.reap_leftovers()
+        assert len(lines) == 1 and str(dead.pid) in lines[0]
+        assert stray.wait(timeout=10) == -signal.SIGKILL
+        assert r.exists(queue_key, f"{queue_key}:progress") == 0
+        with psycopg.connect(services.pg_dsn) as conn:
+            found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+        assert found is None
+        assert not record.path.exists() and alive.path.exists()
+    finally:
+        stray.kill()
+        r.delete(queue_key, f"{queue_key}:progress")
+        r.close()
+        with psycopg.connect(services.pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_reap_never_touches_a_reused_pid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A recorded child whose pid now belongs to another process (another start time) is not killed."""
+    monkeypatch.setattr(lifeline, "RECORDS", tmp_path / "runs")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = lifeline.RunRecord("redis://127.0.0.1:1/0", "postgresql://x@127.0.0.1:1/x", "k:", "public", owner=1)
+        record.owner_started = 1.0
+        record.children = [(other.pid, 12345.0)]
+        record.save()
+        lifeline.reap_leftovers()
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
