@@ -1,0 +1,236 @@
+"""Sampling profiles of running stage processes with py-spy: flame graphs, top functions, speedscope files, diffs.
+
+py-spy attaches to a process by pid (ptrace; root has it here), reads its Python stacks ``rate`` times a second and,
+with ``--native``, the C frames below them (grpc's, psycopg's, the interpreter's), so time in extensions shows where
+it goes. ``--idle`` keeps the samples of threads that wait; a sample is *idle* when its innermost frame is a known
+wait (``epoll_wait``, ``select``, ``nanosleep``, a futex or condition wait, …: :data:`IDLE_LEAVES`), so busy and idle
+time are told apart in every table and drawn in different colours. Unlike cProfile it does not instrument every
+call: its cost is a pause per sample, measured by the runner in the same run (sampled vs unsampled repeats).
+
+Files per stage, under ``profiles/<run>/<cell>/``: ``<stage>.collapsed`` (Brendan Gregg's collapsed stacks: one
+``frame;frame;frame count`` line per stack; ``flamegraph.pl`` and speedscope open it), ``<stage>.speedscope.json``
+(open at https://www.speedscope.app or ``npx speedscope FILE``) and ``<stage>.svg`` (a flame graph any browser opens).
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+IDLE_LEAVES = (
+    "epoll_wait", "epoll_pwait", "select", "poll", "ppoll", "pselect", "nanosleep", "clock_nanosleep", "futex",
+    "pthread_cond_wait", "pthread_cond_timedwait", "sem_wait", "sem_timedwait", "accept", "recv", "read",
+    "__select", "__poll", "time_sleep", "lock_PyThread_acquire_lock", "PyThread_acquire_lock_timed",
+)  # fmt: skip
+DEFAULT_RATE_HZ = 100
+
+Stacks = collections.Counter[str]
+
+
+def py_spy() -> str | None:
+    """The py-spy executable beside this interpreter, or on PATH (None: not installed)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def _frame_name(frame: str) -> str:
+    """``func (file.py:12)`` or ``0x7f… (libc.so.6)`` → the function (or library) part."""
+    name, _, where = frame.partition(" (")
+    return f"{where.rstrip(')')}" if name.startswith("0x") else name
+
+
+def is_idle(stack: str) -> bool:
+    leaf = _frame_name(stack.rsplit(";", 1)[-1])
+    return any(leaf == w or leaf.startswith(w + "@") or leaf.endswith("_" + w) for w in IDLE_LEAVES)
+
+
+class Sampler:
+    """py-spy recording each of ``pids`` (stage name → pid) into ``out_dir/<stage>.collapsed`` until :meth:`stop`."""
+
+    def __init__(self, pids: dict[str, int], out_dir: Path, rate_hz: int = DEFAULT_RATE_HZ) -> None:
+        self.pids, self.out_dir, self.rate_hz = pids, out_dir, rate_hz
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.problem: str | None = None
+
+    def start(self) -> None:
+        exe = py_spy()
+        if exe is None:
+            self.problem = "py-spy is not installed (pip install py-spy): no sampling profiles"
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for stage, pid in self.pids.items():
+            out = self.out_dir / f"{stage}.collapsed"
+            argv = [exe, "record", "--pid", str(pid), "--rate", str(self.rate_hz), "--format", "raw",
+                    "--output", str(out), "--idle", "--native", "--nolineno"]  # fmt: skip
+            log = (self.out_dir / f"{stage}.py-spy.log").open("wb")
+            self.procs[stage] = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+
+    def stop(self, timeout: float = 15.0) -> dict[str, Path]:
+        """Stop recording; the collapsed-stack files written (a refused attach is reported in ``problem``)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        written: dict[str, Path] = {}
+        for stage, proc in self.procs.items():
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            out = self.out_dir / f"{stage}.collapsed"
+            if out.exists() and out.stat().st_size:
+                written[stage] = out
+            else:
+                tail = (self.out_dir / f"{stage}.py-spy.log").read_text(errors="replace").strip().splitlines()[-1:]
+                if any("ermission" in line for line in tail):
+                    self.problem = f"py-spy could not attach (ptrace refused): {tail[0]}"
+        return written
+
+
+def read_collapsed(path: Path) -> Stacks:
+    stacks: Stacks = collections.Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks[stack] += int(count)
+    return stacks
+
+
+@dataclass(frozen=True)
+class Hot:
+    function: str
+    share: float  # of all samples
+    idle: bool
+
+
+def top_self(stacks: Stacks, n: int = 10, *, busy_only: bool = False) -> list[Hot]:
+    """The functions with most self samples (innermost frame), as shares of every sample."""
+    total = sum(stacks.values()) or 1
+    own: collections.Counter[tuple[str, bool]] = collections.Counter()
+    for stack, count in stacks.items():
+        idle = is_idle(stack)
+        if busy_only and idle:
+            continue
+        own[(_frame_name(stack.rsplit(";", 1)[-1]), idle)] += count
+    return [Hot(f, c / total, idle) for (f, idle), c in own.most_common(n)]
+
+
+def idle_share(stacks: Stacks) -> float:
+    total = sum(stacks.values())
+    return sum(c for s, c in stacks.items() if is_idle(s)) / total if total else 0.0
+
+
+def to_speedscope(stacks: Stacks, name: str) -> dict[str, object]:
+    """The speedscope file format (a "sampled" profile; https://www.speedscope.app/file-format-schema.json)."""
+    frames: dict[str, int] = {}
+    samples, weights = [], []
+    for stack, count in stacks.items():
+        samples.append([frames.setdefault(f, len(frames)) for f in stack.split(";")])
+        weights.append(count)
+    return {
+        "$schema": "https://www.speedscope.app/file-format-schema.json",
+        "shared": {"frames": [{"name": f} for f in frames]},
+        "profiles": [{"type": "sampled", "name": name, "unit": "none", "startValue": 0,
+                      "endValue": sum(weights), "samples": samples, "weights": weights}],
+        "name": name, "exporter": "telemetry-bench (py-spy samples)",
+    }  # fmt: skip
+
+
+def flamegraph_svg(stacks: Stacks, title: str, width: int = 1000, row: int = 16) -> str:
+    """A flame graph (root at the bottom, width ∝ samples): warm colours busy, blue idle; hover shows each frame."""
+    totals: collections.Counter[tuple[str, ...]] = collections.Counter()
+    idle_of: collections.Counter[tuple[str, ...]] = collections.Counter()
+    for stack, count in stacks.items():
+        path: tuple[str, ...] = ()
+        idle = is_idle(stack)
+        for frame in stack.split(";"):
+            path = (*path, frame)
+            totals[path] += count
+            if idle:
+                idle_of[path] += count
+    total = sum(stacks.values()) or 1
+    depth = max((len(p) for p in totals), default=0)
+    height = (depth + 2) * row
+    rects = []
+    x_of: dict[tuple[str, ...], float] = {(): 0.0}
+    for path in sorted(totals, key=lambda p: (len(p), p)):
+        parent = path[:-1]
+        x = x_of.get(parent, 0.0)
+        w = totals[path] / total * width
+        x_of[parent] = x + w  # next sibling starts after this one
+        x_of[path] = x
+        if w < 0.3:
+            continue
+        y = height - (len(path) + 1) * row
+        idle = idle_of[path] * 2 > totals[path]
+        colour = "#7fa7d9" if idle else f"hsl({20 + zlib.crc32(path[-1].encode()) % 35}, 85%, 60%)"
+        label = html.escape(path[-1])
+        tip = f"{label} — {totals[path]:,} samples ({totals[path] / total:.1%}){' idle' if idle else ''}"
+        text = label if w > 40 else ""
+        rects.append(
+            f'<g><title>{tip}</title><rect x="{x:.2f}" y="{y}" width="{w:.2f}" height="{row - 1}" fill="{colour}"/>'
+            f'<text x="{x + 3:.2f}" y="{y + row - 4}" font-size="11">'
+            f"{text[: int(w / 7)]}</text></g>"
+        )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'font-family="monospace"><text x="4" y="14" font-size="12">{html.escape(title)} · {total:,} samples</text>'
+        + "".join(rects)
+        + "</svg>"
+    )
+
+
+def write_views(collapsed: Path, title: str) -> dict[str, Path]:
+    """Beside ``<stage>.collapsed``: ``<stage>.speedscope.json`` and ``<stage>.svg``."""
+    stacks = read_collapsed(collapsed)
+    base = collapsed.with_suffix("")
+    speedscope = base.with_suffix(".speedscope.json")
+    speedscope.write_text(json.dumps(to_speedscope(stacks, title)))
+    svg = base.with_suffix(".svg")
+    svg.write_text(flamegraph_svg(stacks, title))
+    return {"collapsed": collapsed, "speedscope": speedscope, "svg": svg}
+
+
+@dataclass(frozen=True)
+class Change:
+    function: str
+    before: float  # share of samples (self) in A
+    after: float  # in B
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+
+def diff(a: Stacks, b: Stacks, n: int = 10) -> list[Change]:
+    """The functions whose share of self samples changed most from ``a`` to ``b`` (a differential profile)."""
+    sa = {h.function: h.share for h in top_self(a, n=10_000)}
+    sb = {h.function: h.share for h in top_self(b, n=10_000)}
+    changes = [Change(f, sa.get(f, 0.0), sb.get(f, 0.0)) for f in set(sa) | set(sb)]
+    changes.sort(key=lambda c: abs(c.delta), reverse=True)
+    return changes[:n]
+
+
+def open_commands(files: dict[str, Path], relative_to: Path) -> dict[str, str]:
+    """The command that opens each file, paths relative to the report."""
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, relative_to)
+
+    out = {}
+    if "speedscope" in files:
+        out["speedscope"] = f"npx speedscope {rel(files['speedscope'])}"
+    if "svg" in files:
+        out["svg"] = f"xdg-open {rel(files['svg'])}"
+    if "collapsed" in files:
+        out["collapsed"] = f"flamegraph.pl {rel(files['collapsed'])} > flame.svg"
+    return out
