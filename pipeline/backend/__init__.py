@@ -1,6 +1,6 @@
 """The dashboard backend: FastAPI on uvicorn, wire-compatible with the seed's Next.js page and Python client.
 
-Run: ``python -m pipeline.backend [--port N] [--host H] [--api-token T] ...`` (flags:
+Run: ``python -m pipeline.backend [--port N] [--host H] [--api-token T] [--behaviour fast|seed] ...`` (flags:
 ``BackendSettings``).
 
 HTTP. Every POST takes a JSON body (``Content-Type: application/json``); when ``--api-token`` is set, POSTs
@@ -28,13 +28,18 @@ Websocket ``/ws?client_id=<id>[&batch=1][&token=<token>]`` (or the Authorization
 per text message, or with ``batch=1`` one JSON array per POST. Close codes: 1008 missing or wrong token, 1013
 over ``--max-ws-clients``.
 
-Every client has its own bounded queue (``--ws-buffer`` messages) and its own sender task, so a slow or dead client
-only loses its own messages (counted in ``backend_broadcast_dropped_readings``).
+Two behaviours (``--behaviour``), the same endpoints and bodies:
+
+- ``fast`` (default): bodies validated from raw bytes into dicts; every client has its own bounded queue
+  (``--ws-buffer`` messages) and sender task, so a slow or dead client only loses its own messages (counted in
+  ``backend_broadcast_dropped_readings``); no access log, no websocket compression.
+- ``seed``: the seed's work per reading (``seed.py``): a pydantic model, a print, the broadcast awaited client by
+  client before the answer, FastAPI's own 422 for a bad ``/telem_data`` body, uvicorn's access log on.
 
 Modules: ``schema`` (the reading's columns, defined once, and the bodies derived from them), ``errors``,
 ``guard`` (token, content type, body size), ``hub`` (websocket fan-out), ``ws`` (one subscriber's connection),
-``routes`` (the HTTP routes), ``static`` (the dashboard's files), ``app`` (``create_app``), ``server``
-(``main``: settings, logging, uvicorn).
+``routes`` (the fast behaviour's and the shared routes), ``seed`` (the seed behaviour's routes), ``static`` (the
+dashboard's files), ``app`` (``create_app``), ``server`` (``main``: settings, logging, uvicorn).
 """
 
 from pipeline.backend.app import create_app

@@ -1,4 +1,5 @@
-"""``create_app``: the FastAPI application, assembled from the package's parts."""
+"""``create_app``: the FastAPI application of one backend behaviour (``fast`` or ``seed``), assembled from the
+package's parts."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from pipeline.backend.guard import Guard
 from pipeline.backend.hub import Hub
 from pipeline.backend.routes import add_common_routes, add_reading_routes
 from pipeline.backend.schema import SCHEMA_DEFS
+from pipeline.backend.seed import add_seed_reading_routes
 from pipeline.backend.static import add_static_routes
 from pipeline.backend.ws import serve_client
 from pipeline.config import BackendSettings
 
 
 def create_app(settings: BackendSettings) -> FastAPI:
-    hub = Hub(settings.ws_buffer, settings.max_ws_clients)
+    hub = Hub(settings.ws_buffer, settings.max_ws_clients, awaited=settings.behaviour == "seed")
     guard = Guard(settings)
     tasks: set[asyncio.Task[Any]] = set()
     errors = metrics.errors()
@@ -53,7 +55,10 @@ def create_app(settings: BackendSettings) -> FastAPI:
         max_age=600,
     )
     _add_error_handlers(app, errors)
-    add_reading_routes(app, guard, hub)
+    if settings.behaviour == "seed":
+        add_seed_reading_routes(app, guard, hub, errors)
+    else:
+        add_reading_routes(app, guard, hub)
     add_common_routes(app, guard, hub)
     add_static_routes(app)
 

@@ -1,8 +1,12 @@
 """Websocket fan-out: the connected clients and how a reading reaches them.
 
-``Hub.publish`` never awaits. Every client has its own bounded queue (``--ws-buffer`` messages) and its own sender
-task (``Client.pump``), so a slow or dead client only loses its own messages (counted in
-``backend_broadcast_dropped_readings``).
+Two ways, one per backend behaviour:
+
+- ``fast`` (``Hub.publish``): never awaits. Every client has its own bounded queue (``--ws-buffer`` messages) and
+  its own sender task (``Client.pump``), so a slow or dead client only loses its own messages (counted in
+  ``backend_broadcast_dropped_readings``).
+- ``seed`` (``Hub.send_awaited``): the seed's broadcast, awaited client by client by the POST handler before it
+  answers; a slow client stalls every POST.
 """
 
 from __future__ import annotations
@@ -70,10 +74,11 @@ class Client:
 
 
 class Hub:
-    """The set of websocket clients. ``publish`` never awaits: it only puts into each client's queue."""
+    """The set of websocket clients, and the two ways of sending them a reading."""
 
-    def __init__(self, buffer: int, max_clients: int) -> None:
+    def __init__(self, buffer: int, max_clients: int, *, awaited: bool = False) -> None:
         self.buffer, self.max_clients = buffer, max_clients
+        self.awaited = awaited  # seed behaviour: the POST sends; no per-client sender task
         self.clients: set[Client] = set()
         self._gauge = metrics.ws_clients()
         self.dropped = metrics.broadcast_dropped()
@@ -109,3 +114,21 @@ class Hub:
                 dropped += client.offer_each(each)
         if dropped:
             self.dropped.inc(dropped)
+
+    async def send_awaited(self, text: str) -> None:
+        """The seed's broadcast of one reading's JSON: ``await send_text`` to each client in turn.
+
+        The seed iterates its live list and mutates it when a send fails (a bug); this iterates a snapshot, and a
+        client whose send fails is left to its own handler (which sees the disconnect and removes it).
+        """
+        print(f"broadcasting to {len(self.clients)} websocket clients")  # the seed's print before the loop
+        sent = 0
+        for client in list(self.clients):
+            try:
+                await client.ws.send_text(f"[{text}]" if client.batch else text)
+            except Exception:  # the client is gone or going: its reading is lost, as in the seed
+                self.dropped.inc(1)
+            else:
+                sent += 1
+        if sent:
+            metrics.count("broadcast", sent)

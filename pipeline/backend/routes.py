@@ -1,5 +1,5 @@
-"""The HTTP routes: readings validated from the raw body and published without awaiting any client; latency,
-metric data, health, metrics."""
+"""The fast behaviour's routes: readings validated from the raw body, published without awaiting any client;
+and the routes both behaviours share (latency, metric data, health, metrics)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
 """The reading's schema, defined once (``COLUMN_SPECS``), and the request bodies derived from it.
 
 ``COLUMN_SPECS`` gives each column of ``pipeline.rows.COLUMNS`` its value type and the reading type that carries
-it. The bodies are derived from it:
+it. Two shapes are derived from it:
 
-- ``TemperatureReading`` / ``PressureReading`` / ``VelocityReading``: TypedDicts, not models. pydantic-core
-  validates straight into dicts, so there is no model → dict step before encoding, and a reading comes out with
-  exactly the keys it came in with (a seed body's nulls included), in table order. The other types' fields may be
-  absent or null, nothing else (``extra="forbid"``).
+- ``TemperatureReading`` / ``PressureReading`` / ``VelocityReading``: TypedDicts, not models, for the fast
+  behaviour. pydantic-core validates straight into dicts, so there is no model → dict step before encoding, and a
+  reading comes out with exactly the keys it came in with (a seed body's nulls included), in table order. The
+  other types' fields may be absent or null, nothing else (``extra="forbid"``).
+- ``SEED_MODELS``: pydantic models of the seed's discriminated union (the ``seed`` behaviour). Like the seed's, they
+  ignore unknown keys (the other types' nulls included) and ``model_dump_json()`` gives the type's own fields.
 
 Bounds follow the wire (int32 sequence, uint32 bitmask) and the table (varchar lengths). Lax mode (pydantic's
 default).
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired, Union, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator, with_config
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator, with_config
 from typing_extensions import TypedDict
 
 from pipeline.rows import COLUMNS
@@ -78,7 +80,7 @@ if tuple(COLUMN_SPECS) != COLUMNS:  # pragma: no cover - a programming error, ca
 
 
 def _typed_dict(kind: str) -> Any:
-    """The reading of one type: every column, the other types' as absent-or-null."""
+    """The fast behaviour's reading of one type: every column, the other types' as absent-or-null."""
     fields: dict[str, Any] = {}
     for name, col in COLUMN_SPECS.items():
         if name == DISCRIMINATOR:
@@ -91,11 +93,26 @@ def _typed_dict(kind: str) -> Any:
     return with_config(ConfigDict(extra="forbid"))(td)
 
 
+def _seed_model(kind: str) -> type[BaseModel]:
+    """The seed behaviour's model of one type: its own columns only, unknown keys ignored (pydantic's default)."""
+    fields: dict[str, Any] = {}
+    for name, col in COLUMN_SPECS.items():
+        if name == DISCRIMINATOR:
+            fields[name] = (Literal[kind], ...)
+        elif col.owner in (None, kind):
+            fields[name] = (col.type | None, None) if col.optional else (col.type, ...)
+    return cast(type[BaseModel], create_model(f"Seed{kind.title()}Reading", **fields))
+
+
 READING_TYPES: tuple[Any, ...] = tuple(_typed_dict(k) for k in TELEMETRY_TYPES)
 TemperatureReading, PressureReading, VelocityReading = READING_TYPES
 Reading: Any = Annotated[Union[READING_TYPES], Field(discriminator=DISCRIMINATOR)]  # noqa: UP007 - built at runtime
 READING: TypeAdapter[Any] = TypeAdapter(Reading)
 READINGS: TypeAdapter[Any] = TypeAdapter(Annotated[list[Reading], Field(max_length=MAX_BATCH)])
+
+SEED_MODELS: tuple[type[BaseModel], ...] = tuple(_seed_model(k) for k in TELEMETRY_TYPES)
+SeedReading: Any = Annotated[Union[SEED_MODELS], Field(discriminator=DISCRIMINATOR)]  # noqa: UP007
+"""The seed's body: FastAPI validates it into one of ``SEED_MODELS``."""
 
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 

@@ -1,4 +1,4 @@
-"""``python -m pipeline.backend``: settings from flags/env, logging, and uvicorn."""
+"""``python -m pipeline.backend``: settings from flags/env, logging, and uvicorn configured per behaviour."""
 
 from __future__ import annotations
 
@@ -44,15 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     if settings.metrics_port:  # the seed served its backend metrics on a port of their own (8002)
         metrics.serve(settings.metrics_port, settings.host)
+    seed = settings.behaviour == "seed"
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=level,
-        access_log=False,
+        access_log=seed,  # the seed's uvicorn logs a line per request
         loop="auto",  # uvloop when installed
         http="auto",  # httptools when installed
-        ws_per_message_deflate=False,  # compressing every broadcast costs more CPU than loopback bandwidth
+        # fast: compressing every broadcast costs more CPU than loopback bandwidth; seed: uvicorn's default (on)
+        ws_per_message_deflate=seed,
         ws_max_size=1024 * 1024,  # clients have nothing to send us
         timeout_graceful_shutdown=5,
         lifespan="on",

@@ -43,13 +43,17 @@ async def serve_client(
     sender = receiver = None
     try:
         await websocket.accept()
-        sender = asyncio.create_task(client.pump(hub.dropped), name=f"ws-send-{client.client_id}")
         receiver = asyncio.create_task(_until_disconnect(websocket), name=f"ws-recv-{client.client_id}")
-        tasks.update((sender, receiver))
-        await asyncio.wait((sender, receiver), return_when=asyncio.FIRST_COMPLETED)
-        if not receiver.done():  # the send side failed while the client is still there
-            with contextlib.suppress(Exception):
-                await websocket.close(1011, "send failed")
+        tasks.add(receiver)
+        if hub.awaited:  # the POST handlers send; this task only waits for the client to leave
+            await asyncio.wait((receiver,))
+        else:
+            sender = asyncio.create_task(client.pump(hub.dropped), name=f"ws-send-{client.client_id}")
+            tasks.add(sender)
+            await asyncio.wait((sender, receiver), return_when=asyncio.FIRST_COMPLETED)
+            if not receiver.done():  # the send side failed while the client is still there
+                with contextlib.suppress(Exception):
+                    await websocket.close(1011, "send failed")
     except Exception as exc:  # a handshake that failed: the client is gone
         log.debug("websocket %r: %s", client.client_id, exc)
     finally:
