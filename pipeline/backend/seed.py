@@ -8,7 +8,8 @@ default (``server.py``). A bad body gets FastAPI's own 422 ``{"detail": [...]}``
 
 Kept from the fast behaviour (the seed had no such thing, and the harness relies on them): the bearer token when
 ``--api-token`` is set, the counters, ``/telem_data/batch`` (validated as in the fast behaviour, then each reading
-printed and broadcast as above), ``/latency``, ``/metric_data``, ``/healthz``, ``/metrics``.
+printed and broadcast as above), ``/latency``, ``/metric_data``, ``/healthz``, ``/metrics``. Not applied to the
+seed's ``/telem_data``, as in the seed: the Content-Type check and ``--max-body-bytes`` (FastAPI reads the body).
 """
 
 from __future__ import annotations

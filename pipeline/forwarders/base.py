@@ -76,10 +76,11 @@ class Forwarder(ABC):
         if status >= 500:
             raise Retryable(f"{status} {text[:200]}")
         if status >= 300:
-            self.give_up(url, n, f"{status} {text[:200]}")
+            self.give_up(url, n, f"{status} {text[:200]}", retried=False)
             return
         self.forwarded.inc(n)
 
-    def give_up(self, url: str, n: int, exc: BaseException | Any) -> None:
+    def give_up(self, url: str, n: int, exc: BaseException | Any, *, retried: bool = True) -> None:
         self.failed.inc(n)
-        log.error("POST %s failed (retried %.0f s), %d readings not forwarded: %s", url, RETRY_FOR_S, n, exc)
+        how = f"retried {RETRY_FOR_S:.0f} s" if retried else "refused, not retried"
+        log.error("POST %s failed (%s), %d readings not forwarded: %s", url, how, n, exc)
