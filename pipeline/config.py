@@ -173,6 +173,8 @@ class NodeSettings(StageSettings, ServicesMixin, QueueMixin, StreamMixin, Decode
 
     metrics_port: int = Field(8001, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64, description="queue-reader coroutines")
+    # [wt-c] issue 12 item 7: the seed node's per-reading prints (the seed preset passes --seed-prints)
+    seed_prints: bool = Field(False, description="print the seed's two lines per reading (received, queue length)")
 
 
 class BackendSettings(StageSettings):
@@ -182,6 +184,10 @@ class BackendSettings(StageSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="larger request bodies get 413")
     max_ws_clients: int = Field(64, ge=1)
     ws_buffer: int = Field(10_000, ge=1, description="messages queued per websocket client before drops")
+    # [wt-c] issue 12 item 7: the seed's backend as a variant (the seed preset passes --behaviour seed)
+    behaviour: Literal["fast", "seed"] = Field(
+        "fast", description="fast: queued fan-out; seed: the seed's model, print and awaited broadcast per POST"
+    )
 
     @model_validator(mode="after")
     def _no_wildcard_cors(self) -> BackendSettings:

@@ -6,23 +6,54 @@
 Coroutines, as in the seed: the stream reader (ingest) pushes to the queue; ``--workers`` queue readers pop,
 batch and write (the same ``Writer`` as the writer stage), and each popped reading is handed straight to the
 forwarder — with the ``sync`` forwarder that is a blocking POST which stalls every coroutine, the seed's open bug.
+``--seed-prints`` adds the seed stream reader's two ``print`` lines per reading, to stdout (the node's log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from pipeline import metrics
 from pipeline.config import NodeSettings
 from pipeline.decoders import DECODERS
 from pipeline.ingest import ingest_loop
-from pipeline.rows import Row
+from pipeline.queues import Queue
+from pipeline.rows import Row, row_to_dict
 from pipeline.runtime import stage_main, stop_event
 from pipeline.wiring import make_forwarder, make_queue, make_sink, open_pg, open_redis
 from pipeline.writer import Writer
 
 log = logging.getLogger("telemetry_bench.node")
+
+
+def stream_writer(
+    queue: Queue, *, seed_prints: bool = False
+) -> tuple[Callable[[list[Row]], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """The stream reader's ``put`` (rows onto the queue, its length into ``redis_queue_len``) and ``room``
+    (backpressure). With ``seed_prints``, ``put`` also prints the seed's two lines per reading to stdout (the
+    node's log): the reading received, before it is pushed, and the queue's length, after."""
+    queued = metrics.readings().labels("queued")
+    qlen = metrics.redis_queue_len()
+    length = 0
+
+    async def put(rows: list[Row]) -> None:
+        nonlocal length
+        if seed_prints:
+            for row in rows:
+                print(f"Received: {row_to_dict(row)}")
+        length = await queue.put(rows, wait=False)
+        qlen.set(length)
+        queued.inc(len(rows))
+        if seed_prints:
+            for _ in rows:
+                print(f"Queue length: {length}")
+
+    async def room() -> None:
+        await queue.wait_below_cap(length)
+
+    return put, room
 
 
 async def run(settings: NodeSettings) -> None:
@@ -31,19 +62,7 @@ async def run(settings: NodeSettings) -> None:
     queue = await make_queue(settings, client)
     await open_pg(settings)
     forwarder = await make_forwarder(settings)
-    queued = metrics.readings().labels("queued")
-    qlen = metrics.redis_queue_len()
-
-    length = 0
-
-    async def put(rows: list[Row]) -> None:
-        nonlocal length
-        length = await queue.put(rows, wait=False)
-        qlen.set(length)
-        queued.inc(len(rows))
-
-    async def room() -> None:
-        await queue.wait_below_cap(length)
+    put, room = stream_writer(queue, seed_prints=settings.seed_prints)
 
     writers = []
     for i in range(settings.workers):

@@ -527,3 +527,95 @@ def test_main_rejects_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'*' is not accepted" in capsys.readouterr().err
     assert main(["--log-level", "LOUD"]) == 2
     assert "LOUD" in capsys.readouterr().err
+
+
+# --- the seed behaviour (--behaviour seed): the seed backend's work per reading ------------------------------------
+
+
+class GatedSocket:
+    """Stands in for a websocket: records what it was sent; ``send_text`` returns once ``gate`` is set."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.gate, self.got = gate, []  # type: ignore[var-annotated]
+
+    async def send_text(self, text: str) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.got.append(text)
+
+
+@pytest.mark.parametrize("behaviour", ["seed", "fast"])
+async def test_seed_behaviour_answers_after_every_client_got_the_reading(behaviour: str) -> None:
+    """seed: the POST's answer waits for the broadcast to every client, client by client; fast: it does not."""
+    from pipeline.backend.hub import Client
+
+    app: FastAPI = create_app(BackendSettings(behaviour=behaviour))
+    hub = app.state.hub
+    gate = asyncio.Event()
+    slow, quick = GatedSocket(gate), GatedSocket()
+    for name, sock in (("slow", slow), ("quick", quick)):
+        hub.add(Client(sock, name, False, 10))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        post = asyncio.create_task(client.post("/telem_data", json=seed_body("TEMPERATURE")))
+        done, _ = await asyncio.wait({post}, timeout=0.5)
+        if behaviour == "fast":  # queued for the clients' sender tasks: answered at once
+            assert post in done and post.result().status_code == 200
+            return
+        assert not done, "the seed behaviour answered before a websocket client had the reading"
+        gate.set()
+        r = await asyncio.wait_for(post, 5)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert len(slow.got) == len(quick.got) == 1 and slow.got == quick.got
+    got = json.loads(slow.got[0])
+    # the seed's model_dump_json: the reading's own fields (the other types' nulls dropped), the timing keys kept
+    assert got == {**{k: v for k, v in seed_body("TEMPERATURE").items() if v is not None},
+                   "intended_ns": None, "sent_ns": None, "ingested_ns": None}  # fmt: skip
+
+
+async def test_seed_behaviour_end_to_end(server_factory: Callable[..., Server], http: httpx.AsyncClient) -> None:
+    """A real ``--behaviour seed`` server: the seed's bodies broadcast, FastAPI's own 422s for bad bodies, a print
+    per POST and uvicorn's access log in its log."""
+    server = server_factory("seed", "--behaviour", "seed")
+    async with connect(server.ws_url + "?client_id=seed-page") as ws, connect(server.ws_url + "?batch=1") as batched:
+        await wait_ws_clients(http, server, 2)
+        for kind in ("TEMPERATURE", "PRESSURE", "VELOCITY"):
+            body = seed_body(kind)
+            body["intended_ns"] = 17
+            r = await http.post(server.url + "/telem_data", content=json.dumps(body), headers=JSON)
+            assert r.status_code == 200 and r.json() == {"status": "ok"}, r.text
+            got = await recv_json(ws)
+            assert got["telemetry_type"] == kind and got["intended_ns"] == 17
+            assert all(got[k] == v for k, v in body.items() if v is not None)
+            assert await recv_json(batched) == [got]
+        r = await http.post(server.url + "/telem_data/batch", json=batch_of(3))
+        assert r.status_code == 200 and r.json()["received"] == 3
+        assert [(await recv_json(ws))["sequence_number"] for _ in range(3)] == [0, 1, 2]
+
+    bad = [
+        (b'{"reading_timestamp": "2024-', "json_invalid"),
+        (json.dumps({**seed_body("TEMPERATURE"), "telemetry_type": "HUMIDITY"}).encode(), "union_tag_invalid"),
+        (json.dumps(_without(seed_body("VELOCITY"), "sensor_id")).encode(), "missing"),
+        (json.dumps({**seed_body("PRESSURE"), "pressure": "high"}).encode(), "float_parsing"),
+    ]
+    for raw, error_type in bad:
+        r = await http.post(server.url + "/telem_data", content=raw, headers=JSON)
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]  # FastAPI's own validation error body, as the seed's backend answered
+        assert detail[0]["loc"][0] == "body" and detail[0]["type"] == error_type, detail
+    metrics_text = (await http.get(server.url + "/metrics")).text
+    assert 'telemetry_errors_total{kind="invalid_body",stage="backend"} 4.0' in metrics_text
+
+    server.proc.terminate()  # stdout is a file (block-buffered): read the prints once the server has exited
+    server.proc.wait(10)
+    log = server.log.read_text()
+    assert log.count('{"reading_timestamp":"2024-05-01T12:00:00.123456Z","telemetry_type":') == 6  # one per reading
+    assert log.count("broadcasting to 2 websocket clients") == 6
+    assert log.count('"POST /telem_data HTTP/1.1" 200') == 3  # uvicorn's access log
+    assert log.count('"POST /telem_data HTTP/1.1" 422') == 4
+
+
+def test_behaviour_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--behaviour", "slow"]) == 2
+    err = capsys.readouterr().err
+    assert "slow" in err and "fast" in err and "seed" in err

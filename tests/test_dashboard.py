@@ -329,10 +329,9 @@ def test_page_and_assets_are_served_publicly(backend_factory: Callable[..., Back
         html = index.text
         assert '<script type="module" src="/static/app.js">' in html
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the page loads nothing from elsewhere"
-        expected = {
-            "app.js": "text/javascript; charset=utf-8",
-            "chart.js": "text/javascript; charset=utf-8",
-            "style.css": "text/css; charset=utf-8",
+        modules = ("app.js", "config.js", "connection.js", "data.js", "latency.js", "view.js", "chart.js")
+        expected = {name: "text/javascript; charset=utf-8" for name in modules} | {
+            "style.css": "text/css; charset=utf-8"
         }
         for name, ctype in expected.items():
             r = http.get(f"/static/{name}")

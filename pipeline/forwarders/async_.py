@@ -4,10 +4,10 @@ import asyncio
 import time
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import AsyncRetrying
 
 from pipeline import metrics
-from pipeline.forwarders.base import RETRY_FOR_S, Forwarder
+from pipeline.forwarders.base import Forwarder, Retryable, retry_policy
 from pipeline.rows import Row
 
 
@@ -35,23 +35,13 @@ class AsyncForwarder(Forwarder):
     async def _post(self, url: str, body: bytes, n: int) -> None:
         hist = metrics.forward_request_seconds()
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_delay(RETRY_FOR_S),
-                wait=wait_random_exponential(multiplier=0.05, max=1.0),
-                retry=retry_if_exception_type((httpx.TransportError, _Retryable)),
-                reraise=True,
-            ):
+            async for attempt in AsyncRetrying(**retry_policy(httpx.TransportError)):
                 with attempt:
                     t = time.perf_counter()
                     resp = await self.client.post(url, content=body)
                     hist.observe(time.perf_counter() - t)
-                    if resp.status_code >= 500:
-                        raise _Retryable(f"{resp.status_code} {resp.text[:200]}")
-                    if resp.status_code >= 300:
-                        self.give_up(url, n, f"{resp.status_code} {resp.text[:200]}")
-                        return
-                    self.forwarded.inc(n)
-        except (httpx.TransportError, _Retryable) as exc:
+                    self.settle(url, n, resp.status_code, resp.text)
+        except (httpx.TransportError, Retryable) as exc:
             self.give_up(url, n, exc)
         finally:
             self.slots.release()
@@ -60,7 +50,3 @@ class AsyncForwarder(Forwarder):
         if self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
         await self.client.aclose()
-
-
-class _Retryable(Exception):
-    pass

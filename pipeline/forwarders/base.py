@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import orjson
+from tenacity import retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline import metrics
 from pipeline.rows import Row, row_to_dict
@@ -12,6 +13,22 @@ from pipeline.rows import Row, row_to_dict
 log = logging.getLogger("telemetry_bench.forwarder")
 
 RETRY_FOR_S = 30.0  # a POST is retried (jittered exponential backoff) this long: a backend restart fits
+
+
+class Retryable(Exception):
+    """A 5xx answer: the backend may be restarting, so the POST is tried again."""
+
+
+def retry_policy(transport_error: type[BaseException]) -> dict[str, Any]:
+    """tenacity arguments (``Retrying(**…)`` or ``AsyncRetrying(**…)``) of every forwarder's POST: jittered
+    exponential backoff for ``RETRY_FOR_S`` on a transport error of the variant's HTTP client or a 5xx answer,
+    then the last error is re-raised (and the variant gives up on those readings)."""
+    return {
+        "stop": stop_after_delay(RETRY_FOR_S),
+        "wait": wait_random_exponential(multiplier=0.05, max=1.0),
+        "retry": retry_if_exception_type((transport_error, Retryable)),
+        "reraise": True,
+    }
 
 
 class Forwarder(ABC):
@@ -53,6 +70,17 @@ class Forwarder(ABC):
             out.append((url, orjson.dumps([row_to_dict(r) for r in chunk]), len(chunk)))
         return out
 
-    def give_up(self, url: str, n: int, exc: BaseException | Any) -> None:
+    def settle(self, url: str, n: int, status: int, text: str) -> None:
+        """Triage one answer to a POST of n readings: 2xx counts them forwarded, 5xx raises ``Retryable``, and
+        anything else is given up at once (the body was refused: retrying would not help)."""
+        if status >= 500:
+            raise Retryable(f"{status} {text[:200]}")
+        if status >= 300:
+            self.give_up(url, n, f"{status} {text[:200]}", retried=False)
+            return
+        self.forwarded.inc(n)
+
+    def give_up(self, url: str, n: int, exc: BaseException | Any, *, retried: bool = True) -> None:
         self.failed.inc(n)
-        log.error("POST %s failed (retried %.0f s), %d readings not forwarded: %s", url, RETRY_FOR_S, n, exc)
+        how = f"retried {RETRY_FOR_S:.0f} s" if retried else "refused, not retried"
+        log.error("POST %s failed (%s), %d readings not forwarded: %s", url, how, n, exc)

@@ -3,10 +3,10 @@ from __future__ import annotations
 import time
 
 import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import Retrying
 
 from pipeline import metrics
-from pipeline.forwarders.base import RETRY_FOR_S, Forwarder
+from pipeline.forwarders.base import Forwarder, Retryable, retry_policy
 from pipeline.rows import Row
 
 
@@ -23,25 +23,11 @@ class SyncForwarder(Forwarder):
         hist = metrics.forward_request_seconds()
         for url, body, n in self.requests_for(rows):
             try:
-                for attempt in Retrying(
-                    stop=stop_after_delay(RETRY_FOR_S),
-                    wait=wait_random_exponential(multiplier=0.05, max=1.0),
-                    retry=retry_if_exception_type((requests.RequestException, _Retryable)),
-                    reraise=True,
-                ):
+                for attempt in Retrying(**retry_policy(requests.RequestException)):
                     with attempt:
                         t = time.perf_counter()
                         resp = requests.post(url, data=body, headers=self.headers, timeout=10)  # blocking, on purpose
                         hist.observe(time.perf_counter() - t)
-                        if resp.status_code >= 500:
-                            raise _Retryable(f"{resp.status_code} {resp.text[:200]}")
-                        if resp.status_code >= 300:
-                            self.give_up(url, n, f"{resp.status_code} {resp.text[:200]}")
-                            break
-                        self.forwarded.inc(n)
-            except (requests.RequestException, _Retryable) as exc:
+                        self.settle(url, n, resp.status_code, resp.text)
+            except (requests.RequestException, Retryable) as exc:
                 self.give_up(url, n, exc)
-
-
-class _Retryable(Exception):
-    pass

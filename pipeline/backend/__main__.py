@@ -1,0 +1,5 @@
+"""``python -m pipeline.backend``."""
+
+from pipeline.backend.server import main
+
+raise SystemExit(main())
