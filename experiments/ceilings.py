@@ -101,7 +101,8 @@ async def generator(
     ``--builder``) streams the batched RPC at max rate with the cell's sensors, readings per message and seed to a
     subscriber in this process that reads each message's bytes and discards them (no parsing: the generator is
     what is measured). Readings/s over ``seconds`` after ``warmup_s``, and the generator's CPU use over the same
-    interval (near one core: the generator binds; well under: gRPC or the subscriber does)."""
+    interval (near one core: the generator binds; well under: gRPC, the subscriber or other load on the machine
+    does) and its readings per CPU second."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
     proc = subprocess.Popen(
@@ -116,7 +117,15 @@ async def generator(
     )  # fmt: skip
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-            await asyncio.wait_for(channel.channel_ready(), 30)
+            deadline = time.monotonic() + 30
+            while True:  # ready, or a clear error if the generator exits (a bad flag) or never answers
+                if proc.poll() is not None:
+                    raise RuntimeError(f"generator exited with status {proc.returncode}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(channel.channel_ready(), 0.25)
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("generator not ready after 30 s")
             call = channel.unary_stream("/telemetry.TelemetryService/StreamBatches",
                                         request_serializer=pb2.StreamRequest.SerializeToString)  # fmt: skip
             stream = call(request)
@@ -135,10 +144,10 @@ async def generator(
             elapsed = time.perf_counter() - start
             cpu_s = sum(cpu.cpu_times()[:2]) - cpu0
             stream.cancel()
-    except (grpc.aio.AioRpcError, TimeoutError) as exc:
+    except (grpc.aio.AioRpcError, TimeoutError, RuntimeError) as exc:
         proc.kill()
         err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-        raise RuntimeError(f"generator ceiling: the generator stream failed ({exc}):\n{err}") from exc
+        raise RuntimeError(f"generator ceiling: {exc}\n{err}") from exc
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -151,6 +160,7 @@ async def generator(
         "readings": readings,
         "seconds": elapsed,
         "cpu_util": cpu_s / elapsed if elapsed > 0 else 0.0,
+        "readings_per_cpu_s": readings / cpu_s if cpu_s > 0 else 0.0,  # steadier than rps on a busy machine
         "builder": builder,
         "sensors": cfg.sensors,
         "readings_per_message": cfg.readings_per_message,

@@ -191,3 +191,21 @@ def test_fast_path_over_grpc_equals_reference(
         return out
 
     assert strip(fast) == strip(ref)
+
+
+def test_generator_ceiling_measures_the_stage_alone() -> None:
+    """The ceiling runs the generator stage process into a discarding subscriber with a cell's stream settings
+    (figures only checked for shape: throughput claims live in results.json); a bad builder fails clearly."""
+    import asyncio
+
+    from experiments import ceilings
+    from harness.plan import PipelineConfig
+
+    cfg = PipelineConfig(max_rate=True, sensors=50, readings_per_message=1000)
+    got = asyncio.run(ceilings.generator(cfg, seconds=0.5, warmup_s=0.2))
+    assert got["builder"] == "numpy" and got["sensors"] == 50 and got["readings_per_message"] == 1000
+    assert got["readings"] > 0 and got["readings"] % 1000 == 0
+    assert got["rps"] == pytest.approx(got["readings"] / got["seconds"])
+    assert 0 < got["cpu_util"] < 2.5
+    with pytest.raises(RuntimeError, match="builder"):
+        asyncio.run(ceilings.generator(cfg, seconds=0.2, builder="fortran"))
