@@ -1,17 +1,18 @@
 """The generator's fast path: readings built with numpy and encoded straight into TelemetryBatch wire bytes.
 
 Values do not depend on time, so they are built ahead, a chunk of whole rounds over the sensors at a time
-(``sensors.walk``: the same seeded random walk as ``Sensor.fill``, bit for bit), and encoded once into one byte
-buffer, every reading as the canonical protobuf encoding of a ``TelemetryBatch.readings`` entry. The three time
-fields are left as holes of fixed width, which protobuf's encoding allows without changing a field or its number:
+(``sensors.walk``: the same seeded random walk as ``Sensor.fill``, bit for bit), and encoded once, every reading
+as a row of fixed columns holding the canonical protobuf encoding of a ``TelemetryBatch.readings`` entry (its
+variable-length parts padded, and a mask of the bytes it really holds). The three time fields are holes of fixed
+width, which protobuf's encoding allows without changing a field or its number:
 
 - ``timestamp`` (field 1) is always 27 characters (``YYYY-MM-DDTHH:MM:SS.ffffffZ``);
 - ``intended_ns`` (8) and ``sent_ns`` (9) are varints of nanoseconds since the epoch, which take exactly nine bytes
   for every value in [2**56, 2**63) ns (from 1972 to 2262); an earlier clock is refused (``check_times``).
 
 A message takes the next readings' bytes (``take``), gets its intended times written in when it is due
-(``Pending.stamp_intended``), and its send time when it is handed to gRPC (``Pending.stamp_sent``): one numpy
-assignment per field per message, never a Python loop per reading. The bytes equal what ``SerializeToString``
+(``Pending.stamp_intended``), and its send time when it is handed to gRPC (``Pending.stamp_sent``, which returns
+its rows' masked bytes): one numpy assignment per field per message, never a Python loop per reading. The bytes equal what ``SerializeToString``
 gives for the same message (``tests/test_encoder.py`` checks it), except that a value of exactly 0.0 would be
 written rather than omitted (it parses the same).
 """
@@ -104,7 +105,10 @@ def _iso(ns: int) -> bytes:
 
 def _varint9(ns: int) -> bytes:
     check_times(ns)
-    return bytes([(ns >> shift) & 0x7F | 0x80 for shift in range(0, 56, 7)] + [ns >> 56])
+    return bytes((
+        ns & 0x7F | 0x80, ns >> 7 & 0x7F | 0x80, ns >> 14 & 0x7F | 0x80, ns >> 21 & 0x7F | 0x80, ns >> 28 & 0x7F | 0x80,
+        ns >> 35 & 0x7F | 0x80, ns >> 42 & 0x7F | 0x80, ns >> 49 & 0x7F | 0x80, ns >> 56,
+    ))  # fmt: skip
 
 
 @dataclass
