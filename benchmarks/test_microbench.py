@@ -3,13 +3,15 @@
     nox -s microbench        # saves to .benchmarks/ and compares with the previous save
 
 Not part of the test suite (pytest's testpaths is tests/). Each benchmark sets ``extra_info["items"]`` so the
-report can show the cost per reading. Groups: decode, protobuf, queue payload, sink (10,000-row batch, PostgreSQL).
+report can show the cost per reading. Groups: decode, protobuf, generator, queue payload, sink (10,000-row batch,
+PostgreSQL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,8 @@ import pytest
 from harness.services import Services
 from pipeline import db
 from pipeline.decoders import DECODERS
+from pipeline.encoder import Pending
+from pipeline.generator import StreamParams, produce, produce_encoded
 from pipeline.proto import pb2
 from pipeline.queues.base import decode as queue_decode
 from pipeline.queues.base import encode as queue_encode
@@ -68,6 +72,37 @@ def test_protobuf_build(benchmark: Any, batches: list[Any]) -> None:
         return msg.SerializeToString()
 
     assert benchmark(build)
+
+
+# -------------------------------------------------------------------------------------------------- generator
+@pytest.mark.benchmark(group="generator: 20,000 readings, 50 sensors, 1,000 per message, built and stamped")
+@pytest.mark.parametrize("builder", ["protobuf", "numpy"])
+def test_generator_build(benchmark: Any, builder: str) -> None:
+    """What the generator pays per reading at max rate, without gRPC: build every message and stamp its send time
+    (the reference path: a protobuf message per reading, serialised; the fast path: numpy, encoded once)."""
+    count = 20_000
+    params = StreamParams(max_rate=True, count=count, sensors=50, readings_per_message=1000)
+    producer = produce if builder == "protobuf" else produce_encoded
+    benchmark.extra_info["items"] = count
+
+    def run() -> int:
+        async def go() -> int:
+            buf: asyncio.Queue[Any] = asyncio.Queue()
+            await producer(params, buf)
+            size = 0
+            while (item := buf.get_nowait()) is not None:
+                msg = item[0]
+                if isinstance(msg, Pending):
+                    size += len(msg.stamp_sent(time.time_ns()))
+                else:
+                    for r in msg.readings:
+                        r.sent_ns = time.time_ns()
+                    size += len(msg.SerializeToString())
+            return size
+
+        return asyncio.run(go())
+
+    assert benchmark(run) > count * 80
 
 
 # ---------------------------------------------------------------------------------------------- queue payload

@@ -148,6 +148,11 @@ class GeneratorSettings(StageSettings):
     buffer_readings: int = Field(
         5000, ge=1, description="per-subscriber bounded buffer, in readings (at least one message)"
     )
+    # generator fast path (issue 13): the harness passes it as --builder
+    builder: Literal["numpy", "protobuf"] = Field(
+        "numpy",
+        description="batched RPC: numpy (vectorised, encoded once, stamped per message) or protobuf (the reference)",
+    )
 
 
 ForwardFrom = Literal["ingest", "writer"]

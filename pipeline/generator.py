@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from pipeline import metrics
 from pipeline.config import GeneratorSettings
+from pipeline.encoder import VARINT9_MAX, VARINT9_MIN, BatchEncoder, Pending
 from pipeline.proto import GRPC_OPTIONS, pb2, pb2_grpc
 from pipeline.runtime import StageError, stage_main, stop_event
 from pipeline.sensors import make_sensors
@@ -236,6 +238,70 @@ async def produce(
     await buf.put(None)
 
 
+def fast_path_fits(params: StreamParams) -> bool:
+    """The fast path builds the rate and max-rate schedules (sensors in turn) with nine-byte time varints."""
+    return (params.max_rate or params.rate > 0) and (not params.t0_ns or VARINT9_MIN <= params.t0_ns < VARINT9_MAX)
+
+
+async def produce_encoded(
+    params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | None], stopping: asyncio.Event | None = None
+) -> None:
+    """``produce``'s fast path, with the same stream: the same readings (``BatchEncoder``: built with numpy ahead,
+    a chunk at a time, and encoded once), the same intended times, the same messages, the same end and the same
+    unsent count. A message is taken from the encoder before it is due (a chunk is built in the slack), stamped
+    with its intended times when due, and put in the buffer as a ``Pending``: the RPC handler stamps its send
+    time and hands its bytes to gRPC."""
+    stopping = stopping or asyncio.Event()
+    t0 = params.t0_ns or time.time_ns()
+    end_ns = t0 + round(params.duration_s * 1e9) if params.duration_s else None
+    overload_ns = end_ns + OVERLOAD_GRACE_NS if end_ns is not None else None
+    step = 0.0 if params.max_rate else 1e9 / params.rate
+    # the index past the last reading of the stream: count, or the schedule's end (rate), or none
+    stop_at: int | None = params.count or None
+    if end_ns is not None and not params.max_rate:
+        stop_at = _owed(params, t0, end_ns, (0, 0), 0, iter(()))
+    encoder = BatchEncoder(params.sensors, params.seed, params.start_index)
+    idx = params.start_index
+    unsent = 0
+    unyielded = 0
+    while not stopping.is_set() and (stop_at is None or idx < stop_at):
+        n = params.readings_per_message if stop_at is None else min(params.readings_per_message, stop_at - idx)
+        msg = encoder.take(n)  # built before it is due
+        now = time.time_ns()
+        if params.max_rate:
+            if end_ns is not None and now >= end_ns:
+                break
+            msg.stamp_intended(now)
+        else:
+            intended = t0 + np.rint(np.arange(idx, idx + n) * step).astype(np.int64)
+            if overload_ns is not None and now >= overload_ns:
+                unsent = stop_at - idx if stop_at is not None else 0
+                break
+            due = int(intended[-1])
+            if due > now:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), (due - now) / 1e9)
+                unyielded = 0
+                if stopping.is_set():  # the stream ends: send the readings already due, as produce does
+                    n = int(np.searchsorted(intended, time.time_ns(), side="right"))
+                    if n == 0:
+                        break
+                    msg, intended = msg.head(n), intended[:n]
+            msg.stamp_intended(intended)
+        # waits while the subscriber is slow (backpressure), but never past the overload stop
+        if not await _put_by(buf, (msg, time.time_ns()), overload_ns):
+            unsent = n if params.max_rate or stop_at is None else stop_at - idx  # this message and the rest
+            break
+        idx += n
+        unyielded += n
+        if unyielded >= MAX_CATCH_UP:
+            unyielded = 0
+            await asyncio.sleep(0)
+    if unsent:
+        metrics.readings().labels("unsent").inc(unsent)
+    await buf.put(None)
+
+
 class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-defined]
     def __init__(self, settings: GeneratorSettings) -> None:
         self.settings = settings
@@ -247,10 +313,15 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
         log.warning("dropping every open stream (SIGUSR1)")
         self.drop_epoch += 1
 
-    async def _stream(self, params: StreamParams, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def _stream(
+        self, params: StreamParams, context: grpc.aio.ServicerContext, builder: str = "protobuf"
+    ) -> AsyncIterator[Any]:
+        """The stream's messages, each stamped with its send time as it is handed to gRPC: TelemetryBatch messages
+        (the reference path) or, with ``builder`` "numpy" where the fast path fits, their wire bytes."""
         maxsize = max(1, self.settings.buffer_readings // params.readings_per_message)
         buf: asyncio.Queue[tuple[Any, int] | None] = asyncio.Queue(maxsize=maxsize)
-        producer = asyncio.create_task(produce(params, buf, self.stopping))
+        fast = builder == "numpy" and fast_path_fits(params)
+        producer = asyncio.create_task((produce_encoded if fast else produce)(params, buf, self.stopping))
         wait_hist = metrics.generator_buffer_wait_seconds()
         delay_hist = metrics.generator_publish_delay_seconds()
         generated = metrics.readings().labels("generated")
@@ -266,18 +337,23 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
                 batch, enqueued = item
                 now = time.time_ns()
                 wait_hist.observe((now - enqueued) / 1e9)
-                readings = batch.readings
-                for r in readings:
-                    r.sent_ns = now
+                if isinstance(batch, Pending):
+                    count, last_intended = batch.count, batch.last_intended_ns
+                    payload: Any = batch.stamp_sent(now)
+                else:
+                    readings = batch.readings
+                    for r in readings:
+                        r.sent_ns = now
+                    count, last_intended, payload = len(readings), readings[-1].intended_ns, batch
                 # the message's last reading completed it: its wait is the lag behind the schedule, without the
                 # time spent filling the message (that is batching, and shows in the per-reading latencies)
-                delay_hist.observe((now - readings[-1].intended_ns) / 1e9)
+                delay_hist.observe((now - last_intended) / 1e9)
                 if self.drop_epoch != epoch:
                     metrics.generator_streams().labels("dropped").inc()
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "stream dropped (fault injection)")
-                yield batch
-                generated.inc(len(readings))
-                index += len(readings)
+                yield payload
+                generated.inc(count)
+                index += count
                 if index > self.next_index:
                     self.next_index = index
                     distinct.set(index)
@@ -293,7 +369,7 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid StreamRequest: {exc}")
         log.info("subscriber %s: %s", context.peer(), params)
-        async for batch in self._stream(params, context):
+        async for batch in self._stream(params, context, self.settings.builder):
             yield batch
 
     async def GetTelemetryStream(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -305,10 +381,34 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
                 yield reading
 
 
+def _batch_bytes(batch: Any) -> bytes:
+    """StreamBatches' serializer: the fast path's messages are already wire bytes."""
+    return batch if isinstance(batch, bytes) else batch.SerializeToString()
+
+
+def add_service(service: TelemetryService, server: grpc.aio.Server) -> None:
+    """``pb2_grpc.add_TelemetryServiceServicer_to_server``, with StreamBatches' messages passed as bytes when the
+    fast path built them (the same method names, request and response types: the wire contract is unchanged)."""
+    handlers = {
+        "GetTelemetryStream": grpc.unary_stream_rpc_method_handler(
+            service.GetTelemetryStream,
+            request_deserializer=pb2.TelemetryRequest.FromString,
+            response_serializer=pb2.TelemetryResponse.SerializeToString,
+        ),
+        "StreamBatches": grpc.unary_stream_rpc_method_handler(
+            service.StreamBatches,
+            request_deserializer=pb2.StreamRequest.FromString,
+            response_serializer=_batch_bytes,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("telemetry.TelemetryService", handlers),))
+    server.add_registered_method_handlers("telemetry.TelemetryService", handlers)
+
+
 async def serve(settings: GeneratorSettings) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     service = TelemetryService(settings)
-    pb2_grpc.add_TelemetryServiceServicer_to_server(service, server)
+    add_service(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

@@ -24,12 +24,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[pb2_grpc.TelemetryServiceStub]:
+def _generator(*flags: str) -> Iterator[pb2_grpc.TelemetryServiceStub]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.generator", "--port", str(port), "--metrics-port", "0",
-         "--count", "12"],  # the seed RPC's stream: 12 readings at the seed's periods
+         "--count", "12", *flags],  # the seed RPC's stream: 12 readings at the seed's periods
         stderr=subprocess.PIPE,
     )  # fmt: skip
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -38,6 +37,18 @@ def stub() -> Iterator[pb2_grpc.TelemetryServiceStub]:
     channel.close()
     proc.terminate()
     assert proc.wait(10) == 0
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[pb2_grpc.TelemetryServiceStub]:
+    """The generator as the harness runs it (its default builder: the numpy fast path)."""
+    yield from _generator()
+
+
+@pytest.fixture(scope="module")
+def reference_stub() -> Iterator[pb2_grpc.TelemetryServiceStub]:
+    """The generator with the reference path (a protobuf message per reading)."""
+    yield from _generator("--builder", "protobuf")
 
 
 def test_seed_client_gets_valid_responses(stub: pb2_grpc.TelemetryServiceStub) -> None:
@@ -146,3 +157,55 @@ def test_owed_is_exactly_the_rest_of_the_schedule(rate: float, count: int, durat
     sched = schedule(params, t0)
     nxt = next(itertools.islice(sched, idx, None))
     assert _owed(params, t0, end, nxt, idx, sched) == want
+
+
+@pytest.mark.parametrize(
+    "request_kw",
+    [
+        {"rate": 50_000, "count": 5000, "sensors": 50, "readings_per_message": 1000, "t0_ns": 1_700_000_000 * 10**9},
+        {"rate": 10_000, "count": 1500, "sensors": 7, "readings_per_message": 33, "seed": 9, "start_index": 123,
+         "t0_ns": 1_700_000_000 * 10**9},
+        {"max_rate": True, "count": 3000, "sensors": 50, "readings_per_message": 1000},
+    ],
+)  # fmt: skip
+def test_fast_path_over_grpc_equals_reference(
+    stub: pb2_grpc.TelemetryServiceStub, reference_stub: pb2_grpc.TelemetryServiceStub, request_kw: dict[str, object]
+) -> None:
+    """The same request to a generator on each path: the same messages and readings (values, sequence numbers,
+    and on a schedule the intended times); sent_ns is each message's own send time on both."""
+    fast = list(stub.StreamBatches(pb2.StreamRequest(**request_kw), timeout=30))
+    ref = list(reference_stub.StreamBatches(pb2.StreamRequest(**request_kw), timeout=30))
+    assert [len(b.readings) for b in fast] == [len(b.readings) for b in ref]
+    for b in fast:
+        assert len({r.sent_ns for r in b.readings}) == 1
+        assert all(r.sent_ns >= r.intended_ns for r in b.readings)
+    fields = ["sent_ns"] if not request_kw.get("max_rate") else ["sent_ns", "intended_ns", "timestamp"]
+
+    def strip(batches: list[pb2.TelemetryBatch]) -> list[pb2.TelemetryResponse]:
+        out = []
+        for b in batches:
+            for r in b.readings:
+                for f in fields:
+                    r.ClearField(f)
+                out.append(r)
+        return out
+
+    assert strip(fast) == strip(ref)
+
+
+def test_generator_ceiling_measures_the_stage_alone() -> None:
+    """The ceiling runs the generator stage process into a discarding subscriber with a cell's stream settings
+    (figures only checked for shape: throughput claims live in results.json); a bad builder fails clearly."""
+    import asyncio
+
+    from experiments import ceilings
+    from harness.plan import PipelineConfig
+
+    cfg = PipelineConfig(max_rate=True, sensors=50, readings_per_message=1000)
+    got = asyncio.run(ceilings.generator(cfg, seconds=0.5, warmup_s=0.2))
+    assert got["builder"] == "numpy" and got["sensors"] == 50 and got["readings_per_message"] == 1000
+    assert got["readings"] > 0 and got["readings"] % 1000 == 0
+    assert got["rps"] == pytest.approx(got["readings"] / got["seconds"])
+    assert 0 < got["cpu_util"] < 2.5
+    with pytest.raises(RuntimeError, match="builder"):
+        asyncio.run(ceilings.generator(cfg, seconds=0.2, builder="fortran"))
