@@ -1,37 +1,47 @@
-"""A run plan (``PipelineConfig``) → each stage's command-line flags. The stages read nothing else from the harness:
-the children's environment carries no ``TELEMETRY_*`` setting (but the API token)."""
+"""A run plan (``PipelineConfig``) → each stage's command line. The stages read nothing else from the harness: the
+children's environment carries no ``TELEMETRY_*`` setting (but the API token and the plugins).
+
+Which plan knob goes to which stage is the catalogue's (``pipeline.knobs``: ``Knob.passed_to``); the harness adds
+the wiring it chose (services, ports, names), which must be knobs of that stage too. Two plan knobs have a rule:
+``queue_cap`` is passed resolved (``effective_queue_cap``), and ``forward_from`` only to the stage it names, only
+in a split run that forwards.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from harness.plan import PipelineConfig
+from pipeline.knobs import KNOBS, Stage, plan_knobs
 
 
-def common(c: PipelineConfig, pg_dsn: str, redis_url: str, schema: str, queue_key: str) -> list[str]:
-    return ["--pg-dsn", pg_dsn, "--redis-url", redis_url,
-            "--db-schema", schema, "--queue", c.queue, "--queue-key", queue_key,
-            "--queue-entry", c.queue_entry, "--queue-cap", str(c.effective_queue_cap)]  # fmt: skip
+def flags(values: Mapping[str, object]) -> list[str]:
+    """``--name value`` per knob (``--name`` / ``--no-name`` for a bool); ``None`` values are left out."""
+    out: list[str] = []
+    for name, v in values.items():
+        flag = KNOBS[name].flag
+        if isinstance(v, bool):
+            out.append(flag if v else "--no-" + flag[2:])
+        elif v is not None:
+            out += [flag, str(v)]
+    return out
 
 
-def stream(c: PipelineConfig, generator: str) -> list[str]:
-    return ["--generator", generator, "--rpc", c.rpc, "--decoder", c.decoder,
-            "--rate", str(c.rate), f"--{'' if c.max_rate else 'no-'}max-rate", "--sensors", str(c.sensors),
-            "--count", str(c.count), "--duration", str(c.duration), "--seed", str(c.seed),
-            "--readings-per-message", str(c.readings_per_message)]  # fmt: skip
+def plan_values(c: PipelineConfig, stage: Stage) -> dict[str, object]:
+    """The run-plan knobs the harness passes to ``stage``, with their values in this plan."""
+    values: dict[str, object] = {}
+    for k in plan_knobs():
+        if stage not in k.passed_to:
+            continue
+        if k.name == "forward_from" and not (c.forwarding and c.topology == "split" and c.forward_from == stage):
+            continue
+        values[k.name] = c.effective_queue_cap if k.name == "queue_cap" else getattr(c, k.name)
+    return values
 
 
-def writer(c: PipelineConfig) -> list[str]:
-    return ["--sink", c.sink, "--batch-size", str(c.batch_size), "--flush-interval", str(c.flush_interval),
-            "--dedupe" if c.dedupe else "--no-dedupe"]  # fmt: skip
-
-
-def forwarder(c: PipelineConfig, backend_url: str) -> list[str]:
-    return ["--forwarder", c.forwarder, "--backend-url", backend_url,
-            "--forward-batch", str(c.forward_batch), "--concurrency", str(c.concurrency)]  # fmt: skip
-
-
-def generator(c: PipelineConfig, port: int) -> list[str]:
-    gen = ["--port", str(port), "--seed", str(c.seed)]
-    if c.rpc == "seed":  # the seed RPC carries no parameters: the generator's flags set the stream
-        gen += ["--rate", str(c.rate), "--sensors", str(c.sensors), "--count", str(c.count),
-                "--duration", str(c.duration)]  # fmt: skip
-    return gen
+def stage_argv(c: PipelineConfig, stage: Stage, wiring: Mapping[str, object]) -> list[str]:
+    """The flags of ``stage`` for plan ``c``, then ``wiring`` (knobs the harness sets: services, ports, names)."""
+    for name in wiring:
+        if name not in KNOBS or stage not in KNOBS[name].stages:
+            raise ValueError(f"{name!r} is not a knob of the {stage} stage (pipeline/knobs.py)")
+    return flags({**plan_values(c, stage), **wiring})

@@ -36,6 +36,7 @@ from harness.scrape import scrape
 from harness.services import Services
 from pipeline import db
 from pipeline.config import BackendSettings
+from pipeline.knobs import Stage as StageKind
 
 __all__ = ["FAULTS", "Accounting", "Fault", "Monitor", "Orchestrator", "PipelineError", "RunResult", "Stage"]
 
@@ -100,70 +101,49 @@ class Orchestrator:
             self.ports[name] = want if want is not None else free_port()
         return self.ports[name]
 
-    def _stage(self, name: str, module: str, args: list[str]) -> Stage:
+    def _stage(self, name: str, stage: StageKind, wiring: dict[str, object]) -> Stage:
+        """A pipeline stage's process: its plan knobs and ``wiring`` as flags (``harness.argv``)."""
         port = self._port(f"{name}_metrics")
         stats = self.workdir / f"{name}.prom"
-        argv = [sys.executable, *self.python_prefix(name), "-m", f"pipeline.{module}", *args,
-                "--metrics-port", str(port), "--host", "127.0.0.1", "--stats-file", str(stats),
-                "--histograms" if self.cfg.histograms else "--no-histograms"]  # fmt: skip
-        stage = Stage(name, argv, f"http://127.0.0.1:{port}/metrics", self.workdir / f"{name}.log", stats)
-        self.stages[name] = stage
-        return stage
+        wiring = {**wiring, "metrics_port": port, "host": "127.0.0.1", "stats_file": str(stats)}
+        cmd = [sys.executable, *self.python_prefix(name), "-m", f"pipeline.{stage}",
+               *argv.stage_argv(self.cfg, stage, wiring)]  # fmt: skip
+        st = Stage(name, cmd, f"http://127.0.0.1:{port}/metrics", self.workdir / f"{name}.log", stats)
+        self.stages[name] = st
+        return st
 
-    def _common(self) -> list[str]:
-        return argv.common(self.cfg, self.services.pg_dsn, self.services.redis_url, self.schema, self.queue_key)
-
-    def _stream_args(self) -> list[str]:
-        return argv.stream(self.cfg, f"127.0.0.1:{self.ports['generator']}")
-
-    def _writer_args(self) -> list[str]:
-        return argv.writer(self.cfg)
-
-    def _forwarder_args(self) -> list[str]:
-        return argv.forwarder(self.cfg, f"http://127.0.0.1:{self.ports.get('backend', 0)}")
+    def _services(self) -> dict[str, object]:
+        return {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url, "db_schema": self.schema,
+                "queue_key": self.queue_key}  # fmt: skip
 
     def plan(self) -> list[Stage]:
         """The stages in start order (consumers first, generator last)."""
         c = self.cfg
-        self._port("generator")
+        generator = f"127.0.0.1:{self._port('generator')}"
+        backend_url = f"http://127.0.0.1:{self._port('backend')}" if c.forwarding else ""
         order = []
         if c.forwarding:
-            self._port("backend")
+            wiring = {"port": self.ports["backend"], "host": "127.0.0.1"}
             backend = Stage(
                 "backend",
                 [sys.executable, *self.python_prefix("backend"), "-m", "pipeline.backend",
-                 "--port", str(self.ports["backend"]), "--host", "127.0.0.1"],
+                 *argv.stage_argv(c, "backend", wiring)],
                 f"http://127.0.0.1:{self.ports['backend']}/metrics", self.workdir / "backend.log",
             )  # fmt: skip
             self.stages["backend"] = backend
             order.append(backend)
         if c.topology == "node":
-            order.append(
-                self._stage(
-                    "node",
-                    "node",
-                    [
-                        *self._common(),
-                        *self._stream_args(),
-                        *self._writer_args(),
-                        *self._forwarder_args(),
-                        "--workers",
-                        str(c.workers),
-                    ],
-                )
-            )
+            wiring = {**self._services(), "generator": generator, "backend_url": backend_url or None}
+            order.append(self._stage("node", "node", wiring))
         else:
-            fwd = ["--forward-from", c.forward_from] if c.forwarding else []
             if c.forwarding:
-                order.append(self._stage("forwarder", "forwarder", [*self._common(), *self._forwarder_args()]))
+                order.append(self._stage("forwarder", "forwarder", {**self._services(), "backend_url": backend_url}))
             for i in range(c.workers):
-                wfwd = fwd if c.forward_from == "writer" else []
-                order.append(self._stage(f"writer-{i + 1}", "writer",
-                                         [*self._common(), *self._writer_args(), "--consumer", f"writer-{i + 1}",
-                                          *wfwd]))  # fmt: skip
-            ifwd = fwd if c.forward_from == "ingest" else []
-            order.append(self._stage("ingest", "ingest", [*self._common(), *self._stream_args(), *ifwd]))
-        order.append(self._stage("generator", "generator", argv.generator(c, self.ports["generator"])))
+                order.append(
+                    self._stage(f"writer-{i + 1}", "writer", {**self._services(), "consumer": f"writer-{i + 1}"})
+                )
+            order.append(self._stage("ingest", "ingest", {**self._services(), "generator": generator}))
+        order.append(self._stage("generator", "generator", {"port": self.ports["generator"]}))
         return order
 
     # ----------------------------------------------------------------------------------------------- running
