@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 from harness.compat import DictReads
 from harness.process import PipelineError, Stage
 from harness.services import Services, ThrowawayRedis
+from pipeline.queues import QUEUES, Queue
+from pipeline.wiring import FORWARD_SUFFIX
 
 if TYPE_CHECKING:
     from harness.plan import PipelineConfig
@@ -92,33 +94,37 @@ class Fault(DictReads, BaseModel):
         return self.model_dump()
 
 
-def queue_state(url: str, prefix: str, pause_s: float = 0.0) -> dict[str, str]:
-    """Every key under ``prefix`` with its contents summarised (length, pending entries, value); ``pause_s``
-    first pauses every client's writes for that long (``CLIENT PAUSE … WRITE``), so the summary stays true."""
-    import redis
+def queue_state(url: str, prefix: str, queue: str, pause_s: float = 0.0) -> dict[str, str]:
+    """Every key under ``prefix`` with its contents in one line: the writer and forward queues as their variant
+    ``queue`` summarises them (``Queue.summary``), any other key (ingest's stream position) by its value.
+    ``pause_s`` first pauses every client's writes for that long (``CLIENT PAUSE … WRITE``), so the summary stays
+    true. Synchronous (it runs its own event loop): called from a thread, around a Redis restart."""
+    return asyncio.run(_queue_state(url, prefix, QUEUES[queue], pause_s))
 
-    client = redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
+
+async def _queue_state(url: str, prefix: str, queue: type[Queue], pause_s: float) -> dict[str, str]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
     try:
         if pause_s:
-            client.client_pause(round(pause_s * 1000), all=False)
+            await client.client_pause(round(pause_s * 1000), all=False)
         state: dict[str, str] = {}
-        for key in sorted(client.scan_iter(match=f"{prefix}*")):
-            kind = str(client.type(key))
-            if kind == "list":
-                state[key] = f"list of {client.llen(key)}"
-            elif kind == "stream":
-                groups = client.xinfo_groups(key)
-                pending = ", ".join(f"group {g['name']} {g['pending']} pending" for g in groups)
-                state[key] = f"stream of {client.xlen(key)} ({pending or 'no group'})"
-            elif kind == "string":
-                state[key] = f"value {client.get(key)!s}"
+        for key in (prefix, prefix + FORWARD_SUFFIX):
+            state.update(await queue.summary(client, key))
+        for key in sorted([k async for k in client.scan_iter(match=f"{prefix}*")]):
+            if key in state:
+                continue
+            kind = str(await client.type(key))
+            if kind == "string":
+                state[key] = f"value {await client.get(key)!s}"
             elif kind == "hash":
-                state[key] = f"hash {client.hgetall(key)}"
-            else:
+                state[key] = f"hash {await client.hgetall(key)}"
+            else:  # a queue key its variant did not claim
                 state[key] = kind
-        return state
+        return dict(sorted(state.items()))
     finally:
-        client.close()
+        await client.aclose()
 
 
 class Pipeline(Protocol):
@@ -187,8 +193,9 @@ class Injection:
         try:
             # writes are paused while the state is read, so the server stops with exactly that state; what
             # it reloads is read on a private socket before the stages can reach it
-            before = await asyncio.to_thread(queue_state, own.url, p.queue_key, pause_s=REDIS_DOWN_S + 5)
-            after = await asyncio.to_thread(own.restart, REDIS_DOWN_S, lambda url: queue_state(url, p.queue_key))
+            q = p.cfg.queue
+            before = await asyncio.to_thread(queue_state, own.url, p.queue_key, q, pause_s=REDIS_DOWN_S + 5)
+            after = await asyncio.to_thread(own.restart, REDIS_DOWN_S, lambda url: queue_state(url, p.queue_key, q))
         except Exception as exc:  # a Redis error, a server that did not come back: this cell fails, not the run
             raise PipelineError(f"fault restart_redis: {type(exc).__name__}: {exc}") from None
         f.restarted_at_ns = time.time_ns()

@@ -32,11 +32,12 @@ from harness.faults import FAULTS, Fault, Injection
 from harness.plan import PipelineConfig
 from harness.probes import WsProbe
 from harness.process import POLL_S, READY_TIMEOUT_S, PipelineError, Stage, free_port
-from harness.scrape import scrape
+from harness.scrape import Scrape, scrape
 from harness.services import Services
 from pipeline import db
 from pipeline.config import BackendSettings
 from pipeline.knobs import Stage as StageKind
+from pipeline.registry import PLUGINS_ENV
 
 __all__ = ["FAULTS", "Accounting", "Fault", "Monitor", "Orchestrator", "PipelineError", "RunResult", "Stage"]
 
@@ -179,6 +180,14 @@ class Orchestrator:
     def total(self, stage_names: list[str], counter: str) -> int:
         return sum(self.stages[n].count(counter) for n in stage_names if n in self.stages)
 
+    def pids(self) -> dict[str, int]:
+        """Stage name → pid of each stage process alive now (a restarted stage: its new process)."""
+        return {n: st.pid for n, st in self.stages.items() if st.alive and st.pid is not None}
+
+    def scrapes(self) -> dict[str, Scrape]:
+        """Stage name → its /metrics as last scraped (after the run: its final counters and histograms)."""
+        return {n: st.last for n, st in self.stages.items()}
+
     def snapshot(self) -> dict[str, Any]:
         writers = [n for n in self.stages if n.startswith("writer-") or n == "node"]
         ing = "node" if self.cfg.topology == "node" else "ingest"
@@ -252,6 +261,8 @@ class Orchestrator:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}  # flags say everything
         if self.api_token:
             env["TELEMETRY_API_TOKEN"] = self.api_token
+        if os.environ.get(PLUGINS_ENV):  # variants from plugin modules: every stage imports them too
+            env[PLUGINS_ENV] = os.environ[PLUGINS_ENV]
         order = self.plan()
         failures: list[str] = []
         started = stream_ended = drained = time.time_ns()
