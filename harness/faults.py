@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import ConfigDict, Field, computed_field, field_validator, model_validator
 
 from harness.compat import DictReads
 from harness.process import PipelineError, Stage
@@ -35,7 +35,7 @@ REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its 
 KILLS = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}  # fault → stage
 
 
-class Fault(DictReads, BaseModel):
+class Fault(DictReads):
     """A fault injected ``at_s`` seconds after the generator started. ``Fault("kill_writer", 1.5)`` or by keyword.
 
     In ``results.json``: kind, at_s, recovery_s, note, detail, injected. The instants (ns since the epoch) stay out
