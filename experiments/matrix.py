@@ -69,7 +69,7 @@ class _Cell(BaseModel):
     rate_fraction: float = Field(1.0, gt=0)
     repeats: int | None = Field(None, ge=1, le=100)
     profile: bool = True  # False: no profiled repeat for this cell (long cells)
-    fault: str | None = None  # harness.orchestrator.FAULTS, injected fault_at_s after the generator started
+    fault: str | None = None  # harness.faults.FAULTS, injected fault_at_s after the generator started
     fault_at_s: float = Field(1.5, ge=0)
     expect_loss: bool = False  # a lossy design (the seed's list): its loss is reported, not a failure
 

@@ -21,7 +21,8 @@ from pydantic import ConfigDict, Field, computed_field, field_validator, model_v
 
 from harness.compat import DictReads
 from harness.process import PipelineError, Stage
-from harness.services import Services, ThrowawayRedis
+from harness.servers import ThrowawayRedis
+from harness.services import Services
 from pipeline.queues import QUEUES, Queue
 from pipeline.wiring import FORWARD_SUFFIX
 

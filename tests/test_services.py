@@ -24,7 +24,6 @@ from psycopg import sql
 import harness.services as services_module
 from harness.services import (
     LOCAL_ADMIN_PG_DSN,
-    LOCAL_REDIS_URL,
     ServiceError,
     Services,
     ThrowawayRedis,
@@ -32,6 +31,7 @@ from harness.services import (
     redact_dsn,
     versions,
 )
+from pipeline.endpoints import LOCAL_REDIS_URL
 
 VERSION_RE = r"^\d+\.\d+"
 
