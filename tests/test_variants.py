@@ -5,6 +5,7 @@ whether it blocks the event loop, by their interface, never by name."""
 from __future__ import annotations
 
 import asyncio
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +63,8 @@ def throwaway_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     plugins.mkdir()
     (plugins / "tb_throwaway_sink.py").write_text(textwrap.dedent(PLUGIN))
     monkeypatch.syspath_prepend(str(plugins))
-    monkeypatch.setenv("PYTHONPATH", f"{plugins}:{Path.cwd()}")
+    path = [str(plugins), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in path if p))
     monkeypatch.setenv(PLUGINS_ENV, "tb_throwaway_sink")
     out = tmp_path / "written.txt"
     monkeypatch.setenv("TB_THROWAWAY_OUT", str(out))
