@@ -20,6 +20,11 @@
     vary = { sink = ["insert", "copy", "copy_binary"] }
     set = { batch_size = 1000 }   # what this comparison fixes besides [base]
 
+    [[groups]]
+    name = "every-sink"
+    title = "every registered sink"
+    vary = { sink = "*" }         # "*": every registered variant of that kind (decoder, queue, sink, forwarder)
+
 Identical cells from several groups run once and belong to each. Unknown keys, unknown variant names and bad
 values fail before anything runs, naming the key, the file and the valid choices.
 """
@@ -34,8 +39,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.orchestrator import FAULTS
+from harness.faults import FAULTS
 from harness.plan import SEED, PipelineConfig
+from pipeline.knobs import VARIANT_KINDS
+from pipeline.registry import registry
 
 MATRICES = Path(__file__).resolve().parent / "matrices"
 PRESETS = {"seed": SEED, "base": None}
@@ -49,7 +56,7 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     title: str
-    vary: dict[str, list[Any]]
+    vary: dict[str, list[Any] | Literal["*"]]  # "*": every registered variant of that kind
     set: dict[str, Any] = Field(default_factory=dict)
     preset: str = "base"
 
@@ -62,7 +69,7 @@ class _Cell(BaseModel):
     rate_fraction: float = Field(1.0, gt=0)
     repeats: int | None = Field(None, ge=1, le=100)
     profile: bool = True  # False: no profiled repeat for this cell (long cells)
-    fault: str | None = None  # harness.orchestrator.FAULTS, injected fault_at_s after the generator started
+    fault: str | None = None  # harness.faults.FAULTS, injected fault_at_s after the generator started
     fault_at_s: float = Field(1.5, ge=0)
     expect_loss: bool = False  # a lossy design (the seed's list): its loss is reported, not a failure
 
@@ -160,6 +167,16 @@ def _config(path: Path, where: str, preset: str, values: dict[str, Any], base: d
         raise MatrixError(f"{path}: {where}: {key} = {err.get('input')!r}: {msg}") from None
 
 
+def _values(path: Path, group: str, key: str, values: list[Any] | str) -> list[Any]:
+    """A group's values of ``key``: as listed, or (``"*"``) every registered variant of that kind."""
+    if values != "*":
+        return list(values)
+    if key not in VARIANT_KINDS:
+        raise MatrixError(f"{path}: [[groups]] {group!r}: {key} = '*' means every registered variant, "
+                          f"so it is only for {', '.join(VARIANT_KINDS)}")  # fmt: skip
+    return registry(key).names()
+
+
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -209,7 +226,7 @@ def load(name_or_path: str) -> Matrix:
     for g in m.groups:
         keys = list(g.vary)
         ids = []
-        for combo in itertools.product(*(g.vary[k] for k in keys)):
+        for combo in itertools.product(*(_values(path, g.name, k, g.vary[k]) for k in keys)):
             varied = dict(zip(keys, combo, strict=True))
             params = _config(path, f"[[groups]] {g.name!r} {varied}", g.preset, {**g.set, **varied}, m.base)
             cid = f"{g.name}-" + "-".join(f"{k}={_fmt(v)}" for k, v in varied.items())

@@ -14,6 +14,8 @@ import redis.asyncio as aioredis
 
 from experiments.promql import quantiles
 from pipeline import db
+from pipeline.forwarders import FORWARDERS
+from pipeline.queues import QUEUES
 from pipeline.wiring import FORWARD_SUFFIX
 
 if TYPE_CHECKING:
@@ -158,25 +160,27 @@ class ResourceMonitor:
 
     async def sample(self, orch: Orchestrator, snap: dict[str, Any]) -> None:
         now = time.time()
-        for name, stage in orch.stages.items():
-            if not stage.alive or stage.pid is None:
-                continue
+        for name, pid in orch.pids().items():
             try:
                 p = self.procs.get(name)
-                if p is None or p.pid != stage.pid:
-                    p = self.procs[name] = psutil.Process(stage.pid)
+                if p is None or p.pid != pid:
+                    p = self.procs[name] = psutil.Process(pid)
                 with p.oneshot():
                     t = p.cpu_times()
                     rss = p.memory_info().rss
                 self.series.setdefault(name, []).append([now - self.t0, t.user + t.system, float(rss)])
             except psutil.Error:
                 continue
+        await self._sample_queues(orch, now)
+
+    async def _sample_queues(self, orch: Orchestrator, now: float) -> None:
+        """The writer and forward queues' depth, as the run's queue variant reports it (``Queue.depth``)."""
         if self._redis is None:
             self._redis = aioredis.Redis.from_url(orch.services.redis_url)
+        queue = QUEUES[orch.cfg.queue]
         for key in (self.queue_key, self.queue_key + FORWARD_SUFFIX):
-            try:  # by the key's own type, whatever the variant's name (list, list_reliable: a list; stream)
-                kind = await self._redis.type(key)
-                n = await (self._redis.xlen(key) if kind == b"stream" else self._redis.llen(key))
+            try:
+                n = await queue.depth(self._redis, key)
             except Exception:  # a Redis restart: skip this sample
                 continue
             self.queue_series.setdefault(key, []).append([now - self.t0, float(n)])
@@ -237,15 +241,15 @@ def prometheus_data(orch: Orchestrator) -> tuple[dict[str, Any], dict[str, Any],
     buckets: dict[str, dict[str, dict[str, float]]] = {}
     qs: dict[str, dict[str, float | None]] = {}
     sums: dict[str, float] = {}
-    for name, stage in orch.stages.items():
+    for name, last in orch.scrapes().items():
         for h in HISTOGRAMS:
-            b = stage.last.histogram(h)
+            b = last.histogram(h)
             if not b or not b.get("+Inf"):
                 continue
             buckets.setdefault(name, {})[h] = b
             scale = 1.0 if h == "writer_batch_rows" else 1000.0
             qs[f"{name}/{h}"] = {k: (v * scale if v is not None else None) for k, v in quantiles(b).items()}
-            sums[f"{name}/{h}"] = stage.last.get(f"{h}_sum")
+            sums[f"{name}/{h}"] = last.get(f"{h}_sum")
     return buckets, qs, sums
 
 
@@ -290,8 +294,9 @@ def bottleneck(
     if cfg.topology == "node":
         node_util = util.get("node", 0.0)
         post_s = prom_sums.get("node/forward_request_seconds", 0.0)
-        ev["node_time_in_blocking_posts"] = round(post_s / duration_s, 3) if cfg.forwarder == "sync" else None
-        if cfg.forwarder == "sync" and duration_s > 0 and post_s / duration_s > 0.3:
+        blocking = _blocks_event_loop(cfg)
+        ev["node_time_in_blocking_posts"] = round(post_s / duration_s, 3) if blocking else None
+        if blocking and duration_s > 0 and post_s / duration_s > 0.3:
             return {
                 "stage": "node",
                 "evidence": ev,
@@ -354,6 +359,11 @@ def bottleneck(
         "reason": f"no stage saturated a core; {busiest} was busiest ({util.get(busiest, 0):.0%}): "
         "latency-bound (round trips)",
     }
+
+
+def _blocks_event_loop(cfg: Any) -> bool:
+    """The cell's forwarder variant blocks the event loop while it POSTs (``Forwarder.blocks_event_loop``)."""
+    return bool(FORWARDERS[cfg.forwarder].blocks_event_loop)
 
 
 def summarize_values(values: list[float]) -> tuple[float | None, float | None]:

@@ -11,6 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.accounting import Accounting
+from harness.faults import Fault
+from harness.plan import PipelineConfig
+
 SCHEMA_VERSION = 1
 
 
@@ -59,7 +63,7 @@ class Repeat(_M):
     latency_sent_ms: Latency  # sent (generated) → inserted
     e2e_latency_ms: Latency = Field(default_factory=Latency)  # intended → received by our websocket client
     e2e_throughput_rps: float | None = None  # readings received by our websocket client per second, in the window
-    accounting: dict[str, Any]  # generated, committed, rows, duplicated, lost, forwarded, broadcast, ...
+    accounting: Accounting  # generated, committed, rows, duplicated, lost, forwarded, broadcast, ...
     resources: dict[str, StageResources]
     queue_len: dict[str, list[list[float]]]  # key → [t_since_start_s, length]
     pg: PgDeltas
@@ -68,7 +72,7 @@ class Repeat(_M):
     duration_s: float
     drain_s: float
     bottleneck: Bottleneck | None
-    fault: dict[str, Any] | None = None  # kind, at_s, injected, recovery_s (fault → the affected path moves again)
+    fault: Fault | None = None  # kind, at_s, injected, recovery_s (fault → the affected path moves again)
     expected_failures: list[str] = Field(default_factory=list)  # a lossy design's loss (expect_loss cells)
 
 
@@ -106,7 +110,7 @@ class CellResult(_M):
     title: str
     groups: list[str]
     varied: dict[str, Any]
-    params: dict[str, Any]
+    params: PipelineConfig  # every run-plan knob (pipeline/knobs.py)
     repeats: list[Repeat]
     summary: Summary | None = None
     profile: Profile | None = None

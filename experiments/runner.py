@@ -417,24 +417,26 @@ class Runner:
         for col in ("cell", "fault", "at s", "recovery s", "generated", "committed", "lost", "dup", "result"):
             t.add_column(col, justify="left" if col in ("cell", "fault", "result") else "right")
         for c, r in rows:
-            f, a = r.fault or {}, r.accounting
-            rec = f.get("recovery_s")
+            f, a = r.fault, r.accounting
+            if f is None:
+                continue
+            rec = f.recovery_s
             style: str | None
-            if not f.get("injected"):
-                result, style = f.get("note") or "not injected", "yellow"
+            if not f.injected:
+                result, style = f.note or "not injected", "yellow"
             elif not r.ok:
                 result, style = "FAILED", "red"
             else:
                 result, style = ("expected loss (reported)", "yellow") if r.expected_failures else ("ok", None)
             t.add_row(
                 c.id if r.index >= 0 else f"{c.id} (profiled)",
-                str(f.get("kind", "")),
-                f"{f.get('at_s', 0):g}",
+                f.kind,
+                f"{f.at_s:g}",
                 f"{rec:.2f}" if rec is not None else "–",
-                f"{a.get('generated', 0):,}",
-                f"{a.get('committed', 0):,}",
-                f"{a.get('lost', 0):,}",
-                f"{a.get('duplicated', 0):,}",
+                f"{a.generated:,}",
+                f"{a.committed:,}",
+                f"{a.lost:,}",
+                f"{a.duplicated:,}",
                 result,
                 style=style,
             )

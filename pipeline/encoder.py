@@ -12,9 +12,9 @@ width, which protobuf's encoding allows without changing a field or its number:
 
 A message takes the next readings' bytes (``take``), gets its intended times written in when it is due
 (``Pending.stamp_intended``), and its send time when it is handed to gRPC (``Pending.stamp_sent``, which returns
-its rows' masked bytes): one numpy assignment per field per message, never a Python loop per reading. The bytes equal what ``SerializeToString``
-gives for the same message (``tests/test_encoder.py`` checks it), except that a value of exactly 0.0 would be
-written rather than omitted (it parses the same).
+its rows' masked bytes): one numpy assignment per field per message, never a Python loop per reading. The bytes
+equal what ``SerializeToString`` gives for the same message (``tests/test_encoder.py`` checks it), except that a
+value of exactly 0.0 would be written rather than omitted (it parses the same).
 """
 
 from __future__ import annotations

@@ -529,7 +529,7 @@ def test_main_rejects_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert "LOUD" in capsys.readouterr().err
 
 
-# --- the seed behaviour (--behaviour seed): the seed backend's work per reading ------------------------------------
+# --- the seed behaviour (--backend-behaviour seed): the seed backend's work per reading ---------------------
 
 
 class GatedSocket:
@@ -549,7 +549,7 @@ async def test_seed_behaviour_answers_after_every_client_got_the_reading(behavio
     """seed: the POST's answer waits for the broadcast to every client, client by client; fast: it does not."""
     from pipeline.backend.hub import Client
 
-    app: FastAPI = create_app(BackendSettings(behaviour=behaviour))
+    app: FastAPI = create_app(BackendSettings(backend_behaviour=behaviour))
     hub = app.state.hub
     gate = asyncio.Event()
     slow, quick = GatedSocket(gate), GatedSocket()
@@ -574,9 +574,9 @@ async def test_seed_behaviour_answers_after_every_client_got_the_reading(behavio
 
 
 async def test_seed_behaviour_end_to_end(server_factory: Callable[..., Server], http: httpx.AsyncClient) -> None:
-    """A real ``--behaviour seed`` server: the seed's bodies broadcast, FastAPI's own 422s for bad bodies, a print
-    per POST and uvicorn's access log in its log."""
-    server = server_factory("seed", "--behaviour", "seed")
+    """A real ``--backend-behaviour seed`` server: the seed's bodies broadcast, FastAPI's own 422s for bad bodies, a
+    print per POST and uvicorn's access log in its log."""
+    server = server_factory("seed", "--backend-behaviour", "seed")
     async with connect(server.ws_url + "?client_id=seed-page") as ws, connect(server.ws_url + "?batch=1") as batched:
         await wait_ws_clients(http, server, 2)
         for kind in ("TEMPERATURE", "PRESSURE", "VELOCITY"):
@@ -616,6 +616,6 @@ async def test_seed_behaviour_end_to_end(server_factory: Callable[..., Server], 
 
 
 def test_behaviour_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--behaviour", "slow"]) == 2
+    assert main(["--backend-behaviour", "slow"]) == 2
     err = capsys.readouterr().err
     assert "slow" in err and "fast" in err and "seed" in err

@@ -11,7 +11,7 @@ from pipeline.backend import create_app
 from pipeline.config import BackendSettings
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(BackendSettings()))
-seed_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(BackendSettings(behaviour="seed")))
+seed_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(BackendSettings(backend_behaviour="seed")))
 
 
 @schema.parametrize()

@@ -1,6 +1,6 @@
 """The dashboard backend: FastAPI on uvicorn, wire-compatible with the seed's Next.js page and Python client.
 
-Run: ``python -m pipeline.backend [--port N] [--host H] [--api-token T] [--behaviour fast|seed] ...`` (flags:
+Run: ``python -m pipeline.backend [--port N] [--host H] [--api-token T] [--backend-behaviour fast|seed] ...`` (flags:
 ``BackendSettings``).
 
 HTTP. Every POST takes a JSON body (``Content-Type: application/json``); when ``--api-token`` is set, POSTs
@@ -28,7 +28,7 @@ Websocket ``/ws?client_id=<id>[&batch=1][&token=<token>]`` (or the Authorization
 per text message, or with ``batch=1`` one JSON array per POST. Close codes: 1008 missing or wrong token, 1013
 over ``--max-ws-clients``.
 
-Two behaviours (``--behaviour``), the same endpoints and bodies:
+Two behaviours (``--backend-behaviour``), the same endpoints and bodies:
 
 - ``fast`` (default): bodies validated from raw bytes into dicts; every client has its own bounded queue
   (``--ws-buffer`` messages) and sender task, so a slow or dead client only loses its own messages (counted in

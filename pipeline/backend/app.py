@@ -26,7 +26,7 @@ from pipeline.config import BackendSettings
 
 
 def create_app(settings: BackendSettings) -> FastAPI:
-    hub = Hub(settings.ws_buffer, settings.max_ws_clients, awaited=settings.behaviour == "seed")
+    hub = Hub(settings.ws_buffer, settings.max_ws_clients, awaited=settings.backend_behaviour == "seed")
     guard = Guard(settings)
     tasks: set[asyncio.Task[Any]] = set()
     errors = metrics.errors()
@@ -55,7 +55,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         max_age=600,
     )
     _add_error_handlers(app, errors)
-    if settings.behaviour == "seed":
+    if settings.backend_behaviour == "seed":
         add_seed_reading_routes(app, guard, hub, errors)
     else:
         add_reading_routes(app, guard, hub)

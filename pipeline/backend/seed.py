@@ -1,4 +1,4 @@
-"""The ``seed`` behaviour (``--behaviour seed``): the seed backend's per-reading work, no less and no more.
+"""The ``seed`` behaviour (``--backend-behaviour seed``): the seed backend's per-reading work, no less and no more.
 
 Per ``POST /telem_data``: FastAPI validates the body into the seed's discriminated union of pydantic models
 (``schema.SeedReading``), the handler ``model_dump_json()``s it, ``print``s it, and awaits ``send_text`` to every

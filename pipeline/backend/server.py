@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if settings.metrics_port:  # the seed served its backend metrics on a port of their own (8002)
         metrics.serve(settings.metrics_port, settings.host)
-    seed = settings.behaviour == "seed"
+    seed = settings.backend_behaviour == "seed"
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from tenacity import retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -39,6 +39,8 @@ class Forwarder(ABC):
     """
 
     name: str
+    blocks_event_loop: ClassVar[bool] = False  # True: ``send`` blocks the event loop while it POSTs (the verdict
+    # then measures the share of the run a one-process topology spends blocked in POSTs)
 
     def __init__(self, backend_url: str, *, batch: int = 1, concurrency: int = 8, token: str | None = None) -> None:
         self.base = backend_url.rstrip("/")

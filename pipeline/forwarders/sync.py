@@ -18,6 +18,7 @@ class SyncForwarder(Forwarder):
     """
 
     name = "sync"
+    blocks_event_loop = True
 
     async def send(self, rows: list[Row]) -> None:
         hist = metrics.forward_request_seconds()

@@ -1,22 +1,16 @@
 """Queue variants between ingest and the writer (and ingest/writer and the forwarder in ``split``).
 
 Every variant has the same shape (``pipeline.queues.base.Queue``): ``put(rows)``, ``get(max, timeout) ->
-(rows, ack)``, ``ack(token)``, and owns its payload encoding. One file per variant, one line each here.
+(rows, ack)``, ``ack(token)``, owns its payload encoding, and tells an observer (the harness) its depth and the
+summary of the Redis keys it keeps (``Queue.depth``, ``Queue.summary``). One file per variant: a module here with a
+``Queue`` subclass that sets ``name`` is registered by discovery (``pipeline.registry``). Built in: ``list`` (the
+seed's LPUSH/BRPOP; popped = gone), ``list_reliable`` (BLMOVE to a processing list, LREM after the commit),
+``stream`` (Redis Streams + consumer group, XACK and XDEL after the commit).
 """
 
 from pipeline.queues.base import Ack, Progress, Queue
-from pipeline.queues.list import ListQueue
-from pipeline.queues.list_reliable import ReliableListQueue
-from pipeline.queues.stream import StreamQueue
 from pipeline.registry import Registry
 
-QUEUES: Registry[type[Queue]] = Registry(
-    "queue",
-    {
-        "list": ListQueue,  # seed: LPUSH / BRPOP, one JSON entry at a time; popped = gone (lossy on a crash)
-        "list_reliable": ReliableListQueue,  # BLMOVE to a processing list, LREM after the commit; recovers on start
-        "stream": StreamQueue,  # Redis Streams + consumer group, XACK (and XDEL) after the commit
-    },
-)
+QUEUES: Registry[type[Queue]] = Registry("queue", package=__name__, base=Queue)
 
 __all__ = ["QUEUES", "Ack", "Progress", "Queue"]

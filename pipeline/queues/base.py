@@ -67,6 +67,18 @@ class Queue(ABC):
     async def length(self) -> int:
         """Entries not yet acknowledged (list: not yet popped)."""
 
+    # what an observer (the harness) reads, with no consumer of its own: by key, on any client
+    @classmethod
+    @abstractmethod
+    async def depth(cls, client: aioredis.Redis, key: str) -> int:
+        """Entries waiting in the queue at ``key`` (sampled over a run: its growth says a consumer falls behind)."""
+
+    @classmethod
+    @abstractmethod
+    async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
+        """Every Redis key this variant keeps for the queue at ``key`` → its contents in one line (length, pending
+        entries); keys that don't exist are left out. What a Redis restart must bring back unchanged."""
+
     def _note_entry_size(self, n_rows: int, n_entries: int) -> None:
         if n_entries:
             self._rows_per_entry = 0.9 * self._rows_per_entry + 0.1 * (n_rows / n_entries)

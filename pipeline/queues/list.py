@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import redis.asyncio as aioredis
+
 from pipeline.queues.base import Ack, Progress, Queue, decode, encode
 from pipeline.rows import Row
 
@@ -37,3 +39,12 @@ class ListQueue(Queue):
 
     async def length(self) -> int:
         return int(await self.r.llen(self.key))
+
+    @classmethod
+    async def depth(cls, client: aioredis.Redis, key: str) -> int:
+        return int(await client.llen(key))
+
+    @classmethod
+    async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
+        n = int(await client.llen(key))
+        return {key: f"list of {n}"} if n else {}

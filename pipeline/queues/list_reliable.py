@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from pipeline.queues.base import Ack, decode
 from pipeline.queues.list import ListQueue
 from pipeline.rows import Row
@@ -38,3 +40,12 @@ class ReliableListQueue(ListQueue):
 
     async def length(self) -> int:
         return int(await self.r.llen(self.key)) + int(await self.r.llen(self.processing))
+
+    @classmethod
+    async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
+        """The queue and every consumer's processing list (what it took and has not acknowledged)."""
+        out = await super().summary(client, key)
+        async for k in client.scan_iter(match=f"{key}:processing:*"):
+            name = k.decode() if isinstance(k, bytes) else str(k)
+            out[name] = f"list of {int(await client.llen(k))}"
+        return dict(sorted(out.items()))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis.asyncio as aioredis
 import redis.exceptions
 
 from pipeline.queues.base import Ack, Progress, Queue, decode, encode
@@ -95,3 +96,20 @@ class StreamQueue(Queue):
 
     async def length(self) -> int:
         return int(await self.r.xlen(self.key))
+
+    @classmethod
+    async def depth(cls, client: aioredis.Redis, key: str) -> int:
+        return int(await client.xlen(key))
+
+    @classmethod
+    async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
+        """The stream's length and each consumer group's pending (read, not acknowledged) entries."""
+        if not await client.exists(key):
+            return {}
+        groups = await client.xinfo_groups(key)
+        pending = ", ".join(f"group {_text(g['name'])} {g['pending']} pending" for g in groups)
+        return {key: f"stream of {int(await client.xlen(key))} ({pending or 'no group'})"}
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v

@@ -1,22 +1,16 @@
-"""Sink variants: write a batch of rows inside the writer's transaction. One file per variant, one line each."""
+"""Sink variants: write a batch of rows inside the writer's transaction.
+
+One file per variant: a module here with a ``Sink`` subclass that sets ``name`` is registered by discovery
+(``pipeline.registry``); sinks elsewhere come from a ``TELEMETRY_PLUGINS`` module. Built in: ``insert`` (one INSERT
+per row), ``executemany`` (psycopg's, pipelined), ``values`` (multi-row INSERT … VALUES), ``copy`` (the seed's text
+COPY), ``copy_binary`` (binary COPY with declared types).
+"""
 
 from pipeline.registry import Registry
 from pipeline.sinks.base import Sink
-from pipeline.sinks.copy import CopySink
-from pipeline.sinks.copy_binary import CopyBinarySink
-from pipeline.sinks.executemany import ExecutemanySink
-from pipeline.sinks.insert import InsertSink
-from pipeline.sinks.values import ValuesSink
 
-SINKS: Registry[type[Sink]] = Registry(
-    "sink",
-    {
-        "insert": InsertSink,  # one INSERT per row, one round trip each
-        "executemany": ExecutemanySink,  # psycopg executemany (pipelined)
-        "values": ValuesSink,  # multi-row INSERT ... VALUES (chunks under the 65,535-parameter limit)
-        "copy": CopySink,  # seed: text COPY FROM STDIN, write_row per row
-        "copy_binary": CopyBinarySink,  # binary COPY with declared types
-    },
-)
+# listed from the most round trips to the fewest (a new sink needs no line here: it is listed after these)
+ORDER = ("insert", "executemany", "values", "copy", "copy_binary")
+SINKS: Registry[type[Sink]] = Registry("sink", package=__name__, base=Sink, order=ORDER)
 
 __all__ = ["SINKS", "Sink"]

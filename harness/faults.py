@@ -1,0 +1,258 @@
+"""Faults injected mid-run (``kill_writer`` … ``restart_redis``): what each does, when the affected path moved again
+(recovery), and the Redis state a ``restart_redis`` must bring back. Cells set ``fault`` and ``fault_at_s``."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import logging
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import ConfigDict, Field, computed_field, field_validator, model_validator
+
+from harness.compat import DictReads
+from harness.process import PipelineError, Stage
+from harness.servers import ThrowawayRedis
+from harness.services import Services
+from pipeline.queues import QUEUES, Queue
+from pipeline.wiring import FORWARD_SUFFIX
+
+if TYPE_CHECKING:
+    from harness.plan import PipelineConfig
+
+log = logging.getLogger("telemetry_bench.orchestrator")
+
+FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis")
+REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its stop and its start
+KILLS = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}  # fault → stage
+
+
+class Fault(DictReads):
+    """A fault injected ``at_s`` seconds after the generator started. ``Fault("kill_writer", 1.5)`` or by keyword.
+
+    In ``results.json``: kind, at_s, recovery_s, note, detail, injected. The instants (ns since the epoch) stay out
+    of it; read back, they are relative (injected at 0), which keeps ``recovery_s`` and ``injected``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    at_s: float = 2.0
+    injected_at_ns: int | None = Field(None, exclude=True)
+    restarted_at_ns: int | None = Field(None, exclude=True)
+    resumed_at_ns: int | None = Field(None, exclude=True)  # first progress of the affected path after the fault
+    note: str = ""  # why it was not injected
+    detail: str = ""  # what the fault did (restart_redis: the queue keys it kept)
+
+    def __init__(self, kind: str | None = None, at_s: float | None = None, /, **data: Any) -> None:
+        if kind is not None:
+            data["kind"] = kind
+        if at_s is not None:
+            data["at_s"] = at_s
+        super().__init__(**data)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in FAULTS:
+            raise ValueError(f"unknown fault {v!r}; valid faults: {', '.join(FAULTS)}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_results(cls, data: Any) -> Any:
+        """``injected`` / ``recovery_s`` as stored in results.json → relative instants."""
+        if isinstance(data, dict) and ("injected" in data or "recovery_s" in data):
+            data = dict(data)
+            injected, recovery = data.pop("injected", False), data.pop("recovery_s", None)
+            if injected or recovery is not None:
+                data.setdefault("injected_at_ns", 0)
+                if recovery is not None:
+                    data.setdefault("resumed_at_ns", data["injected_at_ns"] + round(recovery * 1e9))
+        return data
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def recovery_s(self) -> float | None:
+        if self.injected_at_ns is None or self.resumed_at_ns is None:
+            return None
+        return (self.resumed_at_ns - self.injected_at_ns) / 1e9
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def injected(self) -> bool:
+        return self.injected_at_ns is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def queue_state(url: str, prefix: str, queue: str, pause_s: float = 0.0) -> dict[str, str]:
+    """Every key under ``prefix`` with its contents in one line: the writer and forward queues as their variant
+    ``queue`` summarises them (``Queue.summary``), any other key (ingest's stream position) by its value.
+    ``pause_s`` first pauses every client's writes for that long (``CLIENT PAUSE … WRITE``), so the summary stays
+    true. Synchronous (it runs its own event loop): called from a thread, around a Redis restart."""
+    return asyncio.run(_queue_state(url, prefix, QUEUES[queue], pause_s))
+
+
+async def _queue_state(url: str, prefix: str, queue: type[Queue], pause_s: float) -> dict[str, str]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
+    try:
+        if pause_s:
+            await client.client_pause(round(pause_s * 1000), all=False)
+        state: dict[str, str] = {}
+        for key in (prefix, prefix + FORWARD_SUFFIX):
+            state.update(await queue.summary(client, key))
+        for key in sorted([k async for k in client.scan_iter(match=f"{prefix}*")]):
+            if key in state:
+                continue
+            kind = str(await client.type(key))
+            if kind == "string":
+                state[key] = f"value {await client.get(key)!s}"
+            elif kind == "hash":
+                state[key] = f"hash {await client.hgetall(key)}"
+            else:  # a queue key its variant did not claim
+                state[key] = kind
+        return dict(sorted(state.items()))
+    finally:
+        await client.aclose()
+
+
+class Pipeline(Protocol):
+    """What an injection needs of the running pipeline (the orchestrator)."""
+
+    cfg: PipelineConfig
+    services: Services
+    queue_key: str
+    stages: dict[str, Stage]
+
+    async def ready(self, stage: Stage) -> None: ...
+
+    def total(self, stage_names: list[str], counter: str) -> int: ...
+
+
+class Injection:
+    """Injects one fault into a running pipeline at its time, and watches for the affected path to move again."""
+
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+        self._base = 0  # the affected path's progress when the fault hit
+        self.own_redis: ThrowawayRedis | None = None  # restart_redis: the cell's private Redis
+
+    def due(self, started_ns: int) -> bool:
+        f = self.fault
+        return f.injected_at_ns is None and not f.note and time.time_ns() - started_ns >= f.at_s * 1e9
+
+    @property
+    def settled(self) -> bool:
+        """Injected, or not injected for a stated reason: the run may end."""
+        return self.fault.injected_at_ns is not None or bool(self.fault.note)
+
+    def _progress(self, p: Pipeline, snap: dict[str, Any]) -> int:
+        kind = self.fault.kind
+        if kind == "kill_ingest":
+            return p.total(["ingest"], "queued")
+        if kind == "drop_grpc":
+            return int(snap["ingested"])
+        if kind == "kill_backend":
+            return int(snap["forwarded"])
+        return int(snap["committed"])
+
+    async def inject(self, p: Pipeline, snap: dict[str, Any]) -> None:
+        f = self.fault
+        f.injected_at_ns = time.time_ns()
+        self._base = self._progress(p, snap)
+        log.warning("fault: %s", f.kind)
+        target = KILLS.get(f.kind)
+        if target is not None:
+            stage = p.stages.get(target)
+            if stage is None:
+                raise PipelineError(f"fault {f.kind}: this topology has no {target} stage (use topology split)")
+            await stage.kill_and_restart()
+            await p.ready(stage)
+            f.restarted_at_ns = time.time_ns()
+        elif f.kind == "drop_grpc":
+            p.stages["generator"].signal(signal.SIGUSR1)  # the generator aborts its streams (UNAVAILABLE)
+        elif f.kind == "restart_redis":
+            await self._restart_redis(p)
+        elif f.kind == "restart_postgres":
+            await self._restart_postgres(p)
+
+    async def _restart_redis(self, p: Pipeline) -> None:
+        f, own = self.fault, self.own_redis
+        assert own is not None
+        try:
+            # writes are paused while the state is read, so the server stops with exactly that state; what
+            # it reloads is read on a private socket before the stages can reach it
+            q = p.cfg.queue
+            before = await asyncio.to_thread(queue_state, own.url, p.queue_key, q, pause_s=REDIS_DOWN_S + 5)
+            after = await asyncio.to_thread(own.restart, REDIS_DOWN_S, lambda url: queue_state(url, p.queue_key, q))
+        except Exception as exc:  # a Redis error, a server that did not come back: this cell fails, not the run
+            raise PipelineError(f"fault restart_redis: {type(exc).__name__}: {exc}") from None
+        f.restarted_at_ns = time.time_ns()
+        if after != before:
+            raise PipelineError(f"fault restart_redis: Redis came back with {after}, not {before}")
+        kept = "; ".join(f"{k}: {v}" for k, v in before.items()) or "no keys"
+        f.detail = f"Redis {own.version} with AOF, down {REDIS_DOWN_S:g} s, came back with every key: {kept}"
+
+    async def _restart_postgres(self, p: Pipeline) -> None:
+        f = self.fault
+        if p.services.pg_source != "local":
+            source = p.services.pg_source
+            f.note = f"not injected: only a local PostgreSQL cluster is restarted (this one is {source})"
+            f.injected_at_ns = None
+            return
+        versions = sorted(Path("/etc/postgresql").iterdir(), key=lambda v: v.name)
+        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "restart"]
+        proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise PipelineError(f"fault restart_postgres: {' '.join(cmd)} failed: {proc.stderr.strip()}")
+        f.restarted_at_ns = time.time_ns()
+
+    async def watch(self, p: Pipeline, snap: dict[str, Any]) -> None:
+        """At every poll: note when the affected path moves again after the fault (its recovery)."""
+        f = self.fault
+        if f.injected_at_ns is None or f.resumed_at_ns is not None:
+            return
+        if f.kind == "drop_grpc" and f.restarted_at_ns is None:
+            drops = p.stages["ingest"].last.get("telemetry_errors_total", stage="ingest", kind="stream_dropped")
+            if drops >= 1:
+                f.restarted_at_ns = time.time_ns()
+                self._base = self._progress(p, snap)
+            return
+        if f.restarted_at_ns is not None and self._progress(p, snap) > self._base:
+            f.resumed_at_ns = time.time_ns()
+
+    @contextlib.asynccontextmanager
+    async def own_redis_while(self, p: Pipeline) -> AsyncIterator[None]:
+        """restart_redis: never the machine's Redis; the cell runs on a private server with an append-only file,
+        which a restart brings back (a short directory: unix socket paths are limited to about 100 bytes)."""
+        if self.fault.kind != "restart_redis":
+            yield
+            return
+        root = Path(tempfile.mkdtemp(prefix="tb-redis-"))
+        own = self.own_redis = ThrowawayRedis(root, persistent=True)
+
+        def cleanup() -> None:
+            own.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+        atexit.register(cleanup)  # should the harness be stopped before the finally below runs
+        try:
+            await asyncio.to_thread(own.start)
+            p.services = dataclasses.replace(p.services, redis_url=own.url, redis_source="embedded")
+            log.info("restart_redis: the cell runs on its own Redis %s (AOF on) in %s", own.version, root)
+            yield
+        finally:
+            await asyncio.to_thread(cleanup)
+            atexit.unregister(cleanup)
