@@ -18,6 +18,7 @@ import orjson
 import psutil
 import redis.asyncio as aioredis
 
+from harness.lifeline import die_with_parent
 from harness.orchestrator import free_port
 from harness.plan import PipelineConfig
 from pipeline import db
@@ -109,6 +110,7 @@ async def generator(
         [sys.executable, "-m", "pipeline.generator", "--port", str(port), "--metrics-port", "0",
          "--host", "127.0.0.1", "--builder", builder, "--log-level", "WARNING"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=die_with_parent(),
     )  # fmt: skip
     options = [*GRPC_OPTIONS, ("grpc.http2.bdp_probe", 0)]  # as ingest's channel
     request = pb2.StreamRequest(

@@ -26,6 +26,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.lifeline import die_with_parent
+
 IDLE_LEAVES = (
     "epoll_wait", "epoll_pwait", "select", "poll", "ppoll", "pselect", "nanosleep", "clock_nanosleep", "futex",
     "pthread_cond_wait", "pthread_cond_timedwait", "sem_wait", "sem_timedwait", "accept", "recv", "read",
@@ -72,7 +74,9 @@ class Sampler:
             argv = [exe, "record", "--pid", str(pid), "--rate", str(self.rate_hz), "--format", "raw",
                     "--output", str(out), "--idle", "--native", "--nolineno"]  # fmt: skip
             log = (self.out_dir / f"{stage}.py-spy.log").open("wb")
-            self.procs[stage] = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+            self.procs[stage] = subprocess.Popen(
+                argv, stdout=log, stderr=log, start_new_session=True, preexec_fn=die_with_parent()
+            )
 
     def stop(self, timeout: float = 15.0) -> dict[str, Path]:
         """Stop recording; the collapsed-stack files written (a refused attach is reported in ``problem``)."""

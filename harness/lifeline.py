@@ -36,6 +36,10 @@ import psutil
 log = logging.getLogger("telemetry_bench.lifeline")
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+try:  # resolved once, here: the child between fork and exec only makes the call (no loading, no locks)
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the run records still clean up
+    _prctl = None
 RECORDS = Path(tempfile.gettempdir()) / "telemetry-bench-runs"
 
 
@@ -46,13 +50,12 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     Where ``prctl`` is unavailable (not Linux) it does nothing: the run records still clean up.
     """
     parent = os.getpid()
+    signum = int(sig)
 
     def preexec() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        except (OSError, AttributeError):
+        if _prctl is None:
             return
+        _prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
 

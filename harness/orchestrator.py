@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import argv
 from harness.accounting import Accounting, RunResult
 from harness.faults import FAULTS, Fault, Injection
+from harness.lifeline import RunRecord
 from harness.plan import PipelineConfig
 from harness.probes import WsProbe
 from harness.process import POLL_S, READY_TIMEOUT_S, PipelineError, Stage, free_port
@@ -82,6 +83,7 @@ class Orchestrator:
         self.ports: dict[str, int] = {}
         self.preferred_ports = preferred_ports or {}
         self.stages: dict[str, Stage] = {}
+        self.record: RunRecord | None = None  # written when the run starts (harness.lifeline)
         self.probes: list[WsProbe] = []
         self.http = httpx.AsyncClient()
 
@@ -110,6 +112,7 @@ class Orchestrator:
         cmd = [sys.executable, *self.python_prefix(name), "-m", f"pipeline.{stage}",
                *argv.stage_argv(self.cfg, stage, wiring)]  # fmt: skip
         st = Stage(name, cmd, f"http://127.0.0.1:{port}/metrics", self.workdir / f"{name}.log", stats)
+        st.record = self.record
         self.stages[name] = st
         return st
 
@@ -256,6 +259,9 @@ class Orchestrator:
     async def _run(self, stop_requested: asyncio.Event) -> RunResult:
         c = self.cfg
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # what this run starts and where it writes, so that a next run can clean up should this one be killed
+        record = self.record = RunRecord(self.services.redis_url, self.services.pg_dsn, self.queue_key, self.schema)
+        record.save()
         db.apply_schema(self.services.pg_dsn, self.schema, fresh=True, unique=c.dedupe)
         await self._clear_queues()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}  # flags say everything
@@ -332,6 +338,7 @@ class Orchestrator:
             failures.append(str(exc))
         finally:
             await self._shutdown()
+            record.remove()  # every process stopped (a failed stop leaves the record, for the next run to reap)
         acct = self._account()
         if self.fault is not None and self.fault.kind == "kill_backend":
             acct.broadcast_best_effort = True

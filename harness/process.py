@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.lifeline import RunRecord, die_with_parent
 from harness.scrape import Scrape, parse
 from pipeline.metrics import STAGES
 
@@ -43,13 +44,19 @@ class Stage:
     last: Scrape = field(default_factory=Scrape)
     carry: dict[str, int] = field(default_factory=dict)  # counters of earlier incarnations (killed, restarted)
     restarts: int = 0
+    record: RunRecord | None = None  # the run's record of what it started (harness.lifeline)
 
     def start(self, env: dict[str, str]) -> None:
+        """Start the process in its own session (Ctrl-C reaches only the harness); it gets SIGTERM should the
+        harness die, and its pid joins the run's record."""
         self.env = env
         self.log_file = self.log_path.open("ab" if self.restarts else "wb")
         self.proc = subprocess.Popen(
-            self.argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+            self.argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )  # fmt: skip
+        if self.record is not None:
+            self.record.add_child(self.proc.pid)
 
     def count(self, counter: str) -> int:
         """``telemetry_readings_total{stage=counter}`` over every incarnation of this stage (as last scraped)."""

@@ -22,6 +22,8 @@ from urllib.parse import quote
 import psutil
 import redis
 
+from harness.lifeline import die_with_parent
+
 log = logging.getLogger("telemetry_bench.services")
 T = TypeVar("T")
 
@@ -213,6 +215,7 @@ class ThrowawayRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # should the harness be killed, Redis stops too (SIGTERM: it saves)
         )
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from pipeline.backend import MAX_BATCH, create_app, main
+from pipeline.backend.hub import Client
 from pipeline.config import BackendSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -536,7 +537,8 @@ class GatedSocket:
     """Stands in for a websocket: records what it was sent; ``send_text`` returns once ``gate`` is set."""
 
     def __init__(self, gate: asyncio.Event | None = None) -> None:
-        self.gate, self.got = gate, []  # type: ignore[var-annotated]
+        self.gate = gate
+        self.got: list[str] = []
 
     async def send_text(self, text: str) -> None:
         if self.gate is not None:
@@ -547,8 +549,6 @@ class GatedSocket:
 @pytest.mark.parametrize("behaviour", ["seed", "fast"])
 async def test_seed_behaviour_answers_after_every_client_got_the_reading(behaviour: str) -> None:
     """seed: the POST's answer waits for the broadcast to every client, client by client; fast: it does not."""
-    from pipeline.backend.hub import Client
-
     app: FastAPI = create_app(BackendSettings(backend_behaviour=behaviour))
     hub = app.state.hub
     gate = asyncio.Event()

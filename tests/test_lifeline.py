@@ -6,6 +6,7 @@ assert that no process it started survives.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -119,3 +120,69 @@ def test_reap_never_touches_a_reused_pid(monkeypatch: pytest.MonkeyPatch, tmp_pa
     finally:
         other.kill()
         other.wait()
+
+
+def _stages_started(proc: subprocess.Popen[bytes], timeout: float = 90.0) -> set[int]:
+    """The harness's descendants once its generator and a writer run (pids collected as they appear)."""
+    harness = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout
+    seen: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen |= {c.pid for c in harness.children(recursive=True)}
+        cmdlines = []
+        for pid in seen:
+            with contextlib.suppress(psutil.Error):
+                cmdlines.append(" ".join(psutil.Process(pid).cmdline()))
+        if any("pipeline.generator" in c for c in cmdlines) and any("pipeline.writer" in c for c in cmdlines):
+            time.sleep(1.0)  # mid-stream
+            return seen | {c.pid for c in harness.children(recursive=True)}
+        time.sleep(0.2)
+    pytest.fail(f"the harness did not start its stages within {timeout:.0f} s")
+
+
+def _harness(args: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    log = (tmp_path / "harness.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "telemetry_bench.cli", *args], stdout=log, stderr=log, env=env,
+                            cwd=tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
+def test_live_stopped_from_outside_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+    """``telemetry-bench live`` stopped mid-run by each signal: every process it started is gone afterwards."""
+    proc = _harness(["live", "--topology", "split", "--rpc", "batched", "--rate", "2000", "--duration", "120",
+                     "--forwarder", "async"], tmp_path)  # fmt: skip
+    try:
+        seen = _stages_started(proc)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        assert _gone(sorted(seen)) == [], f"processes of the run survived {sig.name}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_run_stopped_from_outside_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+    """``telemetry-bench run`` stopped mid-cell: no process of the run survives; SIGTERM gives a non-zero exit
+    after an orderly stop, with the results so far written."""
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(
+        'name = "stop"\ndescription = "stopped from outside"\nrepeats = 3\nwarmup_s = 5.0\nmeasure_s = 30.0\n'
+        'tail_s = 1.0\n[base]\ntopology = "split"\nrate = 2000\nforwarder = "async"\n'
+        '[cells.one]\ntitle = "one cell, long enough to be stopped mid-repeat"\n'
+    )
+    proc = _harness(["run", "--matrix", str(matrix), "--out", str(tmp_path / "reports"), "--profile", "none",
+                     "--profiles", str(tmp_path / "profiles")], tmp_path)  # fmt: skip
+    try:
+        seen = _stages_started(proc, timeout=180)
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=90)
+        assert _gone(sorted(seen)) == [], f"processes of the run survived {sig.name}"
+        if sig != signal.SIGKILL:
+            assert rc != 0
+            assert list((tmp_path / "reports").glob("*/results.json")), "no results written"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
