@@ -1,0 +1,125 @@
+"""One timed repeat of a cell: a fresh table and queue, the stages started by the orchestrator, the generator run
+for warm-up + measured window + tail, a clean stop, then what the repeat measured (``experiments.measure``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments import measure
+from experiments.matrix import Cell, Matrix
+from harness.orchestrator import Fault, Orchestrator
+from harness.plan import PipelineConfig
+from harness.services import Services
+from pipeline.wiring import FORWARD_SUFFIX
+
+SCHEMA = "bench"
+QUEUE_KEY = "bench:queue"
+
+
+def cell_config(cell: Cell, m: Matrix, measure_s: float | None = None) -> PipelineConfig:
+    """The cell's PipelineConfig, with a generation time of warmup + window + tail unless it sets count/duration."""
+    cfg = cell.params
+    if not cfg.count and not cfg.duration:
+        cfg = cfg.model_copy(update={"duration": m.warmup_s + (measure_s or m.measure_s) + m.tail_s})
+    return cfg
+
+
+async def run_repeat(
+    cell: Cell,
+    m: Matrix,
+    services: Services,
+    workdir: Path,
+    index: int,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    python_prefix: Callable[[str], list[str]] | None = None,
+    measure_s: float | None = None,
+) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
+    """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window)."""
+    measure_s = measure_s or m.measure_s
+    cfg = cell_config(cell, m, measure_s)
+    monitor = measure.ResourceMonitor(QUEUE_KEY)
+    fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
+    orch = Orchestrator(
+        cfg,
+        services,
+        workdir,
+        schema=SCHEMA,
+        queue_key=QUEUE_KEY,
+        monitor=monitor,
+        on_progress=on_progress,
+        python_prefix=python_prefix,
+        fault=fault,
+    )
+    before = measure.pg_stats(services.pg_dsn, SCHEMA)  # WAL position and checkpoints (the table is recreated)
+    t0 = time.time()
+    try:
+        result = await orch.run()
+    finally:
+        await monitor.close()
+    duration = time.time() - t0
+    acct = result.accounting
+    after = measure.pg_stats(services.pg_dsn, SCHEMA)
+    window = measure.measure_window(services.pg_dsn, SCHEMA, m.warmup_s, measure_s)
+    bounds = measure.intended_bounds(services.pg_dsn, SCHEMA)
+    lat: dict[str, dict[str, Any]] = {"intended": {"n": 0}, "sent": {"n": 0}}
+    e2e: dict[str, Any] = {"n": 0}
+    e2e_rate = None
+    if bounds:
+        since = bounds[0] + round(m.warmup_s * 1e9)
+        until = since + round(measure_s * 1e9)
+        lat = measure.latencies(services.pg_dsn, SCHEMA, since, until)
+        if orch.probes:
+            p = orch.probes[0]
+            e2e, e2e_rate = measure.end_to_end(p.arrivals, p.intended, p.latencies, window, since, until)
+    win = (window.start_ns / 1e9, window.end_ns / 1e9) if window and window.seconds > 0 else None
+    resources = monitor.resources(win)
+    growth = {
+        "writer_queue": monitor.queue_growth(QUEUE_KEY, win),
+        "forward_queue": monitor.queue_growth(QUEUE_KEY + FORWARD_SUFFIX, win),
+    }
+    finals = {name: stage.last for name, stage in orch.stages.items()}
+    buckets, prom_q, prom_sums = measure.prometheus_data(finals, monitor.histogram_series, win)
+    throughput = window.throughput if window else None
+    verdict = measure.bottleneck(
+        cfg,
+        resources,
+        growth,
+        throughput,
+        window.seconds if window else None,
+        prom_q,
+        prom_sums,
+        (result.stream_ended_ns - result.started_ns) / 1e9,
+    )
+    failures, expected = result.failures, []
+    if cell.expect_loss:  # the design loses readings by construction: report, don't fail
+        expected = [f for f in failures if "lost" in f or "duplicated" in f]
+        failures = [f for f in failures if f not in expected]
+    repeat = {
+        "index": index,
+        "ok": not failures,
+        "failures": failures,
+        "expected_failures": expected,
+        "fault": result.fault.as_dict() if result.fault else None,
+        "throughput_rps": throughput,
+        "window_s": window.seconds if window else None,
+        "window_complete": bool(window and window.complete),
+        "window_commits": window.commits if window else 0,
+        "measure_s": measure_s,
+        "latency_ms": lat["intended"],
+        "latency_sent_ms": lat["sent"],
+        "e2e_latency_ms": e2e,
+        "e2e_throughput_rps": e2e_rate,
+        "accounting": acct.as_dict(),
+        "resources": resources,
+        "queue_len": {k: [[round(a, 3), b] for a, b in v] for k, v in monitor.queue_series.items()},
+        "pg": measure.pg_deltas(before, after, acct.committed),
+        "prometheus": buckets,
+        "prometheus_quantiles_ms": prom_q,
+        "duration_s": duration,
+        "drain_s": (result.drained_ns - result.stream_ended_ns) / 1e9,
+        "bottleneck": verdict,
+    }
+    return repeat, orch, window
