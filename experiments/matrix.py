@@ -10,6 +10,7 @@
     min_commits = 20       # a measured window spans ≥ 20 commits (sized per cell from its first repeat) …
     max_measure_s = 60.0   # … but is never longer than this
     budget_s = 540         # optional: start no extra round after this many seconds of the run
+    profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
 
     [base]                 # every cell starts from this PipelineConfig (or from a preset)
     topology = "split"
@@ -89,6 +90,7 @@ class _Matrix(BaseModel):
     min_commits: int = Field(MIN_COMMITS_DEFAULT, ge=0, description="commits a measured window spans; 0: no sizing")
     max_measure_s: float = Field(60.0, gt=0, description="the longest measured window sizing may ask for")
     budget_s: float | None = Field(None, gt=0, description="no extra round starts after this many seconds")
+    profile_cells: list[str] | None = None  # profile only these cells (default: every cell with profile = true)
     base: dict[str, Any] = Field(default_factory=dict)
     cells: dict[str, _Cell] = Field(default_factory=dict)
     groups: list[_Group] = Field(default_factory=list)
@@ -244,6 +246,13 @@ def load(name_or_path: str) -> Matrix:
         groups.append({"name": g.name, "title": g.title, "keys": keys, "cells": ids})
     if not cells:
         raise MatrixError(f"{path}: the matrix has no cells")
+    if m.profile_cells is not None:
+        unknown = [c for c in m.profile_cells if c not in cells]
+        if unknown:
+            raise MatrixError(f"{path}: profile_cells: unknown cell(s) {', '.join(map(repr, unknown))}; cells: "
+                              f"{', '.join(cells)}")  # fmt: skip
+        for cell in cells.values():
+            cell.profile = cell.profile and cell.id in m.profile_cells
     group_names = {str(g["name"]) for g in groups}
     for cell in cells.values():
         ref = cell.rate_of

@@ -16,7 +16,7 @@ from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
 
 SCHEMA = "bench"
-QUEUE_KEY = "bench:queue"
+QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
 
 
 def cell_config(cell: Cell, m: Matrix, measure_s: float | None = None) -> PipelineConfig:
@@ -36,18 +36,19 @@ async def run_repeat(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     python_prefix: Callable[[str], list[str]] | None = None,
     measure_s: float | None = None,
+    queue_key: str = QUEUE_KEY,
 ) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
     """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window)."""
     measure_s = measure_s or m.measure_s
     cfg = cell_config(cell, m, measure_s)
-    monitor = measure.ResourceMonitor(QUEUE_KEY)
+    monitor = measure.ResourceMonitor(queue_key)
     fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
     orch = Orchestrator(
         cfg,
         services,
         workdir,
         schema=SCHEMA,
-        queue_key=QUEUE_KEY,
+        queue_key=queue_key,
         monitor=monitor,
         on_progress=on_progress,
         python_prefix=python_prefix,
@@ -77,8 +78,8 @@ async def run_repeat(
     win = (window.start_ns / 1e9, window.end_ns / 1e9) if window and window.seconds > 0 else None
     resources = monitor.resources(win)
     growth = {
-        "writer_queue": monitor.queue_growth(QUEUE_KEY, win),
-        "forward_queue": monitor.queue_growth(QUEUE_KEY + FORWARD_SUFFIX, win),
+        "writer_queue": monitor.queue_growth(queue_key, win),
+        "forward_queue": monitor.queue_growth(queue_key + FORWARD_SUFFIX, win),
     }
     finals = {name: stage.last for name, stage in orch.stages.items()}
     buckets, prom_q, prom_sums = measure.prometheus_data(finals, monitor.histogram_series, win)
@@ -114,7 +115,11 @@ async def run_repeat(
         "e2e_throughput_rps": e2e_rate,
         "accounting": acct.as_dict(),
         "resources": resources,
-        "queue_len": {k: [[round(a, 3), b] for a, b in v] for k, v in monitor.queue_series.items()},
+        # by role (writer queue, forward queue), whatever this run's key prefix
+        "queue_len": {
+            QUEUE_KEY + k.removeprefix(queue_key): [[round(a, 3), b] for a, b in v]
+            for k, v in monitor.queue_series.items()
+        },
         "pg": measure.pg_deltas(before, after, acct.committed),
         "prometheus": buckets,
         "prometheus_quantiles_ms": prom_q,
@@ -123,3 +128,16 @@ async def run_repeat(
         "bottleneck": verdict,
     }
     return repeat, orch, window
+
+
+def drop_keys(redis_url: str, queue_key: str) -> None:
+    """Delete a run's Redis keys (its queue, forward queue, progress and processing lists) when it is over."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{queue_key}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

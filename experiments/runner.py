@@ -34,7 +34,7 @@ from experiments import console as console_mod
 from experiments import measure, metadata
 from experiments.headline import headline_of
 from experiments.matrix import Cell, Matrix
-from experiments.repeat import SCHEMA, cell_config, run_repeat
+from experiments.repeat import SCHEMA, cell_config, drop_keys, run_repeat
 from experiments.report import build_index, build_report
 from experiments.results import Ceilings, CellResult, Profile, Repeat, Results, StopReason, Target, best, counted
 from experiments.summary import stop_reason, summarize
@@ -86,6 +86,7 @@ class Runner:
         self.run_id = metadata.run_id()
         self.dir = out / self.run_id
         self.profile_dir = profiles / self.run_id
+        self.queue_key = f"bench:{self.run_id}:queue"  # this run's own Redis keys
         self.report: Path | None = None
         self.started = time.monotonic()
         self.measure_s: dict[str, float] = {}  # cell id → its measured window (sized from its pilot)
@@ -183,12 +184,15 @@ class Runner:
             TimeElapsedColumn(),
             console=self.console,
         )
-        with progress:
-            overall = progress.add_task("all cells", total=total)
-            task = progress.add_task("", total=None)
-            # cells offered a fraction of another's measured rate run after the others
-            for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
-                await self._run_phase(phase, progress, overall, task)
+        try:
+            with progress:
+                overall = progress.add_task("all cells", total=total)
+                task = progress.add_task("", total=None)
+                # cells offered a fraction of another's measured rate run after the others
+                for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
+                    await self._run_phase(phase, progress, overall, task)
+        finally:
+            drop_keys(self.services.redis_url, self.queue_key)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
@@ -251,8 +255,9 @@ class Runner:
 
         workdir = self.dir / "logs" / cell.id / f"repeat-{i + 1}"
         rep_dict, _, window = await run_repeat(
-            cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id)
-        )
+            cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id),
+            queue_key=self.queue_key,
+        )  # fmt: skip
         rep = Repeat(**rep_dict)
         cr.repeats.append(rep)
         if i == 0:
@@ -312,8 +317,9 @@ class Runner:
 
         workdir = self.dir / "logs" / cell.id / "profiled"
         rep, orch, _ = await run_repeat(
-            cell, self.m, self.services, workdir, -1, on_progress, prefix, measure_s=self.measure_s.get(cell.id)
-        )
+            cell, self.m, self.services, workdir, -1, on_progress, prefix, measure_s=self.measure_s.get(cell.id),
+            queue_key=self.queue_key,
+        )  # fmt: skip
         files: dict[str, dict[str, str]] = {}
         for stage in orch.stages:
             for kind, suffix in PROFILE_SUFFIXES.items():
