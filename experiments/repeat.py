@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments import measure
+from experiments import measure, verdict
 from experiments.matrix import Cell, Matrix
 from harness.orchestrator import Fault, Orchestrator
 from harness.plan import PipelineConfig
@@ -84,7 +84,7 @@ async def run_repeat(
     finals = {name: stage.last for name, stage in orch.stages.items()}
     buckets, prom_q, prom_sums = measure.prometheus_data(finals, monitor.histogram_series, win)
     throughput = window.throughput if window else None
-    verdict = measure.bottleneck(
+    bottleneck = verdict.bottleneck(
         cfg,
         resources,
         growth,
@@ -125,7 +125,7 @@ async def run_repeat(
         "prometheus_quantiles_ms": prom_q,
         "duration_s": duration,
         "drain_s": (result.drained_ns - result.stream_ended_ns) / 1e9,
-        "bottleneck": verdict,
+        "bottleneck": bottleneck,
     }
     return repeat, orch, window
 

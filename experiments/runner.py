@@ -229,8 +229,9 @@ class Runner:
         self.measure_s[cell.id] = self.m.measure_s
         if window is None or window.commits >= self.m.min_commits:
             return
-        needed = measure.window_length(window.commit_gap_s, self.m.measure_s, self.m.min_commits,
-                                       self.m.max_measure_s)  # fmt: skip
+        # no two commits after warm-up: at most one commit per window, so as long as allowed
+        gap = window.commit_gap_s or self.m.measure_s
+        needed = measure.window_length(gap, self.m.measure_s, self.m.min_commits, self.m.max_measure_s)
         if needed > self.m.measure_s and self.max_repeats(cell) > 1:
             self.measure_s[cell.id] = needed
             rep.pilot = True

@@ -71,7 +71,7 @@ def headline(res: Results) -> dict[str, Any]:
         title=best.title,
         rps=tp,
         ci=best.summary.throughput_ci95,
-        loop=best.summary.loop,
+        loop=loop_of(best.params),
         fraction=best.summary.fraction_of_ceiling or (tp / ceiling if ceiling else None),
         ceiling=ceiling,
         seed_rps=seed_tp,
