@@ -171,6 +171,12 @@ def to_markdown(cmp: Comparison) -> str:
         *_table(header, rows, right={1, 2, 3, 5, 6, 7}),
         "",
     ]
+    changed = [c for c in cmp.cells if c.throughput is not None and c.throughput.significant]
+    for c in changed:
+        assert c.throughput is not None
+        lines.append(f"- {c.cell}: " + stats.beats("B", "A", c.throughput.r, what="throughput"))
+    if changed:
+        lines.append("")
     if cmp.fail_above is not None:
         regs = cmp.regressions
         if regs:

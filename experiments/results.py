@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 2  # 2: intervals, adaptive repeats, loop labels, windowed Prometheus buckets, headline
 
@@ -147,6 +147,15 @@ class Target(_M):
     passed: bool | None  # status as a boolean: None for cannot_tell (or not measured)
     detail: str
     cells: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_of_old_files(cls, data: Any) -> Any:
+        """Schema 1 files have ``passed`` only: their status follows from it."""
+        if isinstance(data, dict) and "status" not in data:
+            passed = data.get("passed")
+            data = {**data, "status": "pass" if passed is True else "fail" if passed is False else "cannot_tell"}
+        return data
 
 
 class RatioCI(_M):

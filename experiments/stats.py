@@ -278,22 +278,27 @@ def diff(a: Sequence[float | None], b: Sequence[float | None]) -> Diff:
     return Diff(va, vb, median(va), median(vb), ratio(vb, va), p)
 
 
-def beats(winner: str, loser: str, d: Ratio, *, lower_is_better: bool = False, what: str = "") -> str:
-    """The noise rule in words: "A beats B by x % [lo, hi]", "A and B are within noise (x % [lo, hi])" or, with
-    one repeat, "A leads B by x % (noise unknown)". ``d`` is A's figure ÷ B's."""
-    if d.ratio is None:
-        return f"{winner} vs {loser}: no data"
-    change = (1.0 / d.ratio - 1.0) if lower_is_better else d.ratio - 1.0
+def beats(a: str, b: str, d: Ratio, *, lower_is_better: bool = False, what: str = "") -> str:
+    """The noise rule in words, the better side named first: "A beats B by x % [lo, hi]", "A and B are within noise
+    (x % [lo, hi])" or, with one repeat, "A leads B by x % (one repeat: noise unknown)". ``d`` is A's figure ÷ B's;
+    higher is better unless ``lower_is_better``."""
+    if d.ratio is None or d.ratio <= 0:
+        return f"{a} vs {b}: no data"
+    a_better = (d.ratio < 1.0) if lower_is_better else (d.ratio >= 1.0)
+    win, lose = (a, b) if a_better else (b, a)
+    # the winner's figure ÷ the loser's (÷ the other way round when lower is better), so the margin is ≥ 0
+    flip = lower_is_better == a_better
+    point = 1.0 / d.ratio if flip else d.ratio
     lo = hi = None
     if d.lo is not None and d.hi is not None and d.lo > 0:
-        lo, hi = ((1.0 / d.hi - 1.0), (1.0 / d.lo - 1.0)) if lower_is_better else (d.lo - 1.0, d.hi - 1.0)
+        lo, hi = (1.0 / d.hi, 1.0 / d.lo) if flip else (d.lo, d.hi)
     on = f" on {what}" if what else ""
     if lo is None or hi is None:
-        return f"{winner} leads {loser}{on} by {_pct(change).lstrip('+')} (one repeat: noise unknown)"
-    interval = f"[{_pct(lo)}, {_pct(hi)}]"
+        return f"{win} leads {lose}{on} by {_pct(point - 1.0).lstrip('+')} (one repeat: noise unknown)"
+    interval = f"[{_pct(lo - 1.0)}, {_pct(hi - 1.0)}]"
     if d.beyond_noise:
-        return f"{winner} beats {loser}{on} by {_pct(change).lstrip('+')} {interval}"
-    return f"{winner} and {loser} are within noise{on} ({_pct(change)} {interval})"
+        return f"{win} beats {lose}{on} by {_pct(point - 1.0).lstrip('+')} {interval}"
+    return f"{a} and {b} are within noise{on} ({a} ÷ {b}: {d.text()})"
 
 
 def within(r: Ratio, bound: float) -> str:
