@@ -364,3 +364,28 @@ def test_microbench_table_keeps_every_benchmark_after_a_partial_save(tmp_path: P
     assert rows["test_protobuf_encode"]["change"] == pytest.approx(-0.5)
     assert rows["test_decode[direct]"]["save"] == "0002" and rows["test_decode[direct]"]["change"] == pytest.approx(0.1)
     assert microbench(tmp_path / "nowhere") is None
+
+
+def test_headline_intervals_loops_and_target_status(tmp_path: Path) -> None:
+    from experiments.headline import headline_of
+    from experiments.results import Target
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    full = res.cells[3].model_copy(deep=True)  # the baseline, forwarding to the backend with a websocket client
+    full.id, full.params = "full", {**full.params, "forwarder": "async"}
+    for r in full.repeats:
+        r.accounting = {**r.accounting, "ws_clients": 1}
+    res.cells.append(full)
+    res.headline = headline_of(res)
+    res.targets = [Target(name="instrumentation", target="±3 %", measured="x", status="cannot_tell", passed=None,
+                          detail="straddles", cells=[])]  # fmt: skip
+    html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
+    head = _section(html, "headline")
+    assert "full job" in head and "database-only" in head and "242×" in head and "321×" in head
+    assert re.search(r"242× \[[\d,.]+×, [\d,.]+×\]", head)  # the ratio with its interval
+    assert "CANNOT TELL" in _section(html, "targets")
+    lat = _section(html, "latency")
+    assert "closed (not under load)" in lat and ">open<" in lat
+    cells = _section(html, "cells")
+    assert "95 % interval" in cells and ">closed<" in cells and ">open<" in cells
+    assert "Student's t" in html
