@@ -119,7 +119,7 @@ def flags(res: Results, min_commits: int) -> dict[str, list[dict[str, Any]]]:
             target = f" > target ±{s.ci_target:.0%}".replace("%", " %") if s.ci_target else ""
             cv = f"CV {s.cv * 100:.1f} %" if s.cv is not None else "CV –"
             red.append({
-                "cell": c.id, "kind": "UNSTABLE",
+                "cell": c.id, "kind": "UNSTABLE" if len(counted(c)) > 1 else "NO INTERVAL",
                 "text": f"{est.text()} readings/s: {hw}{target} after {s.repeats_taken or len(counted(c))} repeats "
                 f"({s.stop_reason}); {cv}; min – max {s.throughput_min_rps or 0:,.0f} – "
                 f"{s.throughput_max_rps or 0:,.0f}",
