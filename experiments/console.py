@@ -27,12 +27,13 @@ def cell_line(c: CellResult) -> str:
     s = c.summary
     assert s is not None
     p99 = s.latency_ms.p99
-    lat = f"p99 {p99:,.1f} ms" + (" (closed loop: not latency under load)" if s.loop == "closed" else "")
+    lat = "p99 –" if p99 is None else f"p99 {p99:,.1f} ms"
+    lat += " (closed loop: not latency under load)" if s.loop == "closed" and p99 is not None else ""
     flag = " · [red]FAILED[/red]" if s.failed else " · [yellow]UNSTABLE[/yellow]" if s.unstable else ""
     return (
         f"{c.id}: {s.throughput_rps or 0:,.0f} readings/s {_ci(s.throughput_ci95)} {_hw(s.half_width)} · "
         f"{s.repeats_taken} repeats ({s.stop_reason}) · {s.loop} loop · "
-        + (lat if p99 is not None else "p99 –")
+        + lat
         + f" · lost {s.lost} · dup {s.duplicated} · bottleneck {s.bottleneck.stage if s.bottleneck else '?'}{flag}"
     )
 

@@ -94,7 +94,7 @@ class Summary(_M):
     latency_p99_ci95: list[float] | None = None  # [lo, hi] of the exact p99 over repeats
     measure_s: float | None = None  # the measured window the cell's counted repeats used
     fraction_of_ceiling: float | None  # throughput_rps / ceilings.copy_binary_rps
-    readings_generated: int
+    readings_generated: int  # sums over every timed repeat (pilots included)
     readings_committed: int
     lost: int
     duplicated: int

@@ -126,9 +126,6 @@ class Runner:
     def min_repeats(self, cell: Cell) -> int:
         return self.repeats_override or cell.repeats or self.m.repeats
 
-    def cell_repeats(self, cell: Cell) -> int:  # the fixed plan's count (progress estimate, tests)
-        return self.min_repeats(cell)
-
     def max_repeats(self, cell: Cell) -> int:
         if self.repeats_override:  # --repeats N: exactly N
             return self.repeats_override

@@ -41,8 +41,8 @@ def summarize(
         stage = collections.Counter(v.stage for v in verdicts).most_common(1)[0][0]
         bn = next(v for v in verdicts if v.stage == stage)
 
-    def total(key: str) -> int:
-        return sum(acct(r, key) for r in reps)
+    def total(key: str) -> int:  # accounting over every timed repeat, pilots included: each is a real run
+        return sum(acct(r, key) for r in cell.repeats)
 
     hw = est.half_width
     fault_cell = any(r.fault for r in reps)  # its figures are about the fault and the recovery: not judged here
@@ -81,7 +81,7 @@ def summarize(
         e2e_throughput_rps=stats.median(r.e2e_throughput_rps for r in reps if r.e2e_throughput_rps),
         cpu_s_per_reading=statistics.median(cpu) if cpu else None,
         bottleneck=bn,
-        failed=any(not r.ok for r in reps) or not reps,
+        failed=any(not r.ok for r in cell.repeats) or not cell.repeats,
     )
 
 
@@ -97,7 +97,7 @@ def stop_reason(
     """Why this cell needs no further repeat, or None if it needs one (the rule in this module's docstring)."""
     reps = counted(cell)
     n = len(reps)
-    if reps and failed(cell):
+    if cell.repeats and failed(cell):  # a pilot's failure counts too
         return "failed"
     if n < min_repeats:
         return None

@@ -42,10 +42,18 @@ batch_size = 1001
 [cells.slow-commits]
 title = "a commit every 0.5 s"
 batch_size = 1002
+
+[cells.breaks]
+title = "loses readings in its first repeat (a pilot too: a commit every 0.5 s)"
+batch_size = 1003
 """
 
 THROUGHPUT = {"steady": [100.0, 101.0, 99.0], "noisy": [100.0, 130.0, 80.0, 120.0, 90.0, 110.0],
-              "slow-commits": [50.0, 50.5, 49.5, 50.2]}  # fmt: skip
+              "slow-commits": [50.0, 50.5, 49.5, 50.2], "breaks": [10.0]}  # fmt: skip
+
+
+def by_id(r: runner.Runner) -> dict[str, Any]:
+    return {c.id: c for c in r.results.cells}
 
 
 def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,11 +67,14 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
                           measure_s: float | None = None, queue_key: str = "", **k: Any) -> Any:  # fmt: skip
         calls.append((cell.id, index, measure_s))
         tp = THROUGHPUT[cell.id][next(counters[cell.id])]
-        gap = 0.5 if cell.id == "slow-commits" else 0.01
+        gap = 0.5 if cell.id in ("slow-commits", "breaks") else 0.01
         commits = int((measure_s or 2.0) / gap)
         window = measure.Window(0, int((measure_s or 2.0) * 1e9), True, int(tp * 2), commits, gap)
         rep = template.model_dump()
-        rep.update(index=index, throughput_rps=tp, window_commits=commits, measure_s=measure_s, ok=True, failures=[])
+        ok = cell.id != "breaks"
+        rep.update(index=index, throughput_rps=tp, window_commits=commits, measure_s=measure_s, ok=ok,
+                   failures=[] if ok else ["100 readings lost: generated 1000, committed 900"],
+                   accounting={**rep["accounting"], "lost": 0 if ok else 100})  # fmt: skip
         return rep, None, window
 
     monkeypatch.setattr(runner, "run_repeat", fake_repeat)
@@ -75,8 +86,12 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
         overall, task = progress.add_task("all", total=9), progress.add_task("")
         asyncio.run(r._run_phase(m.cells, progress, overall, task))
     order = [c for c, _, _ in calls]
-    # round 1 and 2: every cell; slow-commits' first repeat was its pilot (4 commits in 2 s), so it runs 4 in all
-    assert order[:6] == ["steady", "noisy", "slow-commits"] * 2
+    # round 1: every cell; round 2: all but the one that failed; slow-commits' first repeat was its pilot (4 commits
+    # in 2 s), so it runs 4 in all
+    assert order[:7] == ["steady", "noisy", "slow-commits", "breaks", "steady", "noisy", "slow-commits"]
+    broke = by_id(r)["breaks"]
+    assert len(broke.repeats) == 1 and broke.summary is not None and broke.summary.failed
+    assert broke.summary.stop_reason == "failed" and broke.summary.lost == 100  # a pilot's loss is a loss
     assert order.count("steady") == 3 and order.count("noisy") == 5 and order.count("slow-commits") == 4
     by = {c.id: c for c in r.results.cells}
     steady, noisy, slow = by["steady"].summary, by["noisy"].summary, by["slow-commits"].summary
