@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from experiments import stats
+from experiments.report.cells import prom_hist
 from experiments.report.fmt import f_ms
 from experiments.results import CellResult, counted, failed, loop_of, p99s, throughputs
 
@@ -26,8 +27,6 @@ def label(cell: CellResult, keys: list[str]) -> str:
 
 def group_rows(group: dict[str, Any], by_id: dict[str, CellResult], ceiling: float | None) -> list[dict[str, Any]]:
     """One row per cell of the group: its repeats' figures and their summaries."""
-    from experiments.report.cells import prom_hist
-
     keys = list(group.get("keys", []))
     rows: list[dict[str, Any]] = []
     for c in (by_id[i] for i in group.get("cells", []) if i in by_id):
