@@ -71,22 +71,25 @@ def _rc() -> Any:
 
 
 def group_plot(rows: list[dict[str, Any]], forwarding: bool = False) -> dict[str, Any]:
-    """Throughput (bars: median, dots: repeats, line: min–max) and, beside it, p50/p99 latency (log) per cell —
-    or, for an open-loop forwarding comparison, the backlog drain time after the stream ended."""
+    """Throughput (bars: median, dots: repeats, line: the 95 % interval, else min–max) and, beside it, p50/p99
+    latency (log) per cell — or, for an open-loop forwarding comparison, the backlog drain time after the stream
+    ended."""
     n = len(rows)
     with _rc():
         fig = _figure(9.4, 0.36 * n + 0.95)
         ax1, ax2 = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.4, 1]})
         ys = list(range(n))
-        top = max([max(r["tps"]) for r in rows if r["tps"]] or [1.0])
+        top = max([max([*r["tps"], *(r.get("ci") or [])]) for r in rows if r["tps"]] or [1.0])
         for y, r in zip(ys, rows, strict=True):
             color = C_FAIL if r["failed"] else C_WIN if r["winner"] else C_OTHER
             if r["tps"]:
                 med = statistics.median(r["tps"])
                 ax1.barh(y, med, height=0.62, color=color, alpha=0.9 if r["winner"] else 0.75)
-                ax1.hlines(y, min(r["tps"]), max(r["tps"]), color=C_INK, lw=0.9)
+                lo, hi = r.get("ci") or (min(r["tps"]), max(r["tps"]))  # the 95 % interval (one repeat: none)
+                ax1.hlines(y, max(lo, 0.0), hi, color=C_INK, lw=0.9)
                 ax1.plot(r["tps"], [y] * len(r["tps"]), "o", ms=2.6, color=C_INK, alpha=0.75)
-                ax1.text(max(r["tps"]) + top * 0.012, y, f"{med:,.0f}", va="center", fontsize=7.5, color=C_INK)
+                right = max([*r["tps"], *(r.get("ci") or [])])
+                ax1.text(right + top * 0.012, y, f"{med:,.0f}", va="center", fontsize=7.5, color=C_INK)
             if forwarding:
                 d = r["drains"]
                 if d:
@@ -103,7 +106,7 @@ def group_plot(rows: list[dict[str, Any]], forwarding: bool = False) -> dict[str
         ax1.set_yticks(ys, [r["label"] for r in rows])
         ax1.invert_yaxis()
         ax1.set_xlim(0, top * 1.16)
-        ax1.set_xlabel("committed readings/s (bar: median, dots: repeats)")
+        ax1.set_xlabel("committed readings/s (bar: median, line: 95 % interval, dots: repeats)")
         ax1.grid(axis="y", visible=False)
         ax1.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:,.0f}k" if top >= 10_000 else f"{x:,.0f}")
         if forwarding:
