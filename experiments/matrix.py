@@ -5,6 +5,12 @@
     warmup_s = 1.0         # discarded from the start of each repeat
     measure_s = 3.0        # the measured window
     interleave = true      # repeats round-robin over the cells (the default), so drift spreads over all of them
+    ci_target = 0.05       # add rounds until each cell's 95 % interval half-width is ≤ 5 % of its median …
+    max_repeats = 10       # … up to this many repeats per cell (then it is flagged with its interval)
+    min_commits = 20       # a measured window spans ≥ 20 commits (sized per cell from its first repeat) …
+    max_measure_s = 60.0   # … but is never longer than this
+    budget_s = 540         # optional: start no extra round after this many seconds of the run
+    profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
 
     [base]                 # every cell starts from this PipelineConfig (or from a preset)
     topology = "split"
@@ -46,6 +52,7 @@ from pipeline.registry import registry
 
 MATRICES = Path(__file__).resolve().parent / "matrices"
 PRESETS = {"seed": SEED, "base": None}
+MIN_COMMITS_DEFAULT = 20
 
 
 class MatrixError(ValueError):
@@ -67,7 +74,9 @@ class _Cell(BaseModel):
     title: str | None = None
     rate_of: str | None = None  # open loop at rate_fraction × the measured throughput of this earlier cell
     rate_fraction: float = Field(1.0, gt=0)
-    repeats: int | None = Field(None, ge=1, le=100)
+    repeats: int | None = Field(None, ge=1, le=100)  # this cell's minimum repeats
+    max_repeats: int | None = Field(None, ge=1, le=100)  # this cell's cap (1 with repeats = 1: a single long run)
+    ci_target: float | None = Field(None, ge=0, lt=1)  # this cell's half-width target (e.g. 0.015 for a 3 % effect)
     profile: bool = True  # False: no profiled repeat for this cell (long cells)
     fault: str | None = None  # harness.faults.FAULTS, injected fault_at_s after the generator started
     fault_at_s: float = Field(1.5, ge=0)
@@ -83,6 +92,12 @@ class _Matrix(BaseModel):
     measure_s: float = Field(3.0, gt=0)
     tail_s: float = Field(1.0, ge=0, description="generation continues this long after the measured window")
     interleave: bool = True  # repeats round-robin over the cells (drift spreads over all); false: cell by cell
+    ci_target: float = Field(0.05, ge=0, lt=1, description="95 % interval half-width ÷ median to reach; 0: none")
+    max_repeats: int | None = Field(None, ge=1, le=100, description="cap on repeats per cell (default 3 × repeats)")
+    min_commits: int = Field(MIN_COMMITS_DEFAULT, ge=0, description="commits a measured window spans; 0: no sizing")
+    max_measure_s: float = Field(60.0, gt=0, description="the longest measured window sizing may ask for")
+    budget_s: float | None = Field(None, gt=0, description="no extra round starts after this many seconds")
+    profile_cells: list[str] | None = None  # profile only these cells (default: every cell with profile = true)
     base: dict[str, Any] = Field(default_factory=dict)
     cells: dict[str, _Cell] = Field(default_factory=dict)
     groups: list[_Group] = Field(default_factory=list)
@@ -98,11 +113,13 @@ class Cell:
     varied: dict[str, Any] = field(default_factory=dict)  # the group keys that define it
     rate_of: str | None = None  # run open loop at rate_fraction × this earlier cell's measured throughput
     rate_fraction: float = 1.0
-    repeats: int | None = None  # overrides the matrix's repeats
+    repeats: int | None = None  # overrides the matrix's repeats (the minimum)
     profile: bool = True
     fault: str | None = None
     fault_at_s: float = 1.5
     expect_loss: bool = False
+    max_repeats: int | None = None  # overrides the matrix's cap
+    ci_target: float | None = None  # overrides the matrix's half-width target
 
 
 @dataclass
@@ -119,6 +136,11 @@ class Matrix:
     groups: list[dict[str, Any]]  # name, title, keys, cell ids (in order)
     targets: str | None = None
     interleave: bool = True
+    ci_target: float = 0.05
+    max_repeats: int | None = None
+    min_commits: int = MIN_COMMITS_DEFAULT
+    max_measure_s: float = 60.0
+    budget_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +155,11 @@ class Matrix:
             "groups": self.groups,
             "targets": self.targets,
             "interleave": self.interleave,
+            "ci_target": self.ci_target,
+            "max_repeats": self.max_repeats,
+            "min_commits": self.min_commits,
+            "max_measure_s": self.max_measure_s,
+            "budget_s": self.budget_s,
         }
 
 
@@ -221,7 +248,7 @@ def load(name_or_path: str) -> Matrix:
         if c.fault is not None and c.fault not in FAULTS:
             raise MatrixError(f"{path}: [cells.{cid}]: unknown fault {c.fault!r}; valid faults: {', '.join(FAULTS)}")
         add(Cell(cid, cfg, [], c.title or cid, values, c.rate_of, c.rate_fraction, c.repeats, c.profile,
-                 c.fault, c.fault_at_s, c.expect_loss))  # fmt: skip
+                 c.fault, c.fault_at_s, c.expect_loss, c.max_repeats, c.ci_target))  # fmt: skip
     groups = []
     for g in m.groups:
         keys = list(g.vary)
@@ -236,6 +263,13 @@ def load(name_or_path: str) -> Matrix:
         groups.append({"name": g.name, "title": g.title, "keys": keys, "cells": ids})
     if not cells:
         raise MatrixError(f"{path}: the matrix has no cells")
+    if m.profile_cells is not None:
+        unknown = [c for c in m.profile_cells if c not in cells]
+        if unknown:
+            raise MatrixError(f"{path}: profile_cells: unknown cell(s) {', '.join(map(repr, unknown))}; cells: "
+                              f"{', '.join(cells)}")  # fmt: skip
+        for cell in cells.values():
+            cell.profile = cell.profile and cell.id in m.profile_cells
     group_names = {str(g["name"]) for g in groups}
     for cell in cells.values():
         ref = cell.rate_of
@@ -257,4 +291,9 @@ def load(name_or_path: str) -> Matrix:
         groups,
         m.targets,
         m.interleave,
+        m.ci_target,
+        m.max_repeats,
+        m.min_commits,
+        m.max_measure_s,
+        m.budget_s,
     )

@@ -1,8 +1,10 @@
-"""What a repeat measures: the window's throughput and exact latencies (from the table), resources per stage,
-queue lengths over time, PostgreSQL deltas, and the bottleneck verdict."""
+"""What a repeat measures: the window's throughput (from commit events) and exact latencies (from the table),
+resources per stage, queue lengths over time, PostgreSQL deltas, and Prometheus quantiles of the same window.
+The bottleneck verdict drawn from them is ``experiments.verdict``."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -14,7 +16,6 @@ import redis.asyncio as aioredis
 
 from experiments.promql import quantiles
 from pipeline import db
-from pipeline.forwarders import FORWARDERS
 from pipeline.queues import QUEUES
 from pipeline.wiring import FORWARD_SUFFIX
 
@@ -23,12 +24,19 @@ if TYPE_CHECKING:
 
 
 # --------------------------------------------------------------------------------------------------- the table
+MIN_COMMITS = 20  # a measured window spans at least this many commits (matrix `min_commits`)
+
+
 @dataclass
 class Window:
-    start_ns: int  # inserted_at of the first row + warmup
-    end_ns: int
-    complete: bool
-    committed: int  # rows inserted inside the window
+    """The measured window over commit events: from one commit to a later one, whole transactions only."""
+
+    start_ns: int  # commit time of the commit opening the window (its rows are not counted)
+    end_ns: int  # commit time of the last commit inside the window
+    complete: bool  # False: the run ended before the window's planned length
+    committed: int  # rows of the commits after the opening one, up to and including the last
+    commits: int = 0  # commits after the opening one (the window spans this many commit intervals)
+    commit_gap_s: float | None = None  # median time between commits after warm-up (sizes the next window)
 
     @property
     def seconds(self) -> float:
@@ -36,30 +44,54 @@ class Window:
 
     @property
     def throughput(self) -> float | None:
-        return self.committed / self.seconds if self.seconds > 0 else None
+        return self.committed / self.seconds if self.seconds > 0 and self.commits > 0 else None
 
 
 EPOCH_NS = "(extract(epoch FROM inserted_at) * 1e9)::bigint"
 
 
-def measure_window(dsn: str, schema: str, warmup_s: float, measure_s: float) -> Window | None:
-    """The measured window over commit times: [first insert + warmup, + measure], cut short if the run was."""
+def commit_events(dsn: str, schema: str) -> list[tuple[int, int]]:
+    """(commit time in ns, rows) per transaction, in commit order: rows grouped by the transaction that inserted
+    them (``xmin``), its time the last ``inserted_at`` (``clock_timestamp()`` per row, just before the commit)."""
     with db.connect_sync(dsn, schema) as conn:
-        row = conn.execute(f"SELECT min({EPOCH_NS}), max({EPOCH_NS}) FROM telemetry_data").fetchone()
-        if row is None or row[0] is None:
-            return None
-        first, last = int(row[0]), int(row[1])
-        start = first + round(warmup_s * 1e9)
-        end = start + round(measure_s * 1e9)
-        complete = last >= end
-        if not complete:
-            end = last
-        if end <= start:
-            return Window(start, start, False, 0)
-        n = conn.execute(
-            f"SELECT count(*) FROM telemetry_data WHERE {EPOCH_NS} >= %s AND {EPOCH_NS} < %s", (start, end)
-        ).fetchone()
-    return Window(start, end, complete, int(n[0]) if n else 0)
+        rows = conn.execute(f"SELECT max({EPOCH_NS}), count(*) FROM telemetry_data GROUP BY xmin ORDER BY 1").fetchall()
+    return [(int(t), int(n)) for t, n in rows]
+
+
+def window_from_commits(events: list[tuple[int, int]], warmup_s: float, measure_s: float) -> Window | None:
+    """Throughput robust to batching: the window opens at the first commit at least ``warmup_s`` after the first
+    commit and closes at the last commit within ``measure_s`` after that; throughput = rows of the commits after the
+    opening one ÷ the time between the two. Counting whole commits over whole commit intervals, a batch is never
+    half in the window (rows between two fixed instants move by whole batches)."""
+    if not events:
+        return None
+    events = sorted(events)
+    first = events[0][0]
+    after = [e for e in events if e[0] >= first + round(warmup_s * 1e9)]
+    if not after:
+        return Window(first, first, False, 0)
+    start = after[0][0]
+    limit = start + round(measure_s * 1e9)
+    inside = [e for e in after[1:] if e[0] <= limit]
+    complete = events[-1][0] > limit
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(after)]
+    gap = statistics.median(gaps) / 1e9 if gaps else None
+    if not inside:
+        return Window(start, start, complete, 0, 0, gap)
+    return Window(start, inside[-1][0], complete, sum(n for _, n in inside), len(inside), gap)
+
+
+def measure_window(dsn: str, schema: str, warmup_s: float, measure_s: float) -> Window | None:
+    """The measured window of a repeat from its table (``window_from_commits`` over ``commit_events``)."""
+    return window_from_commits(commit_events(dsn, schema), warmup_s, measure_s)
+
+
+def window_length(gap_s: float | None, measure_s: float, min_commits: int, max_s: float) -> float:
+    """The measured window a cell needs: ``measure_s``, or long enough for ``min_commits`` commits at the pilot's
+    median commit interval (25 % margin), at most ``max_s``."""
+    if gap_s is None or min_commits <= 0:
+        return measure_s
+    return min(max(measure_s, 1.25 * min_commits * gap_s), max(max_s, measure_s))
 
 
 def latencies(dsn: str, schema: str, since_intended_ns: int, until_intended_ns: int) -> dict[str, dict[str, Any]]:
@@ -156,11 +188,22 @@ class ResourceMonitor:
     procs: dict[str, psutil.Process] = field(default_factory=dict)
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # stage → [t, cpu_s, rss]
     queue_series: dict[str, list[list[float]]] = field(default_factory=dict)
+    histogram_series: dict[str, list[tuple[float, Snapshot]]] = field(default_factory=dict)  # stage → (epoch s, …)
     _redis: aioredis.Redis | None = None
+
+    def record_histograms(self, now: float, scrapes: dict[str, Any]) -> None:
+        """Keep each stage's histogram buckets as just scraped (stage → ``Scrape``), timestamped: the measured
+        window's Prometheus quantiles come from the scrapes at its bounds (``prometheus_data``)."""
+        for name, scrape in scrapes.items():
+            snap = histograms_of(scrape)
+            if snap:
+                self.histogram_series.setdefault(name, []).append((now, snap))
 
     async def sample(self, orch: Orchestrator, snap: dict[str, Any]) -> None:
         now = time.time()
-        for name, pid in orch.pids().items():
+        pids, scrapes = orch.pids(), orch.scrapes()
+        self.record_histograms(now, {name: scrape for name, scrape in scrapes.items() if name in pids})
+        for name, pid in pids.items():
             try:
                 p = self.procs.get(name)
                 if p is None or p.pid != pid:
@@ -236,141 +279,68 @@ HISTOGRAMS = (
 )
 
 
-def prometheus_data(orch: Orchestrator) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
-    """(stage → histogram → buckets, 'stage/metric' → PromQL quantiles in ms, sums: 'stage/metric' → seconds)."""
+Buckets = dict[str, float]  # le → cumulative count
+Snapshot = dict[str, Buckets]  # histogram name → buckets
+
+
+def histograms_of(scrape: Any) -> Snapshot:
+    """The ``HISTOGRAMS`` a scrape holds (``harness.scrape.Scrape``), by name."""
+    out = {}
+    for h in HISTOGRAMS:
+        b = scrape.histogram(h)
+        if b:
+            out[h] = b
+    return out
+
+
+def _at(series: list[tuple[float, Snapshot]], t: float, after: bool) -> Snapshot | None:
+    """The scrape nearest ``t`` on its side: the last at or before it (``after`` False), the first at or after."""
+    if after:
+        return next((snap for ts, snap in series if ts >= t), None)
+    before = [snap for ts, snap in series if ts <= t]
+    return before[-1] if before else (series[0][1] if series else None)
+
+
+def window_buckets(start: Buckets, end: Buckets) -> Buckets | None:
+    """The readings observed between two cumulative scrapes: end − start per bucket; None if the counters went
+    backwards (a restarted stage) or nothing was observed."""
+    delta = {le: end[le] - start.get(le, 0.0) for le in end}
+    if any(v < 0 for v in delta.values()) or not delta.get("+Inf"):
+        return None
+    return delta
+
+
+def prometheus_data(
+    finals: dict[str, Any],
+    series: dict[str, list[tuple[float, Snapshot]]],
+    window: tuple[float, float] | None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """(stage → histogram → buckets of the measured window, 'stage/metric' → PromQL quantiles of those buckets in
+    ms, sums: 'stage/metric' → seconds over the whole run).
+
+    Same window, same population: a stage's buckets in the window are the difference of its cumulative buckets
+    scraped at the window's start (the last scrape at or before it) and end (the first scrape at or after it, else
+    the stage's final scrape), so the interpolated quantiles describe the readings the exact ones do (up to one poll
+    interval, ≈ 0.25 s, at each end). ``finals``: stage → its final ``Scrape``; ``series``: stage → timestamped
+    (epoch s) histogram snapshots taken during the run (``ResourceMonitor.record_histograms``)."""
     buckets: dict[str, dict[str, dict[str, float]]] = {}
     qs: dict[str, dict[str, float | None]] = {}
     sums: dict[str, float] = {}
-    for name, last in orch.scrapes().items():
+    for name, final in finals.items():
+        last = histograms_of(final)
         for h in HISTOGRAMS:
-            b = last.histogram(h)
-            if not b or not b.get("+Inf"):
+            sums[f"{name}/{h}"] = final.get(f"{h}_sum") if h in last else 0.0
+        if window is None:
+            continue
+        s = series.get(name, [])
+        start, end = _at(s, window[0], after=False), _at(s, window[1], after=True) or last
+        for h in HISTOGRAMS:
+            if end is None or h not in end:
+                continue
+            b = window_buckets((start or {}).get(h, {}), end[h])
+            if b is None:
                 continue
             buckets.setdefault(name, {})[h] = b
             scale = 1.0 if h == "writer_batch_rows" else 1000.0
             qs[f"{name}/{h}"] = {k: (v * scale if v is not None else None) for k, v in quantiles(b).items()}
-            sums[f"{name}/{h}"] = last.get(f"{h}_sum")
     return buckets, qs, sums
-
-
-# ------------------------------------------------------------------------------------------------ the verdict
-SATURATED = 0.85  # cores: a single-threaded stage at ≥ 85 % of one core is CPU-bound
-QUEUE_GROWTH = 0.05  # a queue growing by ≥ 5 % of the readings through it in the window: its consumer falls behind
-
-
-def bottleneck(
-    cfg: Any,
-    resources: dict[str, dict[str, Any]],
-    growth: dict[str, float | None],
-    throughput: float | None,
-    window_s: float | None,
-    prom_q: dict[str, dict[str, float | None]],
-    prom_sums: dict[str, float],
-    duration_s: float,
-) -> dict[str, Any]:
-    """Which stage limited the repeat, from queue growth, CPU saturation and stage latencies (documented rules)."""
-    util = {n: r["cpu_util_window"] for n, r in resources.items() if r.get("cpu_util_window") is not None}
-    total = sum(util.values())
-    ev: dict[str, Any] = {
-        "cpu_util_window": {k: round(v, 3) for k, v in util.items()},
-        "cpu_util_total": round(total, 3),
-        "queue_growth_per_s": growth,
-        "machine_cores": psutil.cpu_count(),
-    }
-    tp = throughput or 0.0
-    entry = cfg.readings_per_message if cfg.queue_entry == "batch" else 1
-    # growth over the window, in readings, must exceed what batching alone moves the queue by, and be a real
-    # share of what went through
-    noise = max(QUEUE_GROWTH * tp * (window_s or 0.0), 2.0 * max(cfg.batch_size, entry))
-
-    def grows(slope: float | None) -> bool:
-        return slope is not None and slope * entry * (window_s or 0.0) > noise
-
-    wq = growth.get("writer_queue")
-    fq = growth.get("forward_queue")
-    pub = prom_q.get("generator/generator_publish_delay_seconds", {}).get("p99")
-    ev["publish_delay_p99_ms"] = pub
-    cores = psutil.cpu_count() or 1
-    if cfg.topology == "node":
-        node_util = util.get("node", 0.0)
-        post_s = prom_sums.get("node/forward_request_seconds", 0.0)
-        blocking = _blocks_event_loop(cfg)
-        ev["node_time_in_blocking_posts"] = round(post_s / duration_s, 3) if blocking else None
-        if blocking and duration_s > 0 and post_s / duration_s > 0.3:
-            return {
-                "stage": "node",
-                "evidence": ev,
-                "reason": f"one event loop spends {post_s / duration_s:.0%} of the run blocked in synchronous "
-                "POSTs (requests.post per reading): every coroutine waits for them",
-            }
-        if node_util >= SATURATED:
-            return {
-                "stage": "node",
-                "reason": f"the single process is CPU-bound ({node_util:.0%} of a core)",
-                "evidence": ev,
-            }
-    if wq is not None and grows(wq):
-        return {
-            "stage": "writer",
-            "evidence": ev,
-            "reason": f"the writer queue grows by {wq * entry:,.0f} readings/s: the writer(s) and "
-            f"PostgreSQL ({cfg.sink}, batch {cfg.batch_size}) can't keep up",
-        }
-    if fq is not None and grows(fq):
-        return {
-            "stage": "forwarder",
-            "evidence": ev,
-            "reason": f"the forward queue grows by {fq * entry:,.0f} readings/s: the {cfg.forwarder} "
-            "forwarder and the backend can't keep up",
-        }
-    if total >= 0.9 * cores:
-        busiest = max(util, key=lambda n: util[n]) if util else "machine"
-        return {
-            "stage": busiest,
-            "evidence": ev,
-            "reason": f"the machine's {cores} cores are saturated ({total:.2f} busy); {busiest} uses the most "
-            f"({util.get(busiest, 0):.0%} of a core)",
-        }
-    if util:
-        busiest = max(util, key=lambda n: util[n])
-        if util[busiest] >= SATURATED:
-            return {
-                "stage": busiest,
-                "reason": f"{busiest} is CPU-bound ({util[busiest]:.0%} of a core)",
-                "evidence": ev,
-            }
-    if not cfg.max_rate and pub is not None and pub > 100:
-        return {
-            "stage": "generator",
-            "evidence": ev,
-            "reason": f"readings leave the generator late (publish delay p99 {pub:.0f} ms): the subscriber "
-            "(ingest) reads too slowly, without any stage saturating a core",
-        }
-    if not cfg.max_rate:
-        return {
-            "stage": "none",
-            "evidence": ev,
-            "reason": "kept up with the offered rate: no queue grew and no stage saturated a core",
-        }
-    busiest = max(util, key=lambda n: util[n]) if util else "unknown"
-    return {
-        "stage": busiest,
-        "evidence": ev,
-        "reason": f"no stage saturated a core; {busiest} was busiest ({util.get(busiest, 0):.0%}): "
-        "latency-bound (round trips)",
-    }
-
-
-def _blocks_event_loop(cfg: Any) -> bool:
-    """The cell's forwarder variant blocks the event loop while it POSTs (``Forwarder.blocks_event_loop``)."""
-    return bool(FORWARDERS[cfg.forwarder].blocks_event_loop)
-
-
-def summarize_values(values: list[float]) -> tuple[float | None, float | None]:
-    """(median, coefficient of variation)."""
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return None, None
-    med = statistics.median(vals)
-    cv = statistics.stdev(vals) / statistics.fmean(vals) if len(vals) > 1 and statistics.fmean(vals) else None
-    return med, cv

@@ -7,15 +7,15 @@ after every repeat, so an interrupted run keeps what it finished.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.accounting import Accounting
 from harness.faults import Fault
 from harness.plan import PipelineConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: intervals, adaptive repeats, loop labels, windowed Prometheus buckets, headline
 
 
 class _M(BaseModel):
@@ -56,9 +56,12 @@ class Repeat(_M):
     index: int
     ok: bool
     failures: list[str]
-    throughput_rps: float | None  # committed readings/s over the measured window
+    throughput_rps: float | None  # rows of whole commits in the measured window ÷ its length (commit to commit)
     window_s: float | None  # length of the measured window actually available
     window_complete: bool  # False: the run ended before warmup + measure elapsed
+    window_commits: int = 0  # commits inside the window (after the one opening it)
+    measure_s: float | None = None  # the window this repeat was planned with (sized per cell from its pilot)
+    pilot: bool = False  # a first repeat whose window held too few commits: it sized the window, not counted
     latency_ms: Latency  # intended → inserted
     latency_sent_ms: Latency  # sent (generated) → inserted
     e2e_latency_ms: Latency = Field(default_factory=Latency)  # intended → received by our websocket client
@@ -67,8 +70,8 @@ class Repeat(_M):
     resources: dict[str, StageResources]
     queue_len: dict[str, list[list[float]]]  # key → [t_since_start_s, length]
     pg: PgDeltas
-    prometheus: dict[str, dict[str, dict[str, float]]]  # stage → histogram name → {le: cumulative count}
-    prometheus_quantiles_ms: dict[str, dict[str, float | None]]  # "stage/metric" → p50/p95/p99 (PromQL way)
+    prometheus: dict[str, dict[str, dict[str, float]]]  # stage → histogram → {le: cumulative count in the window}
+    prometheus_quantiles_ms: dict[str, dict[str, float | None]]  # "stage/metric" → p50/p95/p99 (PromQL, window)
     duration_s: float
     drain_s: float
     bottleneck: Bottleneck | None
@@ -76,14 +79,26 @@ class Repeat(_M):
     expected_failures: list[str] = Field(default_factory=list)  # a lossy design's loss (expect_loss cells)
 
 
+Loop = Literal["open", "closed"]
+StopReason = Literal["running", "converged", "max_repeats", "budget", "fixed", "failed", "no_data"]
+
+
 class Summary(_M):
-    throughput_rps: float | None  # median over repeats
+    throughput_rps: float | None  # median over the counted repeats
     throughput_min_rps: float | None
     throughput_max_rps: float | None
-    cv: float | None  # coefficient of variation of throughput over repeats (stdev / mean)
-    unstable: bool  # cv > 10 %
+    cv: float | None  # coefficient of variation of throughput over repeats (stdev / mean), for information
+    unstable: bool  # the interval's half-width is above the cell's target (or unknown): flagged, with its interval
+    throughput_ci95: list[float] | None = None  # [lo, hi], Student's t over repeats (experiments/stats.py)
+    half_width: float | None = None  # (hi − lo) / 2 / median
+    ci_target: float | None = None  # the half-width this cell aimed for
+    repeats_taken: int = 0  # counted timed repeats (pilots excluded)
+    stop_reason: StopReason = "running"  # why no further repeat was run
+    loop: Loop = "closed"  # "open": offered rate (intended times fixed); "closed": max rate (bounded in flight)
+    latency_p99_ci95: list[float] | None = None  # [lo, hi] of the exact p99 over repeats
+    measure_s: float | None = None  # the measured window the cell's counted repeats used
     fraction_of_ceiling: float | None  # throughput_rps / ceilings.copy_binary_rps
-    readings_generated: int
+    readings_generated: int  # sums over every timed repeat (pilots included)
     readings_committed: int
     lost: int
     duplicated: int
@@ -125,13 +140,41 @@ class Ceilings(_M):
     readings: int
 
 
+TargetStatus = Literal["pass", "fail", "cannot_tell"]
+
+
 class Target(_M):
     name: str
     target: str
     measured: str
-    passed: bool | None  # None: not measured in this run
+    status: TargetStatus = "cannot_tell"  # decided on intervals: cannot_tell when one straddles the bound
+    passed: bool | None  # status as a boolean: None for cannot_tell (or not measured)
     detail: str
     cells: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_of_old_files(cls, data: Any) -> Any:
+        """Schema 1 files have ``passed`` only: their status follows from it."""
+        if isinstance(data, dict) and "status" not in data:
+            passed = data.get("passed")
+            data = {**data, "status": "pass" if passed is True else "fail" if passed is False else "cannot_tell"}
+        return data
+
+
+class RatioCI(_M):
+    """A ÷ B with its 95 % interval (stats.ratio)."""
+
+    ratio: float | None
+    ci95: list[float] | None
+    numerator: str | None  # cell ids
+    denominator: str | None
+    label: str
+
+
+class Headline(_M):
+    full_job_vs_seed: RatioCI | None = None  # fastest cell doing the seed's whole job (commit, POST, broadcast)
+    db_only_vs_seed: RatioCI | None = None  # fastest cell overall, committing only (labelled database-only)
 
 
 class Results(_M):
@@ -149,8 +192,67 @@ class Results(_M):
     cells: list[CellResult] = Field(default_factory=list)
     failed_cells: list[str] = Field(default_factory=list)
     targets: list[Target] = Field(default_factory=list)  # matrices with `targets = "perf"` (experiments/targets.py)
+    headline: Headline = Field(default_factory=Headline)
+
+    @property
+    def ceiling_rps(self) -> float | None:
+        """This run's binary-COPY ceiling (rows/s), the one every "% of ceiling" divides by."""
+        return self.ceilings.copy_binary_rps if self.ceilings else None
+
+    def cell(self, cid: str) -> CellResult | None:
+        return next((c for c in self.cells if c.id == cid), None)
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(self.model_dump_json(indent=1))
         tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------- reading cells (one place)
+def acct(rep: Repeat, key: str) -> int:
+    """One accounting count of a repeat (a dict today, a typed model tomorrow: both read the same)."""
+    a: Any = rep.accounting
+    v = a.get(key, 0) if isinstance(a, dict) else getattr(a, key, 0)
+    return int(v or 0)
+
+
+def counted(cell: CellResult) -> list[Repeat]:
+    """The timed repeats a cell's figures come from: every repeat but the pilots (index < 0: profiled, not here)."""
+    return [r for r in cell.repeats if not r.pilot]
+
+
+def throughputs(cell: CellResult) -> list[float]:
+    return [r.throughput_rps for r in counted(cell) if r.throughput_rps is not None]
+
+
+def p99s(cell: CellResult) -> list[float]:
+    return [r.latency_ms.p99 for r in counted(cell) if r.latency_ms.p99 is not None]
+
+
+def failed(cell: CellResult) -> bool:
+    return bool(cell.summary.failed) if cell.summary else any(not r.ok for r in cell.repeats)
+
+
+def loop_of(params: PipelineConfig) -> Loop:
+    """ "closed" at max rate (the generator sends as fast as the pipeline takes), "open" at an offered rate."""
+    return "closed" if params.max_rate else "open"
+
+
+def full_job(cell: CellResult) -> bool:
+    """Does the cell do the seed's whole job: every reading committed, POSTed to the backend and broadcast to at
+    least one websocket client?"""
+    if not cell.params.forwarding:
+        return False
+    reps = counted(cell)
+    return bool(reps) and all(acct(r, "ws_clients") >= 1 for r in reps)
+
+
+def is_seed(cell: CellResult) -> bool:
+    return cell.id == "seed"
+
+
+def best(cells: list[CellResult], group: str | None = None) -> CellResult | None:
+    """The highest median throughput among cells that did not fail (of ``group`` when given)."""
+    ok = [c for c in cells if (group is None or group in c.groups) and c.summary and c.summary.throughput_rps]
+    ok = [c for c in ok if not failed(c)]
+    return max(ok, key=lambda c: c.summary.throughput_rps or 0.0 if c.summary else 0.0, default=None)

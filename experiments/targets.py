@@ -1,13 +1,17 @@
 """Performance targets, evaluated over a run's cells (``targets = "perf"`` in a matrix). Each target states what
-was measured, against what, and pass or fail; where a target is not met, the cells' bottleneck verdicts and
-profiles are the explanation. The figures come from this run only (ceilings included)."""
+was measured, against what, and its ``status``: ``pass``, ``fail`` or ``cannot_tell``, decided on the 95 %
+intervals of ``experiments.stats`` (pass when the whole interval meets the bound, fail when the whole interval misses
+it, cannot_tell when it straddles the bound or a figure is missing). Where a target is not met, the cells'
+bottleneck verdicts and profiles are the explanation. The figures come from this run only (ceilings included)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from experiments.results import CellResult, Results
+from experiments import stats
+from experiments.headline import headline_of
+from experiments.results import CellResult, Results, best, throughputs
 
 MIN_RPS = 100_000
 MIN_CEILING_FRACTION = 0.20
@@ -20,20 +24,23 @@ MIN_RSS_SLACK = 16 * 1024 * 1024  # growth below 16 MiB counts as flat whatever 
 
 
 def _cell(res: Results, cid: str) -> CellResult | None:
-    return next((c for c in res.cells if c.id == cid), None)
+    return res.cell(cid)
 
 
 def _best(res: Results, group: str) -> CellResult | None:
-    members = [c for c in res.cells if group in c.groups and c.summary and not c.summary.failed]
-    return max(members, key=lambda c: c.summary.throughput_rps or 0.0, default=None)  # type: ignore[union-attr]
+    return best(res.cells, group)
 
 
-def _t(name: str, target: str, measured: str, ok: bool | None, detail: str, cells: list[str]) -> dict[str, Any]:
-    return {"name": name, "target": target, "measured": measured, "passed": ok, "detail": detail, "cells": cells}
+def _t(name: str, target: str, measured: str, status: str | bool, detail: str, cells: list[str]) -> dict[str, Any]:
+    if isinstance(status, bool):  # a point comparison (no interval to judge on)
+        status = "pass" if status else "fail"
+    passed = {"pass": True, "fail": False}.get(status)
+    return {"name": name, "target": target, "measured": measured, "status": status, "passed": passed,
+            "detail": detail, "cells": cells}  # fmt: skip
 
 
 def _missing(name: str, target: str, what: str) -> dict[str, Any]:
-    return _t(name, target, "not measured", None, f"{what} is missing or failed in this run", [])
+    return _t(name, target, "not measured", "cannot_tell", f"{what} is missing or failed in this run", [])
 
 
 def _rss_growth(cell: CellResult, warmup_s: float) -> tuple[str, float, int] | None:
@@ -55,19 +62,21 @@ def _rss_growth(cell: CellResult, warmup_s: float) -> tuple[str, float, int] | N
 def perf(res: Results) -> list[dict[str, Any]]:
     out = []
     best = _best(res, "best")
-    ceiling = res.ceilings.copy_binary_rps if res.ceilings else None
+    ceiling = res.ceiling_rps
     # 1. throughput and share of the ceiling
     name, target = "throughput", f"≥ {MIN_RPS:,} readings/s and ≥ {MIN_CEILING_FRACTION:.0%} of binary COPY"
     if best and best.summary and best.summary.throughput_rps:
+        est = stats.estimate(throughputs(best))
         tp = best.summary.throughput_rps
         frac = tp / ceiling if ceiling else None
-        ok = tp >= MIN_RPS and frac is not None and frac >= MIN_CEILING_FRACTION
+        floor = max(MIN_RPS, MIN_CEILING_FRACTION * ceiling) if ceiling else None
+        status = stats.at_least(est, floor) if floor is not None else "cannot_tell"
         out.append(
             _t(
                 name,
                 target,
-                f"{tp:,.0f} readings/s, {frac:.1%} of {ceiling:,.0f}" if frac else f"{tp:,.0f}/s",
-                ok,
+                f"{est.text()} readings/s, {frac:.1%} of {ceiling:,.0f}" if frac else f"{est.text()}/s",
+                status,
                 f"best of group 'best': {best.id}; bottleneck {bn.stage if (bn := best.summary.bottleneck) else '?'}",
                 [best.id],
             )
@@ -75,22 +84,24 @@ def perf(res: Results) -> list[dict[str, Any]]:
     else:
         out.append(_missing(name, target, "the 'best' group"))
     # 2. against the seed
-    seed = _cell(res, "seed")
-    name, target = "vs seed", f"best ÷ seed ≥ {MIN_VS_SEED:.0f}×"
-    if best and best.summary and seed and seed.summary and seed.summary.throughput_rps:
-        ratio = (best.summary.throughput_rps or 0) / seed.summary.throughput_rps
+    name, target = "vs seed", f"best full job ÷ seed ≥ {MIN_VS_SEED:.0f}× (its interval)"
+    head = res.headline if res.headline.full_job_vs_seed or res.headline.db_only_vs_seed else headline_of(res)
+    full = head.full_job_vs_seed
+    if full is not None and full.ratio is not None and full.numerator:
+        r = stats.Ratio(full.ratio, *(full.ci95 or (None, None)))
         out.append(
             _t(
                 name,
                 target,
-                f"{ratio:,.0f}× ({best.summary.throughput_rps:,.0f} vs {seed.summary.throughput_rps:,.0f}/s)",
-                ratio >= MIN_VS_SEED,
-                "the seed cell runs the original design in the same run",
-                [best.id, "seed"],
+                f"{r.times()} ({full.numerator} ÷ seed: both commit, POST and broadcast every reading)",
+                stats.at_least(r, MIN_VS_SEED),
+                "like with like: the fastest cell doing the seed's whole job; the database-only best is "
+                + (f"{db.ratio:,.0f}× ({db.numerator})" if (db := head.db_only_vs_seed) and db.ratio else "–"),
+                [full.numerator, "seed"],
             )
         )
     else:
-        out.append(_missing(name, target, "the seed cell or the best cell"))
+        out.append(_missing(name, target, "the seed cell or a full-job cell (forwarding, with a websocket client)"))
     # 3. latency at half the best rate, open loop
     half = _cell(res, "half-rate")
     name, target = (
@@ -98,13 +109,13 @@ def perf(res: Results) -> list[dict[str, Any]]:
         f"p99 intended → inserted ≤ {MAX_P99_MS:.0f} ms, open loop at 50 % of the best rate",
     )
     if half and half.summary and half.summary.latency_ms.p99 is not None and not half.summary.failed:
-        p99 = half.summary.latency_ms.p99
+        p99 = stats.estimate(r.latency_ms.p99 for r in half.repeats if not r.pilot)
         out.append(
             _t(
                 name,
                 target,
-                f"{p99:,.0f} ms at {half.params.get('rate', 0):,.0f} readings/s offered",
-                p99 <= MAX_P99_MS,
+                f"{p99.text(',.0f', ' ms')} at {half.params.get('rate', 0):,.0f} readings/s offered (open loop)",
+                stats.at_most(p99, MAX_P99_MS),
                 f"p50 {half.summary.latency_ms.p50:,.0f} ms, max {half.summary.latency_ms.max:,.0f} ms",
                 ["half-rate"],
             )
@@ -113,17 +124,19 @@ def perf(res: Results) -> list[dict[str, Any]]:
         out.append(_missing(name, target, "the half-rate cell"))
     # 4. instrumentation overhead
     on, off = _cell(res, "histograms-on"), _cell(res, "histograms-off")
-    name, target = "instrumentation", f"histograms on vs off within {MAX_METRICS_OVERHEAD:.0%} throughput"
+    name, target = "instrumentation", f"histograms on ÷ off − 1 within ±{MAX_METRICS_OVERHEAD:.0%} (its interval)"
     if on and off and on.summary and off.summary and on.summary.throughput_rps and off.summary.throughput_rps:
-        cost = 1 - on.summary.throughput_rps / off.summary.throughput_rps
-        noise = max(on.summary.cv or 0, off.summary.cv or 0)
+        r = stats.ratio(throughputs(on), throughputs(off))
+        status = stats.within(r, MAX_METRICS_OVERHEAD)
         out.append(
             _t(
                 name,
                 target,
-                f"{cost:+.1%} (on {on.summary.throughput_rps:,.0f}, off {off.summary.throughput_rps:,.0f}/s)",
-                cost <= MAX_METRICS_OVERHEAD,
-                f"repeat noise (CV) up to {noise:.1%}",
+                f"on ÷ off − 1 = {r.text()} (on {stats.estimate(throughputs(on)).text()}, "
+                f"off {stats.estimate(throughputs(off)).text()}/s)",
+                status,
+                "pass: the whole 95 % interval of on ÷ off − 1 lies within ±3 %; cannot tell: it straddles ±3 %; "
+                "fail: it lies outside",
                 ["histograms-on", "histograms-off"],
             )
         )

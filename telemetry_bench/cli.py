@@ -237,12 +237,9 @@ async def _run(matrix: Any, args: argparse.Namespace) -> int:
 
 def _find_run(ref: str, reports: Path) -> Path | None:
     """A run directory from a run id (under ``reports``), a directory, or a results.json path."""
-    for p in (Path(ref), reports / ref):
-        if p.is_file() and p.name == "results.json":
-            return p.parent
-        if (p / "results.json").is_file():
-            return p
-    return None
+    from experiments.storage import find_run
+
+    return find_run(ref, reports)
 
 
 def cmd_report(argv: list[str]) -> int:
@@ -266,7 +263,9 @@ def cmd_report(argv: list[str]) -> int:
             return 2
         runs = [run]
     else:
-        found = sorted(p.parent for p in reports.glob("*/results.json"))
+        from experiments.storage import run_dirs
+
+        found = run_dirs(reports)
         if not found:
             console.print(f"report: no run under {reports}", style="red", markup=False)
             return 2
@@ -296,7 +295,7 @@ def cmd_compare(argv: list[str]) -> int:
     parser.add_argument("--reports", type=Path, default=None, help="reports directory (default: reports/)")
     args = parser.parse_args(argv)
     from experiments import compare
-    from experiments.report import ROOT, load
+    from experiments.storage import ROOT, load
 
     if args.fail_above is not None and args.fail_above < 0:
         console.print(f"compare: --fail-above {args.fail_above:g}: must be ≥ 0", style="red", markup=False)

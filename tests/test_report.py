@@ -19,6 +19,7 @@ import pytest
 from experiments import compare
 from experiments.report import build_index, build_report, headline
 from experiments.results import Results
+from harness.faults import Fault
 from telemetry_bench.cli import main
 from tests.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
@@ -199,16 +200,19 @@ def test_fault_cells_show_recovery_accounting_and_expected_loss(tmp_path: Path) 
     res = Results.model_validate_json((FIXTURES / "results.json").read_text())
     lossy, kept, skipped = res.cells[0], res.cells[1], res.cells[2]
     for r in lossy.repeats:
-        r.fault = {"kind": "kill_writer", "at_s": 1.5, "injected": True, "recovery_s": 0.77, "note": "", "detail": ""}
-        r.accounting.update(generated=20_000, committed=19_600, lost=400, duplicated=0)
+        r.fault = Fault.model_validate(
+            {"kind": "kill_writer", "at_s": 1.5, "injected": True, "recovery_s": 0.77, "note": "", "detail": ""}
+        )
+        r.accounting = r.accounting.model_copy(update={"generated": 20_000, "committed": 19_600, "rows": 19_600})
         r.expected_failures = ["400 readings lost: generated 20000, committed 19600"]
     for r in kept.repeats:
-        r.fault = {"kind": "restart_redis", "at_s": 1.5, "injected": True, "recovery_s": None, "note": "",
-                   "detail": "Redis 6.2.14 with AOF, down 1 s, came back with every key: q: list of 3"}  # fmt: skip
+        detail = "Redis 6.2.14 with AOF, down 1 s, came back with every key: q: list of 3"
+        r.fault = Fault.model_validate({"kind": "restart_redis", "at_s": 1.5, "injected": True, "recovery_s": None,
+                                        "note": "", "detail": detail})  # fmt: skip
     for r in skipped.repeats:
         note = "not injected: only a local PostgreSQL cluster is restarted (this one is embedded)"
-        r.fault = {"kind": "restart_postgres", "at_s": 2.0, "injected": False, "recovery_s": None, "note": note,
-                   "detail": ""}  # fmt: skip
+        r.fault = Fault.model_validate({"kind": "restart_postgres", "at_s": 2.0, "injected": False,
+                   "recovery_s": None, "note": note, "detail": ""})  # fmt: skip
     html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
     assert "kill_writer at 1.5 s, recovered in 0.77 s; generated 20,000, committed 19,600, lost 400" in html
     assert "expected and reported: 400 readings lost" in html
@@ -364,3 +368,28 @@ def test_microbench_table_keeps_every_benchmark_after_a_partial_save(tmp_path: P
     assert rows["test_protobuf_encode"]["change"] == pytest.approx(-0.5)
     assert rows["test_decode[direct]"]["save"] == "0002" and rows["test_decode[direct]"]["change"] == pytest.approx(0.1)
     assert microbench(tmp_path / "nowhere") is None
+
+
+def test_headline_intervals_loops_and_target_status(tmp_path: Path) -> None:
+    from experiments.headline import headline_of
+    from experiments.results import Target
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    full = res.cells[3].model_copy(deep=True)  # the baseline, forwarding to the backend with a websocket client
+    full.id, full.params = "full", full.params.model_copy(update={"forwarder": "async"})
+    for r in full.repeats:
+        r.accounting = {**r.accounting, "ws_clients": 1}
+    res.cells.append(full)
+    res.headline = headline_of(res)
+    res.targets = [Target(name="instrumentation", target="±3 %", measured="x", status="cannot_tell", passed=None,
+                          detail="straddles", cells=[])]  # fmt: skip
+    html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
+    head = _section(html, "headline")
+    assert "full job" in head and "database-only" in head and "242×" in head and "321×" in head
+    assert re.search(r"242× \[[\d,.]+×, [\d,.]+×\]", head)  # the ratio with its interval
+    assert "CANNOT TELL" in _section(html, "targets")
+    lat = _section(html, "latency")
+    assert "closed (not under load)" in lat and ">open<" in lat
+    cells = _section(html, "cells")
+    assert "95 % interval" in cells and ">closed<" in cells and ">open<" in cells
+    assert "Student's t" in html

@@ -141,7 +141,7 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
     proc = subprocess.run(
         [sys.executable, "-m", "telemetry_bench.cli", "run", "--matrix", "smoke", "--out", str(tmp_path / "reports"),
          "--profiles", str(tmp_path / "profiles")],
-        capture_output=True, text=True, timeout=240, env=env,
+        capture_output=True, text=True, timeout=420, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     [path] = list((tmp_path / "reports").glob("*/results.json"))

@@ -1,0 +1,40 @@
+"""The headline: like with like against the seed.
+
+- ``full_job_vs_seed``: the fastest cell that does the seed's whole job — every reading committed, POSTed to the
+  backend and broadcast to at least one websocket client (``results.full_job``) — ÷ the seed cell;
+- ``db_only_vs_seed``: the fastest cell that only commits (``forwarder = "none"``), labelled database-only, ÷ the
+  seed cell.
+
+"Fastest": the highest median throughput among the cells that did not fail, at max rate (closed loop) when the run
+has such cells (an open-loop cell's throughput is its offered rate). Each ratio carries the 95 % interval of
+``stats.ratio`` over the two cells' repeats.
+"""
+
+from __future__ import annotations
+
+from experiments import stats
+from experiments.results import CellResult, Headline, RatioCI, Results, best, full_job, is_seed, loop_of, throughputs
+
+
+def _candidates(res: Results) -> list[CellResult]:
+    cells = [c for c in res.cells if not is_seed(c)]
+    closed = [c for c in cells if loop_of(c.params) == "closed"]
+    return closed or cells
+
+
+def _vs(cell: CellResult | None, seed: CellResult | None, label: str) -> RatioCI | None:
+    if cell is None:
+        return None
+    r = stats.ratio(throughputs(cell), throughputs(seed)) if seed else stats.Ratio(None, None, None)
+    return RatioCI(ratio=r.ratio, ci95=r.ci, numerator=cell.id, denominator=seed.id if seed else None, label=label)
+
+
+def headline_of(res: Results) -> Headline:
+    seed = res.cell("seed")
+    cells = _candidates(res)
+    full = best([c for c in cells if full_job(c)])
+    db_only = best([c for c in cells if c.params.get("forwarder", "none") == "none"])
+    return Headline(
+        full_job_vs_seed=_vs(full, seed, "full job (committed, POSTed, broadcast to a websocket client) ÷ seed"),
+        db_only_vs_seed=_vs(db_only, seed, "database only (committed, nothing forwarded) ÷ seed"),
+    )

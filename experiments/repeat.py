@@ -1,0 +1,143 @@
+"""One timed repeat of a cell: a fresh table and queue, the stages started by the orchestrator, the generator run
+for warm-up + measured window + tail, a clean stop, then what the repeat measured (``experiments.measure``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments import measure, verdict
+from experiments.matrix import Cell, Matrix
+from harness.orchestrator import Fault, Orchestrator
+from harness.plan import PipelineConfig
+from harness.services import Services
+from pipeline.wiring import FORWARD_SUFFIX
+
+SCHEMA = "bench"
+QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
+
+
+def cell_config(cell: Cell, m: Matrix, measure_s: float | None = None) -> PipelineConfig:
+    """The cell's PipelineConfig, with a generation time of warmup + window + tail unless it sets count/duration."""
+    cfg = cell.params
+    if not cfg.count and not cfg.duration:
+        cfg = cfg.model_copy(update={"duration": m.warmup_s + (measure_s or m.measure_s) + m.tail_s})
+    return cfg
+
+
+async def run_repeat(
+    cell: Cell,
+    m: Matrix,
+    services: Services,
+    workdir: Path,
+    index: int,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    python_prefix: Callable[[str], list[str]] | None = None,
+    measure_s: float | None = None,
+    queue_key: str = QUEUE_KEY,
+) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
+    """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window)."""
+    measure_s = measure_s or m.measure_s
+    cfg = cell_config(cell, m, measure_s)
+    monitor = measure.ResourceMonitor(queue_key)
+    fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
+    orch = Orchestrator(
+        cfg,
+        services,
+        workdir,
+        schema=SCHEMA,
+        queue_key=queue_key,
+        monitor=monitor,
+        on_progress=on_progress,
+        python_prefix=python_prefix,
+        fault=fault,
+    )
+    before = measure.pg_stats(services.pg_dsn, SCHEMA)  # WAL position and checkpoints (the table is recreated)
+    t0 = time.time()
+    try:
+        result = await orch.run()
+    finally:
+        await monitor.close()
+    duration = time.time() - t0
+    acct = result.accounting
+    after = measure.pg_stats(services.pg_dsn, SCHEMA)
+    window = measure.measure_window(services.pg_dsn, SCHEMA, m.warmup_s, measure_s)
+    bounds = measure.intended_bounds(services.pg_dsn, SCHEMA)
+    lat: dict[str, dict[str, Any]] = {"intended": {"n": 0}, "sent": {"n": 0}}
+    e2e: dict[str, Any] = {"n": 0}
+    e2e_rate = None
+    if bounds:
+        since = bounds[0] + round(m.warmup_s * 1e9)
+        until = since + round(measure_s * 1e9)
+        lat = measure.latencies(services.pg_dsn, SCHEMA, since, until)
+        if orch.probes:
+            p = orch.probes[0]
+            e2e, e2e_rate = measure.end_to_end(p.arrivals, p.intended, p.latencies, window, since, until)
+    win = (window.start_ns / 1e9, window.end_ns / 1e9) if window and window.seconds > 0 else None
+    resources = monitor.resources(win)
+    growth = {
+        "writer_queue": monitor.queue_growth(queue_key, win),
+        "forward_queue": monitor.queue_growth(queue_key + FORWARD_SUFFIX, win),
+    }
+    finals = orch.scrapes()
+    buckets, prom_q, prom_sums = measure.prometheus_data(finals, monitor.histogram_series, win)
+    throughput = window.throughput if window else None
+    bottleneck = verdict.bottleneck(
+        cfg,
+        resources,
+        growth,
+        throughput,
+        window.seconds if window else None,
+        prom_q,
+        prom_sums,
+        (result.stream_ended_ns - result.started_ns) / 1e9,
+    )
+    failures, expected = result.failures, []
+    if cell.expect_loss:  # the design loses readings by construction: report, don't fail
+        expected = [f for f in failures if "lost" in f or "duplicated" in f]
+        failures = [f for f in failures if f not in expected]
+    repeat = {
+        "index": index,
+        "ok": not failures,
+        "failures": failures,
+        "expected_failures": expected,
+        "fault": result.fault.as_dict() if result.fault else None,
+        "throughput_rps": throughput,
+        "window_s": window.seconds if window else None,
+        "window_complete": bool(window and window.complete),
+        "window_commits": window.commits if window else 0,
+        "measure_s": measure_s,
+        "latency_ms": lat["intended"],
+        "latency_sent_ms": lat["sent"],
+        "e2e_latency_ms": e2e,
+        "e2e_throughput_rps": e2e_rate,
+        "accounting": acct.as_dict(),
+        "resources": resources,
+        # by role (writer queue, forward queue), whatever this run's key prefix
+        "queue_len": {
+            QUEUE_KEY + k.removeprefix(queue_key): [[round(a, 3), b] for a, b in v]
+            for k, v in monitor.queue_series.items()
+        },
+        "pg": measure.pg_deltas(before, after, acct.committed),
+        "prometheus": buckets,
+        "prometheus_quantiles_ms": prom_q,
+        "duration_s": duration,
+        "drain_s": (result.drained_ns - result.stream_ended_ns) / 1e9,
+        "bottleneck": bottleneck,
+    }
+    return repeat, orch, window
+
+
+def drop_keys(redis_url: str, queue_key: str) -> None:
+    """Delete a run's Redis keys (its queue, forward queue, progress and processing lists) when it is over."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{queue_key}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

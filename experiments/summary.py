@@ -1,0 +1,116 @@
+"""A cell's summary over its counted repeats, and the stopping rule that decides whether it needs another.
+
+**Stopping rule** (checked after every round, per cell): stop when a repeat failed its accounting (``failed``) or
+no repeat measured a throughput (``no_data``). Otherwise, once the minimum repeats are taken: stop when the
+throughput interval's half-width is ≤ the target (``converged``); when the cell is a fault cell (its figures are
+about recovery), the matrix sets no target, or the cell's cap is its minimum (``fixed``); when the cap is reached
+(``max_repeats``) or the run's time budget is spent (``budget``). A cell that stops without converging is
+``unstable``: flagged with its interval, never hidden.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+from typing import Any
+
+from experiments import stats
+from experiments.results import CellResult, Latency, StopReason, Summary, acct, counted, failed, loop_of
+
+
+def _latency(reps: list[Any], attr: str) -> Latency:
+    out: dict[str, Any] = {"n": sum(getattr(r, attr).n for r in reps)}
+    for p in ("p50", "p95", "p99"):
+        out[p] = stats.median(getattr(getattr(r, attr), p) for r in reps)
+    maxes = [getattr(r, attr).max for r in reps if getattr(r, attr).max is not None]
+    out["max"] = max(maxes) if maxes else None
+    return Latency(**out)
+
+
+def summarize(
+    cell: CellResult, ceiling: float | None, ci_target: float | None = None, stop_reason: StopReason = "running"
+) -> Summary:
+    reps = counted(cell)
+    tps = [r.throughput_rps for r in reps if r.throughput_rps is not None]
+    est = stats.estimate(tps)
+    p99 = stats.estimate(r.latency_ms.p99 for r in reps)
+    cpu = [sum(s.cpu_s for s in r.resources.values()) / acct(r, "committed") for r in reps if acct(r, "committed")]
+    verdicts = [r.bottleneck for r in reps if r.bottleneck]
+    bn = None
+    if verdicts:  # the most frequent verdict over the repeats
+        stage = collections.Counter(v.stage for v in verdicts).most_common(1)[0][0]
+        bn = next(v for v in verdicts if v.stage == stage)
+
+    def total(key: str) -> int:  # accounting over every timed repeat, pilots included: each is a real run
+        return sum(acct(r, key) for r in cell.repeats)
+
+    hw = est.half_width
+    fault_cell = any(r.fault for r in reps)  # its figures are about the fault and the recovery: not judged here
+    unstable = (
+        bool(ci_target)
+        and stop_reason in ("max_repeats", "budget", "fixed")
+        and not fault_cell
+        and (hw is None or hw > (ci_target or 0))
+    )
+    med = est.median
+    return Summary(
+        throughput_rps=med,
+        throughput_min_rps=min(tps) if tps else None,
+        throughput_max_rps=max(tps) if tps else None,
+        cv=stats.cv(tps),
+        unstable=unstable,
+        throughput_ci95=est.ci,
+        half_width=hw,
+        ci_target=ci_target,
+        repeats_taken=len(reps),
+        stop_reason=stop_reason,
+        loop=loop_of(cell.params),
+        latency_p99_ci95=p99.ci,
+        measure_s=reps[-1].measure_s if reps else None,
+        fraction_of_ceiling=(med / ceiling) if med and ceiling else None,
+        readings_generated=total("generated"),
+        readings_committed=total("committed"),
+        lost=total("lost"),
+        duplicated=total("duplicated"),
+        forwarded=total("forwarded"),
+        broadcast=total("broadcast"),
+        unsent=total("unsent"),
+        latency_ms=_latency(reps, "latency_ms"),
+        latency_sent_ms=_latency(reps, "latency_sent_ms"),
+        e2e_latency_ms=_latency(reps, "e2e_latency_ms"),
+        e2e_throughput_rps=stats.median(r.e2e_throughput_rps for r in reps if r.e2e_throughput_rps),
+        cpu_s_per_reading=statistics.median(cpu) if cpu else None,
+        bottleneck=bn,
+        failed=any(not r.ok for r in cell.repeats) or not cell.repeats,
+    )
+
+
+def stop_reason(
+    cell: CellResult,
+    *,
+    min_repeats: int,
+    max_repeats: int,
+    ci_target: float,
+    fixed: bool,
+    over_budget: bool,
+) -> StopReason | None:
+    """Why this cell needs no further repeat, or None if it needs one (the rule in this module's docstring)."""
+    reps = counted(cell)
+    n = len(reps)
+    if cell.repeats and failed(cell):  # a pilot's failure counts too
+        return "failed"
+    if n < min_repeats:
+        return None
+    tps = [r.throughput_rps for r in reps if r.throughput_rps is not None]
+    if not tps:
+        return "no_data"
+    hw = stats.estimate(tps).half_width
+    if ci_target > 0 and hw is not None and hw <= ci_target:
+        return "converged"
+    if fixed or ci_target <= 0 or max_repeats <= min_repeats:
+        return "fixed"
+    if n >= max_repeats:
+        return "max_repeats"
+    if over_budget:
+        return "budget"
+    return None

@@ -1,0 +1,109 @@
+"""The runner's scheduling, without processes: interleaved rounds, extra rounds only for cells whose interval is too
+wide, the cap, the pilot that sizes a window, and the summary keys results.json promises."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+
+from experiments import measure, runner
+from experiments.matrix import load
+from experiments.results import Results
+from harness.services import Services
+from tests.test_report import FIXTURES
+
+MATRIX = """
+name = "rounds"
+repeats = 3
+max_repeats = 5
+ci_target = 0.05
+min_commits = 20
+warmup_s = 0.5
+measure_s = 2.0
+tail_s = 0.5
+
+[base]
+max_rate = true
+
+[cells.steady]
+title = "steady"
+batch_size = 1000
+
+[cells.noisy]
+title = "noisy"
+batch_size = 1001
+
+[cells.slow-commits]
+title = "a commit every 0.5 s"
+batch_size = 1002
+
+[cells.breaks]
+title = "loses readings in its first repeat (a pilot too: a commit every 0.5 s)"
+batch_size = 1003
+"""
+
+THROUGHPUT = {"steady": [100.0, 101.0, 99.0], "noisy": [100.0, 130.0, 80.0, 120.0, 90.0, 110.0],
+              "slow-commits": [50.0, 50.5, 49.5, 50.2], "breaks": [10.0]}  # fmt: skip
+
+
+def by_id(r: runner.Runner) -> dict[str, Any]:
+    return {c.id: c for c in r.results.cells}
+
+
+def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m.toml").write_text(MATRIX)
+    m = load(str(tmp_path / "m.toml"))
+    template = Results.model_validate_json((FIXTURES / "results.json").read_text()).cells[3].repeats[0]
+    calls: list[tuple[str, int, float | None]] = []
+    counters = {k: itertools.count() for k in THROUGHPUT}
+
+    async def fake_repeat(cell: Any, m: Any, services: Any, workdir: Path, index: int, *a: Any,
+                          measure_s: float | None = None, queue_key: str = "", **k: Any) -> Any:  # fmt: skip
+        calls.append((cell.id, index, measure_s))
+        tp = THROUGHPUT[cell.id][next(counters[cell.id])]
+        gap = 0.5 if cell.id in ("slow-commits", "breaks") else 0.01
+        commits = int((measure_s or 2.0) / gap)
+        window = measure.Window(0, int((measure_s or 2.0) * 1e9), True, int(tp * 2), commits, gap)
+        rep = template.model_dump()
+        ok = cell.id != "breaks"
+        rep.update(index=index, throughput_rps=tp, window_commits=commits, measure_s=measure_s, ok=ok,
+                   failures=[] if ok else ["100 readings lost: generated 1000, committed 900"],
+                   accounting={**rep["accounting"], **({} if ok else {"generated": 1_000, "committed": 900})},
+                   )  # fmt: skip
+        return rep, None, window
+
+    monkeypatch.setattr(runner, "run_repeat", fake_repeat)
+    monkeypatch.setattr(runner, "versions", lambda s: {})
+    services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
+    r = runner.Runner(m, services, profile="none", out=tmp_path, console=Console(quiet=True))
+    r.dir.mkdir(parents=True)
+    with Progress(console=Console(quiet=True)) as progress:
+        overall, task = progress.add_task("all", total=9), progress.add_task("")
+        asyncio.run(r._run_phase(m.cells, progress, overall, task))
+    order = [c for c, _, _ in calls]
+    # round 1: every cell; round 2: all but the one that failed; slow-commits' first repeat was its pilot (4 commits
+    # in 2 s), so it runs 4 in all
+    assert order[:7] == ["steady", "noisy", "slow-commits", "breaks", "steady", "noisy", "slow-commits"]
+    broke = by_id(r)["breaks"]
+    assert len(broke.repeats) == 1 and broke.summary is not None and broke.summary.failed
+    assert broke.summary.stop_reason == "failed" and broke.summary.lost == 100  # a pilot's loss is a loss
+    assert order.count("steady") == 3 and order.count("noisy") == 5 and order.count("slow-commits") == 4
+    by = {c.id: c for c in r.results.cells}
+    steady, noisy, slow = by["steady"].summary, by["noisy"].summary, by["slow-commits"].summary
+    assert steady is not None and noisy is not None and slow is not None
+    assert steady.stop_reason == "converged" and steady.repeats_taken == 3 and not steady.unstable
+    assert steady.throughput_ci95 is not None and steady.throughput_ci95[0] < 100 < steady.throughput_ci95[1]
+    assert steady.loop == "closed" and steady.half_width is not None and steady.half_width <= 0.05
+    assert noisy.stop_reason == "max_repeats" and noisy.repeats_taken == 5 and noisy.unstable  # flagged, not hidden
+    # the pilot sized the window: 1.25 × 20 commits × 0.5 s = 12.5 s, and is not counted
+    assert [rep.pilot for rep in by["slow-commits"].repeats] == [True, False, False, False]
+    assert slow.repeats_taken == 3 and slow.measure_s == pytest.approx(12.5)
+    assert [ms for c, _, ms in calls if c == "slow-commits"][1:] == [12.5, 12.5, 12.5]
+    assert slow.throughput_rps == pytest.approx(50.2)  # the median of the counted repeats (50.5, 49.5, 50.2)
+    assert by["slow-commits"].params["duration"] == pytest.approx(0.5 + 12.5 + 0.5)

@@ -1,0 +1,215 @@
+"""Known answers for the arithmetic behind every figure: intervals, the noise rule, commit-event throughput,
+percentiles, windowed Prometheus quantiles, the stopping rule, the targets and the headline."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from experiments import measure, stats
+from experiments.promql import histogram_quantile
+from experiments.results import Results
+from experiments.summary import stop_reason
+from tests.test_report import FIXTURES
+
+
+# --- intervals -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("df", "q"), [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
+def test_t_quantile_matches_the_tables(df: int, q: float) -> None:
+    assert stats.t_quantile(0.95, df) == pytest.approx(q, abs=1e-3)
+    assert stats.t_two_sided_p(stats.t_quantile(0.95, df), df) == pytest.approx(0.05, abs=1e-6)
+
+
+def test_interval_is_students_t_over_repeats() -> None:
+    e = stats.estimate([100.0, 102.0, 98.0, 101.0, 99.0])
+    # mean 100, s = √2.5, t(0.975, 4) = 2.7764 → ±1.9631
+    assert e.median == 100.0 and e.n == 5
+    assert e.lo == pytest.approx(100 - 2.7764 * math.sqrt(2.5) / math.sqrt(5), abs=1e-3)
+    assert e.hi == pytest.approx(100 + 2.7764 * math.sqrt(2.5) / math.sqrt(5), abs=1e-3)
+    assert e.half_width == pytest.approx(0.019631, abs=1e-5)
+    one = stats.estimate([5.0, None])
+    assert one.median == 5.0 and one.ci is None and one.half_width is None and "no interval" in one.text()
+    assert stats.estimate([]).median is None
+
+
+def test_ratio_interval_and_the_noise_rule() -> None:
+    a, b = [110.0, 111.0, 109.0], [100.0, 101.0, 99.0]
+    r = stats.ratio(a, b)
+    assert r.ratio == pytest.approx(1.1) and r.lo is not None and r.hi is not None
+    assert 1.0 < r.lo < 1.1 < r.hi and r.beyond_noise is True
+    assert stats.beats("A", "B", r).startswith("A beats B by 10.0 % [")
+    tie = stats.ratio([100.0, 110.0, 90.0], [105.0, 95.0, 112.0])
+    assert tie.beyond_noise is False and "within noise" in stats.beats("A", "B", tie)
+    lone = stats.ratio([100.0], [80.0])
+    assert lone.beyond_noise is None and "noise unknown" in stats.beats("A", "B", lone)
+    # the interval of a ratio of two identical noisy samples holds 1 and is symmetric on the log scale
+    same = stats.ratio([90.0, 100.0, 110.0], [90.0, 100.0, 110.0])
+    assert same.lo is not None and same.hi is not None
+    assert same.lo * same.hi == pytest.approx(1.0) and same.beyond_noise is False
+
+
+def test_target_decisions_on_intervals() -> None:
+    assert stats.within(stats.Ratio(0.99, 0.98, 1.01), 0.03) == "pass"
+    assert stats.within(stats.Ratio(0.98, 0.95, 1.01), 0.03) == "cannot_tell"  # straddles −3 %
+    assert stats.within(stats.Ratio(0.84, 0.80, 0.88), 0.03) == "fail"
+    assert stats.within(stats.Ratio(0.99, None, None), 0.03) == "cannot_tell"
+    assert stats.at_least(stats.Ratio(150.0, 120.0, 180.0), 100) == "pass"
+    assert stats.at_least(stats.Ratio(110.0, 90.0, 130.0), 100) == "cannot_tell"
+    assert stats.at_least(stats.Ratio(50.0, 40.0, 60.0), 100) == "fail"
+    assert stats.at_most(stats.Estimate(200.0, 180.0, 220.0, 3), 250) == "pass"
+    assert stats.at_most(stats.Estimate(240.0, 220.0, 260.0, 3), 250) == "cannot_tell"
+
+
+# --- throughput from commit events -----------------------------------------------------------------------------
+def _commits(n: int, every_s: float, rows: int, t0: int = 10**18) -> list[tuple[int, int]]:
+    return [(t0 + round(i * every_s * 1e9), rows) for i in range(n)]
+
+
+def test_throughput_from_commit_events_counts_whole_commits() -> None:
+    # a commit of 20 rows every 1.37 s (the seed at its own rate): 14.6 readings/s, whatever the window
+    ev = _commits(40, 1.37, 20)
+    w = measure.window_from_commits(ev, warmup_s=1.0, measure_s=30.0)
+    assert w is not None and w.commits == 21  # the commits after the opening one, within 30 s of it
+    assert w.throughput == pytest.approx(20 / 1.37)
+    assert w.commit_gap_s == pytest.approx(1.37) and w.complete
+    # rows between two fixed instants would read 10/s or 15/s (two or three commits in a 4 s window): not here
+    short = measure.window_from_commits(ev, warmup_s=1.0, measure_s=4.0)
+    assert short is not None and short.commits == 2 and short.throughput == pytest.approx(20 / 1.37)
+    # uneven batches: rows of the commits after the opening one ÷ the time between them
+    ev = [(0, 5), (1_000_000_000, 100), (1_500_000_000, 50), (3_000_000_000, 150)]
+    w = measure.window_from_commits(ev, 0.0, 10.0)
+    assert w is not None and w.committed == 300 and w.seconds == 3.0 and w.throughput == pytest.approx(100.0)
+    assert not w.complete  # the run ended before the planned window
+    assert measure.window_from_commits([], 1.0, 2.0) is None
+
+
+def test_a_window_is_sized_for_min_commits_from_its_pilot() -> None:
+    assert measure.window_length(1.37, 4.0, 20, 60.0) == pytest.approx(1.25 * 20 * 1.37)
+    assert measure.window_length(0.01, 4.0, 20, 60.0) == 4.0  # already enough commits
+    assert measure.window_length(10.0, 4.0, 20, 60.0) == 60.0  # capped
+    assert measure.window_length(None, 4.0, 20, 60.0) == 4.0
+
+
+def test_throughput_interval_over_synthetic_repeats() -> None:
+    # three repeats of a pipeline committing 1,000 rows every 0.1 s, 0.11 s and 0.09 s
+    tps = [measure.window_from_commits(_commits(60, gap, 1000), 0.5, 4.0).throughput for gap in (0.1, 0.11, 0.09)]  # type: ignore[union-attr]
+    e = stats.estimate(tps)
+    expected = [10_000.0, 1000 / 0.11, 1000 / 0.09]
+    assert e.median == pytest.approx(10_000.0)
+    mean, sd = statistics.fmean(expected), statistics.stdev(expected)
+    assert e.lo == pytest.approx(mean - 4.3027 * sd / math.sqrt(3), rel=1e-4)
+
+
+# --- percentiles -----------------------------------------------------------------------------------------------
+def test_exact_percentiles_are_postgresqls_percentile_disc() -> None:
+    stamps = list(range(1, 101))  # 1 … 100 ms
+    assert measure.percentile_disc(stamps, 0.5) == 50
+    assert measure.percentile_disc(stamps, 0.99) == 99
+    assert measure.percentile_disc(stamps, 0.995) == 100
+    lat, rate = measure.end_to_end(
+        arrivals=[i * 10**7 for i in range(100)], intended=list(range(100)),
+        latencies=[v * 10**6 for v in stamps], window=None, since=0, until=50,
+    )  # fmt: skip
+    assert lat["n"] == 50 and lat["p50"] == 25.0 and lat["p99"] == 50.0 and rate is None
+
+
+# --- windowed Prometheus quantiles -----------------------------------------------------------------------------
+class _Scrape:
+    def __init__(self, buckets: dict[str, float], total: float = 0.0) -> None:
+        self.b, self.total = buckets, total
+
+    def histogram(self, name: str) -> dict[str, float]:
+        return dict(self.b) if name == "latency_to_db_insert" else {}
+
+    def get(self, name: str) -> float:
+        return self.total
+
+
+def test_prometheus_quantiles_come_from_the_windows_bucket_difference() -> None:
+    # warm-up: 1,000 slow readings (all in 1–2.5 s); the window: 100 fast ones (all in 0.005–0.01 s)
+    warm = {"0.005": 0.0, "0.01": 0.0, "1": 0.0, "2.5": 1000.0, "+Inf": 1000.0}
+    end = {"0.005": 0.0, "0.01": 100.0, "1": 100.0, "2.5": 1100.0, "+Inf": 1100.0}
+    drained = {"0.005": 0.0, "0.01": 100.0, "1": 100.0, "2.5": 1500.0, "+Inf": 1500.0}
+    series = {"writer-1": [(100.0, {"latency_to_db_insert": warm}), (101.0, {"latency_to_db_insert": warm}),
+                           (105.0, {"latency_to_db_insert": end})]}  # fmt: skip
+    finals = {"writer-1": _Scrape(drained, total=42.0)}
+    buckets, qs, sums = measure.prometheus_data(finals, series, (101.0, 104.9))  # type: ignore[arg-type]
+    window = buckets["writer-1"]["latency_to_db_insert"]
+    assert window["+Inf"] == 100.0 and window["2.5"] == 100.0
+    p99 = qs["writer-1/latency_to_db_insert"]["p99"]
+    assert p99 == pytest.approx((0.005 + 0.005 * 0.99) * 1000)  # 9.95 ms, the window's readings only
+    # the whole run's final buckets would have said ~2.5 s
+    assert histogram_quantile(0.99, drained) > 2.0
+    assert sums["writer-1/latency_to_db_insert"] == 42.0
+    # a window ending after the last in-run scrape uses the final scrape; counters going back (a restart) give none
+    _, qs, _ = measure.prometheus_data(finals, series, (101.0, 200.0))  # type: ignore[arg-type]
+    assert qs["writer-1/latency_to_db_insert"]["p99"] is not None
+    assert measure.window_buckets(end, warm) is None
+
+
+# --- the stopping rule -----------------------------------------------------------------------------------------
+def _cell(tps: list[float], ok: bool = True):  # type: ignore[no-untyped-def]
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    cell = res.cells[2].model_copy(deep=True)
+    cell.summary = None
+    template = cell.repeats[0]
+    cell.repeats = [template.model_copy(update={"throughput_rps": t, "ok": ok, "index": i}) for i, t in enumerate(tps)]
+    return cell
+
+
+def test_stop_rule() -> None:
+    kw = {"min_repeats": 3, "max_repeats": 6, "ci_target": 0.05, "fixed": False, "over_budget": False}
+    assert stop_reason(_cell([100.0, 101.0]), **kw) is None  # below the minimum
+    assert stop_reason(_cell([100.0, 101.0, 99.0]), **kw) == "converged"  # ±2.5 %
+    assert stop_reason(_cell([100.0, 120.0, 85.0]), **kw) is None  # too wide: another round
+    assert stop_reason(_cell([100.0, 120.0, 85.0, 110.0, 90.0, 105.0]), **kw) == "max_repeats"
+    assert stop_reason(_cell([100.0, 120.0, 85.0]), **{**kw, "over_budget": True}) == "budget"
+    assert stop_reason(_cell([100.0, 120.0, 85.0]), **{**kw, "ci_target": 0.0}) == "fixed"
+    assert stop_reason(_cell([100.0], ok=False), **kw) == "failed"
+
+
+# --- targets and the headline ----------------------------------------------------------------------------------
+def test_instrumentation_target_is_decided_on_the_interval() -> None:
+    from experiments.targets import perf
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    base = res.cells[3]
+
+    def pair(on: list[float], off: list[float]) -> str:
+        r = res.model_copy(deep=True)
+        r.cells = [c for c in r.cells if c.id != base.id]
+        for cid, tps in (("histograms-on", on), ("histograms-off", off)):
+            c = base.model_copy(deep=True)
+            c.id = cid
+            c.repeats = [c.repeats[0].model_copy(update={"throughput_rps": t}) for t in tps]
+            assert c.summary is not None
+            c.summary.throughput_rps = statistics.median(tps)
+            r.cells.append(c)
+        [t] = [t for t in perf(r) if t["name"] == "instrumentation"]
+        assert t["passed"] == {"pass": True, "fail": False}.get(t["status"])
+        return str(t["status"])
+
+    assert pair([100.0, 100.5, 99.5, 100.2, 99.8], [100.4, 99.9, 100.1, 100.3, 99.7]) == "pass"
+    assert pair([61_800, 55_000, 68_000, 60_000, 64_000], [73_300, 68_000, 78_000, 72_000, 75_000]) == "fail"
+    assert pair([97.0, 99.0, 95.0, 98.0, 96.0], [100.0, 101.0, 99.0, 100.5, 99.5]) == "cannot_tell"
+
+
+def test_headline_compares_like_with_like() -> None:
+    from experiments.headline import headline_of
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    h = headline_of(res)
+    assert h.db_only_vs_seed is not None and h.db_only_vs_seed.numerator == "batch-batch_size=10000"
+    assert h.db_only_vs_seed.ratio == pytest.approx(160590 / 500) and h.db_only_vs_seed.ci95 is not None
+    assert h.db_only_vs_seed.denominator == "seed" and "database only" in h.db_only_vs_seed.label
+    # a closed-loop full-job cell (forwarding, a websocket client in every repeat) heads the full-job ratio
+    full = res.cells[3].model_copy(deep=True)
+    full.id, full.params = "full", full.params.model_copy(update={"forwarder": "async"})
+    for r in full.repeats:
+        r.accounting = {**r.accounting, "ws_clients": 1}
+    res.cells.append(full)
+    h = headline_of(res)
+    assert h.full_job_vs_seed is not None and h.full_job_vs_seed.numerator == "full"
+    assert h.full_job_vs_seed.ratio == pytest.approx(121_000 / 500)
