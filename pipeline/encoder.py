@@ -1,7 +1,7 @@
 """The generator's fast path: readings built with numpy and encoded straight into TelemetryBatch wire bytes.
 
 Values do not depend on time, so they are built ahead, a chunk of whole rounds over the sensors at a time
-(``sensors.walk``: the same seeded random walk as ``Sensor.fill``, bit for bit), and encoded once, every reading
+(``walk``: the same seeded random walk as ``Sensor.fill``, bit for bit), and encoded once, every reading
 as a row of fixed columns holding the canonical protobuf encoding of a ``TelemetryBatch.readings`` entry (its
 variable-length parts padded, and a mask of the bytes it really holds). The three time fields are holes of fixed
 width, which protobuf's encoding allows without changing a field or its number:
@@ -19,6 +19,7 @@ value of exactly 0.0 would be written rather than omitted (it parses the same).
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.proto import pb2
-from pipeline.sensors import Sensor, make_sensors, walk
+from pipeline.sensors import AXES, BANDS, CRITICAL, OFFLINE, OK, STEP, WARNING, Sensor, make_sensors
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -71,6 +72,44 @@ def iso_bytes(ns: I64) -> U8:
     out[:, 20:26] = ((ns % 1_000_000_000) // 1000)[:, None] // _DIGITS % 10 + 48
     out[:, 26] = ord("Z")
     return out
+
+
+def _uniform(rngs: list[random.Random], draws: int, step: float) -> npt.NDArray[np.float64]:
+    """(len(rngs), draws) of ``rng.uniform(-step, step)``, exactly as ``draws`` calls of it on each rng would give."""
+    raw = b"".join(r.getrandbits(64 * draws).to_bytes(8 * draws, "little") for r in rngs)
+    words = np.frombuffer(raw, dtype="<u4").reshape(len(rngs), draws, 2)
+    hi = (words[..., 0] >> 5).astype(np.float64)
+    lo = (words[..., 1] >> 6).astype(np.float64)
+    unit = (hi * 67108864.0 + lo) * (1.0 / 9007199254740992.0)  # random.random(): genrand_res53
+    return -step + (step - -step) * unit  # random.uniform(a, b) = a + (b - a) * random()
+
+
+def walk(sensors: list[Sensor], steps: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Advance every sensor (all of one kind) ``steps`` readings, as ``steps`` calls of ``Sensor.fill`` on each
+    would: the same random numbers from the same ``random.Random`` (``getrandbits`` yields the Mersenne Twister
+    words that ``random()`` consumes two at a time), added in the same order. Returns the values, shape (sensors,
+    steps, axes), and the status bitmasks, shape (sensors, steps); each sensor's state and sequence number move on."""
+    kind = sensors[0].spec.kind
+    assert all(s.spec.kind == kind for s in sensors), "walk() takes sensors of one kind"
+    axes = AXES[kind]
+    draws = _uniform([s.rng for s in sensors], steps * axes, STEP[kind]).reshape(len(sensors), steps, axes)
+    start = np.array([s.state for s in sensors], dtype=np.float64).reshape(len(sensors), 1, axes)
+    values = np.cumsum(np.concatenate((start, draws), axis=1), axis=1)[:, 1:]  # sequential: the same sums
+    for s, last in zip(sensors, values[:, -1], strict=True):
+        s.state[:] = last.tolist()
+        s.seq += steps
+    if kind == "VELOCITY":
+        x, y, z = values[..., 0], values[..., 1], values[..., 2]
+        magnitude = np.sqrt(x * x + y * y + z * z)
+        status = np.select(
+            [magnitude <= 12000, magnitude <= 14000, magnitude <= 15000], [OK, WARNING, CRITICAL], OFFLINE
+        )
+    else:
+        v = values[..., 0]
+        (ok, warn, crit) = BANDS[kind]
+        conds = [(lo <= v) & (v <= hi) for lo, hi in (ok, warn, crit)]
+        status = np.select(conds, [OK, WARNING, CRITICAL], OFFLINE)
+    return values, status.astype(np.int64)
 
 
 def _pad(width: int) -> npt.NDArray[np.bool_]:

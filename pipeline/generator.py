@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from pipeline import metrics
 from pipeline.config import GeneratorSettings
-from pipeline.encoder import VARINT9_MAX, VARINT9_MIN, BatchEncoder, Pending
 from pipeline.proto import GRPC_OPTIONS, pb2, pb2_grpc
 from pipeline.runtime import StageError, stage_main, stop_event
 from pipeline.sensors import make_sensors
@@ -238,8 +236,14 @@ async def produce(
     await buf.put(None)
 
 
+# The fast path (pipeline.encoder, numpy) is imported by the first stream that takes it, not at start-up: the
+# stage's start (until it handles SIGTERM) stays as quick as before.
+
+
 def fast_path_fits(params: StreamParams) -> bool:
     """The fast path builds the rate and max-rate schedules (sensors in turn) with nine-byte time varints."""
+    from pipeline.encoder import VARINT9_MAX, VARINT9_MIN
+
     return (params.max_rate or params.rate > 0) and (not params.t0_ns or VARINT9_MIN <= params.t0_ns < VARINT9_MAX)
 
 
@@ -251,6 +255,10 @@ async def produce_encoded(
     unsent count. A message is taken from the encoder before it is due (a chunk is built in the slack), stamped
     with its intended times when due, and put in the buffer as a ``Pending``: the RPC handler stamps its send
     time and hands its bytes to gRPC."""
+    import numpy as np
+
+    from pipeline.encoder import BatchEncoder
+
     stopping = stopping or asyncio.Event()
     t0 = params.t0_ns or time.time_ns()
     end_ns = t0 + round(params.duration_s * 1e9) if params.duration_s else None
@@ -337,14 +345,14 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
                 batch, enqueued = item
                 now = time.time_ns()
                 wait_hist.observe((now - enqueued) / 1e9)
-                if isinstance(batch, Pending):
-                    count, last_intended = batch.count, batch.last_intended_ns
-                    payload: Any = batch.stamp_sent(now)
-                else:
+                if isinstance(batch, pb2.TelemetryBatch):
                     readings = batch.readings
                     for r in readings:
                         r.sent_ns = now
                     count, last_intended, payload = len(readings), readings[-1].intended_ns, batch
+                else:  # the fast path's encoder.Pending
+                    count, last_intended = batch.count, batch.last_intended_ns
+                    payload = batch.stamp_sent(now)
                 # the message's last reading completed it: its wait is the lag behind the schedule, without the
                 # time spent filling the message (that is batching, and shows in the per-reading latencies)
                 delay_hist.observe((now - last_intended) / 1e9)

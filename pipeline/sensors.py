@@ -4,10 +4,9 @@ Sensor i of N is a copy of seed sensor ``i % 5`` with a new id (``TEMP_ENG_002``
 ``random.Random`` seeded from (run seed, sensor id), so the same seed gives the same readings whatever the rate.
 
 Two ways to advance the same model: ``Sensor.fill`` (one reading into a protobuf message: the reference) and
-``walk`` (many steps of many sensors of one kind at once, with numpy: the generator's fast path). ``walk`` draws the
-same random numbers from the same ``random.Random`` (``getrandbits`` yields the Mersenne Twister words that
-``random()`` consumes two at a time) and adds them in the same order, so both give bit-identical readings and leave
-each sensor in the same state; the two can be mixed.
+``pipeline.encoder.walk`` (many steps of many sensors of one kind at once, with numpy: the generator's fast path),
+from the same constants (``BANDS``, ``STEP``, ``AXES``); both give bit-identical readings and leave each sensor in
+the same state, so the two can be mixed.
 """
 
 from __future__ import annotations
@@ -16,9 +15,6 @@ import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from pipeline.proto import pb2
 
@@ -49,6 +45,8 @@ BANDS = {
     "TEMPERATURE": ((-10, 65), (-20, 75), (-30, 85)),
     "PRESSURE": ((180, 220), (140, 260), (100, 300)),
 }
+STEP = {"TEMPERATURE": 10.0, "PRESSURE": 5.0, "VELOCITY": 5.0}  # each step adds uniform(-STEP, STEP)
+AXES = {"TEMPERATURE": 1, "PRESSURE": 1, "VELOCITY": 3}
 
 
 def band(value: float, ok: tuple[float, float], warn: tuple[float, float], crit: tuple[float, float]) -> int:
@@ -92,14 +90,16 @@ class Sensor:
         self.seq += 1
         spec, rng = self.spec, self.rng
         if spec.kind == "TEMPERATURE":
-            self.state[0] += rng.uniform(-10.0, 10.0)
+            step = STEP["TEMPERATURE"]
+            self.state[0] += rng.uniform(-step, step)
             t = self.state[0]
             msg.type = pb2.TEMPERATURE
             d = msg.temperature
             d.sensor_id, d.subsystem, d.temperature, d.unit = self.sensor_id, spec.subsystem, t, spec.unit
             d.status_bitmask, d.sequence_number = temperature_status(t), self.seq
         elif spec.kind == "PRESSURE":
-            self.state[0] += rng.uniform(-5.0, 5.0)
+            step = STEP["PRESSURE"]
+            self.state[0] += rng.uniform(-step, step)
             p = self.state[0]
             msg.type = pb2.PRESSURE
             d = msg.pressure
@@ -107,55 +107,16 @@ class Sensor:
             d.status_bitmask, d.sequence_number = pressure_status(p), self.seq
         else:
             s = self.state
-            s[0] += rng.uniform(-5.0, 5.0)
-            s[1] += rng.uniform(-5.0, 5.0)
-            s[2] += rng.uniform(-5.0, 5.0)
+            step = STEP["VELOCITY"]
+            s[0] += rng.uniform(-step, step)
+            s[1] += rng.uniform(-step, step)
+            s[2] += rng.uniform(-step, step)
             msg.type = pb2.VELOCITY
             d = msg.velocity
             d.sensor_id, d.subsystem, d.unit = self.sensor_id, spec.subsystem, spec.unit
             d.velocity_x, d.velocity_y, d.velocity_z = s
             d.status_bitmask = velocity_status(math.sqrt(s[0] * s[0] + s[1] * s[1] + s[2] * s[2]))
             d.sequence_number = self.seq
-
-
-STEP = {"TEMPERATURE": 10.0, "PRESSURE": 5.0, "VELOCITY": 5.0}  # each step adds uniform(-STEP, STEP)
-AXES = {"TEMPERATURE": 1, "PRESSURE": 1, "VELOCITY": 3}
-
-
-def _uniform(rngs: list[random.Random], draws: int, step: float) -> npt.NDArray[np.float64]:
-    """(len(rngs), draws) of ``rng.uniform(-step, step)``, exactly as ``draws`` calls of it on each rng would give."""
-    raw = b"".join(r.getrandbits(64 * draws).to_bytes(8 * draws, "little") for r in rngs)
-    words = np.frombuffer(raw, dtype="<u4").reshape(len(rngs), draws, 2)
-    hi = (words[..., 0] >> 5).astype(np.float64)
-    lo = (words[..., 1] >> 6).astype(np.float64)
-    unit = (hi * 67108864.0 + lo) * (1.0 / 9007199254740992.0)  # random.random(): genrand_res53
-    return -step + (step - -step) * unit  # random.uniform(a, b) = a + (b - a) * random()
-
-
-def walk(sensors: list[Sensor], steps: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """Advance every sensor (all of one kind) ``steps`` readings, as ``steps`` calls of ``fill`` on each would:
-    returns the values, shape (sensors, steps, axes), and the status bitmasks, shape (sensors, steps)."""
-    kind = sensors[0].spec.kind
-    assert all(s.spec.kind == kind for s in sensors), "walk() takes sensors of one kind"
-    axes = AXES[kind]
-    draws = _uniform([s.rng for s in sensors], steps * axes, STEP[kind]).reshape(len(sensors), steps, axes)
-    start = np.array([s.state for s in sensors], dtype=np.float64).reshape(len(sensors), 1, axes)
-    values = np.cumsum(np.concatenate((start, draws), axis=1), axis=1)[:, 1:]  # sequential: the same sums
-    for s, last in zip(sensors, values[:, -1], strict=True):
-        s.state[:] = last.tolist()
-        s.seq += steps
-    if kind == "VELOCITY":
-        x, y, z = values[..., 0], values[..., 1], values[..., 2]
-        magnitude = np.sqrt(x * x + y * y + z * z)
-        status = np.select(
-            [magnitude <= 12000, magnitude <= 14000, magnitude <= 15000], [OK, WARNING, CRITICAL], OFFLINE
-        )
-    else:
-        v = values[..., 0]
-        (ok, warn, crit) = BANDS[kind]
-        conds = [(lo <= v) & (v <= hi) for lo, hi in (ok, warn, crit)]
-        status = np.select(conds, [OK, WARNING, CRITICAL], OFFLINE)
-    return values, status.astype(np.int64)
 
 
 def make_sensors(n: int, seed: int) -> list[Sensor]:

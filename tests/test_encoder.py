@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from pipeline import metrics
-from pipeline.encoder import BatchEncoder, iso_bytes, varint9
+from pipeline.encoder import BatchEncoder, iso_bytes, varint9, walk
 from pipeline.generator import StreamParams, _IsoClock, fast_path_fits, produce, produce_encoded
 from pipeline.proto import pb2
-from pipeline.sensors import make_sensors, walk
+from pipeline.sensors import make_sensors
 
 T0 = 1_700_000_000_123_456_789  # a fixed schedule origin in the past (all due at once): intended times compare exactly
 SENT = 1_800_000_005_000_000_001
@@ -59,7 +59,7 @@ def _without_times(batches: list[pb2.TelemetryBatch]) -> list[list[bytes]]:
     return out
 
 
-def test_sensors_walk_equals_fill_bit_for_bit() -> None:
+def test_walk_equals_fill_bit_for_bit() -> None:
     """``walk`` draws the same random numbers and sums them in the same order as ``fill``: values, statuses (every
     band reached over 400 steps), sequence numbers and the state left behind are identical."""
     ref, fast = make_sensors(10, 7), make_sensors(10, 7)
