@@ -102,6 +102,9 @@ class _Matrix(BaseModel):
     cells: dict[str, _Cell] = Field(default_factory=dict)
     groups: list[_Group] = Field(default_factory=list)
     targets: Literal["perf"] | None = None  # a target set evaluated over the cells (experiments/targets.py)
+    stage_ceilings: str | None = None  # a cell whose settings every stage is measured alone with, between rounds
+    capacity_cells: list[str] = Field(default_factory=list)  # search these cells' max sustainable open-loop rate
+    slo_ms: float = Field(1000.0, gt=0, description="the capacity search's p99 bound (intended → committed)")
 
 
 @dataclass
@@ -141,6 +144,9 @@ class Matrix:
     min_commits: int = MIN_COMMITS_DEFAULT
     max_measure_s: float = 60.0
     budget_s: float | None = None
+    stage_ceilings: str | None = None
+    capacity_cells: list[str] = field(default_factory=list)
+    slo_ms: float = 1000.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +166,9 @@ class Matrix:
             "min_commits": self.min_commits,
             "max_measure_s": self.max_measure_s,
             "budget_s": self.budget_s,
+            "stage_ceilings": self.stage_ceilings,
+            "capacity_cells": self.capacity_cells,
+            "slo_ms": self.slo_ms,
         }
 
 
@@ -263,6 +272,11 @@ def load(name_or_path: str) -> Matrix:
         groups.append({"name": g.name, "title": g.title, "keys": keys, "cells": ids})
     if not cells:
         raise MatrixError(f"{path}: the matrix has no cells")
+    named = {"capacity_cells": m.capacity_cells, "stage_ceilings": [m.stage_ceilings] if m.stage_ceilings else []}
+    for key, ids in named.items():
+        if unknown_ids := [c for c in ids if c not in cells]:
+            raise MatrixError(f"{path}: {key}: unknown cell(s) {', '.join(map(repr, unknown_ids))}; cells: "
+                              f"{', '.join(cells)}")  # fmt: skip
     if m.profile_cells is not None:
         unknown = [c for c in m.profile_cells if c not in cells]
         if unknown:
@@ -296,4 +310,7 @@ def load(name_or_path: str) -> Matrix:
         m.min_commits,
         m.max_measure_s,
         m.budget_s,
+        m.stage_ceilings,
+        m.capacity_cells,
+        m.slo_ms,
     )

@@ -4,6 +4,8 @@ The bottleneck verdict drawn from them is ``experiments.verdict``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import math
 import statistics
@@ -189,6 +191,7 @@ class ResourceMonitor:
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # stage → [t, cpu_s, rss]
     queue_series: dict[str, list[list[float]]] = field(default_factory=dict)
     histogram_series: dict[str, list[tuple[float, Snapshot]]] = field(default_factory=dict)  # stage → (epoch s, …)
+    servers: ServerProcesses = field(default_factory=lambda: ServerProcesses())
     _redis: aioredis.Redis | None = None
 
     def record_histograms(self, now: float, scrapes: dict[str, Any]) -> None:
@@ -214,6 +217,8 @@ class ResourceMonitor:
                 self.series.setdefault(name, []).append([now - self.t0, t.user + t.system, float(rss)])
             except psutil.Error:
                 continue
+        for server, cpu_s, server_rss in await self.servers.sample(orch.services.pg_dsn, orch.services.redis_url, now):
+            self.series.setdefault(server, []).append([now - self.t0, cpu_s, server_rss])
         await self._sample_queues(orch, now)
 
     async def _sample_queues(self, orch: Orchestrator, now: float) -> None:
@@ -257,6 +262,76 @@ class ResourceMonitor:
         if len(s) < 3:
             return None
         return _slope([x[0] for x in s], [x[1] for x in s])
+
+
+@dataclass
+class ServerProcesses:
+    """CPU of the PostgreSQL and Redis servers serving the run, as two more "stages" (``postgresql``, ``redis``).
+
+    PostgreSQL: every server process ``pg_stat_activity`` lists for the run's database, plus its background
+    processes (WAL writer, checkpointer, …), refreshed every ``REFRESH_S``; Redis: ``INFO server``'s
+    ``process_id``. Only processes on this machine whose name says what they are (a remote server's pids mean
+    nothing here). CPU is accumulated per process from its first sample on, so a process that exits takes nothing
+    back from the total."""
+
+    REFRESH_S = 2.0
+    pids: dict[str, list[int]] = field(default_factory=dict)
+    refreshed: float = 0.0
+    last: dict[int, float] = field(default_factory=dict)  # pid → its CPU seconds when last sampled
+    total: dict[str, float] = field(default_factory=dict)
+    problem: str | None = None
+
+    async def sample(self, pg_dsn: str, redis_url: str, now: float) -> list[tuple[str, float, float]]:
+        if now - self.refreshed >= self.REFRESH_S:
+            self.refreshed = now
+            try:
+                self.pids = await asyncio.to_thread(_server_pids, pg_dsn, redis_url)
+            except Exception as exc:  # the server is restarting (a fault cell): keep the last known processes
+                self.problem = str(exc)
+        out = []
+        for name, pids in self.pids.items():
+            rss = 0.0
+            for pid in pids:
+                try:
+                    p = psutil.Process(pid)
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        cpu = t.user + t.system
+                        rss += p.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.total[name] = self.total.get(name, 0.0) + max(0.0, cpu - self.last.get(pid, cpu))
+                self.last[pid] = cpu
+            out.append((name, self.total.get(name, 0.0), rss))
+        return out
+
+
+def _server_pids(pg_dsn: str, redis_url: str) -> dict[str, list[int]]:
+    import psycopg
+    import redis
+
+    def named(pids: list[int], word: str) -> list[int]:
+        keep = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                if word in " ".join([psutil.Process(pid).name(), *psutil.Process(pid).cmdline()[:1]]):
+                    keep.append(pid)
+        return keep
+
+    out: dict[str, list[int]] = {}
+    with psycopg.connect(pg_dsn, connect_timeout=2, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE (datname = current_database() OR backend_type <> "
+            "'client backend') AND pid <> pg_backend_pid()"
+        ).fetchall()
+    out["postgresql"] = named([r[0] for r in rows], "postgres")
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        info: Any = client.info("server")
+        out["redis"] = named([int(info["process_id"])], "redis")
+    finally:
+        client.close()
+    return {k: v for k, v in out.items() if v}
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:

@@ -97,6 +97,10 @@ class Summary(_M):
     loop: Loop = "closed"  # "open": offered rate (intended times fixed); "closed": max rate (bounded in flight)
     latency_p99_ci95: list[float] | None = None  # [lo, hi] of the exact p99 over repeats
     measure_s: float | None = None  # the measured window the cell's counted repeats used
+    # the stage ceiling that binds the cell ({stage, ceiling_rps, fraction, why}; experiments/stage_ceilings.py)
+    binding_ceiling: dict[str, Any] | None = None
+    # the maximum sustainable open-loop rate under the SLO ({rps, p99_ms, slo_ms, probes, ...}; capacity.py)
+    capacity: dict[str, Any] | None = None
     fraction_of_ceiling: float | None  # throughput_rps / ceilings.copy_binary_rps
     readings_generated: int  # sums over every timed repeat (pilots included)
     readings_committed: int
@@ -138,6 +142,9 @@ class Ceilings(_M):
     redis_pushpop_passes: list[float]
     decode_direct_rps: float  # direct field reads, one process
     readings: int
+    # each stage alone with the run's settings, measured between rounds: stage → {median, min, max, passes}
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    stages_cell: str | None = None  # whose settings
 
 
 TargetStatus = Literal["pass", "fail", "cannot_tell"]

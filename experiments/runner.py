@@ -29,9 +29,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from experiments import capacity_runs, measure, metadata
 from experiments import ceilings as ceilings_mod
 from experiments import console as console_mod
-from experiments import measure, metadata
 from experiments.headline import headline_of
 from experiments.matrix import Cell, Matrix
 from experiments.repeat import SCHEMA, cell_config, drop_keys, run_repeat
@@ -91,6 +91,7 @@ class Runner:
         self.started = time.monotonic()
         self.measure_s: dict[str, float] = {}  # cell id → its measured window (sized from its pilot)
         self.stopped: dict[str, StopReason] = {}
+        self.stage_passes: list[dict[str, float]] = []  # each stage alone, a pass per round (stage_ceilings)
         self.results = Results(
             run_id=self.run_id,
             created=datetime.now(UTC).isoformat(),
@@ -172,6 +173,7 @@ class Runner:
             f"ceilings: binary COPY {c['copy_binary_rps']:,.0f} rows/s · Redis push/pop "
             f"{c['redis_pushpop_rps']:,.0f}/s · direct decode {c['decode_direct_rps']:,.0f}/s"
         )
+        await capacity_runs.stage_pass(self)  # each stage alone, again between rounds
         total = sum(self.min_repeats(c) + (0 if self.profile == "none" or not c.profile else 1) for c in self.m.cells)
         progress = Progress(
             SpinnerColumn(),
@@ -188,8 +190,10 @@ class Runner:
                 # cells offered a fraction of another's measured rate run after the others
                 for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
                     await self._run_phase(phase, progress, overall, task)
+            await capacity_runs.capacities(self)
         finally:
             drop_keys(self.services.redis_url, self.queue_key)
+        capacity_runs.bind(self)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
@@ -281,6 +285,7 @@ class Runner:
                 for cell in active:  # one round: a repeat of every cell that still needs one
                     await self._one(cell, results[cell.id], progress, overall, task)
                     self._grow(progress, overall, cell, results[cell.id])
+                await capacity_runs.stage_pass(self)
         else:
             for cell in cells:
                 while self._stop(cell, results[cell.id]) is None:

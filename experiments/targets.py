@@ -187,6 +187,59 @@ def perf(res: Results) -> list[dict[str, Any]]:
         )
     else:
         out.append(_missing(name, target, "the overload cell"))
+    out.extend(capacity_targets(res))
+    return out
+
+
+MIN_GENERATOR_HEADROOM = 3.0
+
+
+def capacity_targets(res: Results) -> list[dict[str, Any]]:
+    """Issue 13's targets: the load generator far above the best cell, the capacity under the SLO of the configurations
+    searched, and each best cell's share of the stage ceiling that binds it."""
+    out = []
+    stages = res.ceilings.stages if res.ceilings else {}
+    top = _best(res, "best")
+    name, target = "generator headroom", f"generator alone ÷ best cell ≥ {MIN_GENERATOR_HEADROOM:.0f}× (its interval)"
+    gen = stages.get("generator")
+    if gen and top and top.summary and top.summary.throughput_rps:
+        r = stats.ratio(gen["passes"], throughputs(top))
+        out.append(_t(name, target, f"{r.times()} (generator {stats.estimate(gen['passes']).text()}/s with "
+                      f"{res.ceilings.stages_cell if res.ceilings else '?'}'s settings, {len(gen['passes'])} passes)",
+                      stats.at_least(r, MIN_GENERATOR_HEADROOM), "the load source is not the bottleneck when the "
+                      "generator alone streams several times what the best cell commits", [top.id]))  # fmt: skip
+    else:
+        out.append(_missing(name, target, "stage ceilings (stage_ceilings) and the 'best' group"))
+    slo = float(res.matrix.get("slo_ms", 1000.0))
+    for cid in res.matrix.get("capacity_cells", []):
+        cell = _cell(res, cid)
+        name, target = (
+            f"capacity {cid}",
+            f"the highest open-loop rate with no queue growth, nothing unsent and p99 ≤ {slo:,.0f} ms",
+        )
+        cap = cell.summary.capacity if cell and cell.summary else None
+        if not cap:
+            out.append(_missing(name, target, f"the capacity search of {cid}"))
+            continue
+        found = cap.get("rps") is not None
+        measured = (f"{cap['rps']:,.0f} readings/s at p99 {cap['p99_ms']:,.0f} ms" if found else "none sustained") + (
+            f" (first failing rate {cap['upper_rps']:,.0f}/s)" if cap.get("upper_rps") else ""
+        )
+        out.append(_t(name, target, measured, "pass" if found else "fail",
+                      f"{len(cap.get('probes', []))} probes; {cap.get('stop_reason', '')}", [cid]))  # fmt: skip
+    best_cells = [c for c in res.cells if "best" in c.groups or "best-full-job" in c.groups]
+    name, target = (
+        "share of the binding ceiling",
+        "each best cell's throughput ÷ the ceiling of the stage that binds it",
+    )
+    shares = [(c.id, c.summary.binding_ceiling) for c in best_cells if c.summary and c.summary.binding_ceiling]
+    if shares:
+        text = "; ".join(f"{cid}: {b['fraction']:.0%} of {b['stage']} ({b['ceiling_rps']:,.0f}/s)" for cid, b in shares)
+        out.append(_t(name, target, text, "pass" if len(shares) == len(best_cells) else "cannot_tell",
+                      "the binding stage is the verdict's where it has a ceiling, else the lowest ceiling on the path",
+                      [cid for cid, _ in shares]))  # fmt: skip
+    else:
+        out.append(_missing(name, target, "stage ceilings"))
     return out
 
 

@@ -87,11 +87,13 @@ def bottleneck(
             f"({util.get(busiest, 0):.0%} of a core)",
         }
     if util:
-        busiest = max(util, key=lambda n: util[n])
-        if util[busiest] >= SATURATED:
+        # a stage's share of the cores it can use: one per process, PostgreSQL one per writer connection
+        share = {n: u / (max(1, cfg.workers) if n == "postgresql" else 1) for n, u in util.items()}
+        busiest = max(share, key=lambda n: share[n])
+        if share[busiest] >= SATURATED:
             return {
                 "stage": busiest,
-                "reason": f"{busiest} is CPU-bound ({util[busiest]:.0%} of a core)",
+                "reason": f"{busiest} is CPU-bound ({share[busiest]:.0%} of the core(s) it can use)",
                 "evidence": ev,
             }
     if not cfg.max_rate and pub is not None and pub > 100:
@@ -107,10 +109,12 @@ def bottleneck(
             "evidence": ev,
             "reason": "kept up with the offered rate: no queue grew and no stage saturated a core",
         }
-    busiest = max(util, key=lambda n: util[n]) if util else "unknown"
+    # max rate and no rule fired: say so with the evidence, never a default stage
+    top = max(util, key=lambda n: util[n]) if util else None
+    shown = f"; the busiest was {top} at {util[top]:.0%} of a core" if top else ""
     return {
-        "stage": busiest,
+        "stage": "none found",
         "evidence": ev,
-        "reason": f"no stage saturated a core; {busiest} was busiest ({util.get(busiest, 0):.0%}): "
-        "latency-bound (round trips)",
+        "reason": f"no rule fired: no queue grew, no stage (PostgreSQL and Redis included) saturated its cores and "
+        f"the machine had idle CPU{shown} — round trips between stages (latency), not a resource, set the pace",
     }

@@ -52,3 +52,21 @@ def test_open_loop_that_keeps_up_has_no_bottleneck() -> None:
 def test_open_loop_with_late_readings_blames_the_generator_side() -> None:
     cfg = FAST.model_copy(update={"max_rate": False, "rate": 1000.0})
     assert verdict(cfg, {"ingest": 0.3, "writer-1": 0.1}, pub=800.0) == "generator"
+
+
+def test_max_rate_with_no_rule_firing_says_none_found_with_its_evidence() -> None:
+    """Never a default stage: at max rate with idle cores and no growing queue, the verdict says so."""
+    out = bottleneck(FAST, res(ingest=0.4, **{"writer-1": 0.3}), {}, 10_000, 2.0, {}, {}, 5.0)
+    assert out["stage"] == "none found"
+    assert "no rule fired" in out["reason"] and "ingest at 40%" in out["reason"]
+
+
+def test_a_saturated_redis_is_a_stage_too() -> None:
+    assert verdict(FAST, {"ingest": 0.3, "writer-1": 0.3, "redis": 0.9}) == "redis"
+
+
+def test_postgresql_is_saturated_per_writer_connection() -> None:
+    """PostgreSQL's CPU is summed over its processes: 1.2 cores for two writer connections is 60 % each."""
+    two = FAST.model_copy(update={"workers": 2})
+    assert verdict(two, {"ingest": 0.3, "postgresql": 1.2}) == "none found"
+    assert verdict(FAST, {"ingest": 0.3, "postgresql": 0.9}) == "postgresql"

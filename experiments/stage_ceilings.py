@@ -1,0 +1,163 @@
+"""Per-stage ceilings: each stage of the pipeline measured alone, on this machine, with the run's settings.
+
+One *pass* measures every stage once; the runner takes a pass before the cells and one between rounds (round-robin,
+like the cells), so each ceiling comes with its spread and drifts with the machine as the cells do:
+
+| stage | alone means |
+|---|---|
+| ``generator`` | the generator process at max rate into a subscriber that reads and discards (``ceilings``) |
+| ``ingest`` | the run's decoder over pre-built stream messages (no queue, no network) |
+| ``queue`` | the run's queue variant: ``put`` of whole messages' rows, then ``get`` + ``ack`` until empty (one Redis) |
+| ``writer_1`` | the run's sink and batch size, one connection, pre-built rows, a transaction per batch |
+| ``writer_N`` | the same with N connections at once (N: the most writers any cell runs, at least 2) |
+
+The forwarder → backend → websocket path is not measured alone yet (see ARCHITECTURE.md): a cell that forwards is
+compared with the ceilings of the stages above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from experiments import ceilings as machine
+from harness.plan import PipelineConfig
+from pipeline import db
+from pipeline.decoders import DECODERS
+from pipeline.generator import StreamParams, produce
+from pipeline.queues import QUEUES
+from pipeline.rows import Row
+from pipeline.sinks import SINKS
+
+READINGS = 50_000  # per stage and pass: about a second each at today's speeds
+STAGES = ("generator", "ingest", "queue", "writer_1", "writer_N")
+
+
+async def _messages(cfg: PipelineConfig, n: int) -> list[Any]:
+    buf: asyncio.Queue[Any] = asyncio.Queue()
+    per = max(1, cfg.readings_per_message)
+    await produce(StreamParams(max_rate=True, count=n, readings_per_message=per, sensors=cfg.sensors), buf)
+    out = []
+    while (item := buf.get_nowait()) is not None:
+        out.append(item[0])
+    return out
+
+
+def _timed(n: int, t0: float) -> float:
+    return n / max(time.perf_counter() - t0, 1e-9)
+
+
+async def ingest(cfg: PipelineConfig, messages: list[Any]) -> tuple[float, list[Row]]:
+    decoder = DECODERS[cfg.decoder]()
+    t0 = time.perf_counter()
+    rows: list[Row] = []
+    now = time.time_ns()
+    for msg in messages:
+        rows.extend(decoder.decode_many(msg.readings, now))
+    return _timed(len(rows), t0), rows
+
+
+async def queue(cfg: PipelineConfig, redis_url: str, key: str, rows: list[Row]) -> float:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.delete(key)
+        q = QUEUES[cfg.queue](client, key, entry=cfg.queue_entry, cap=10 * len(rows), group="ceiling",
+                              consumer="ceiling-1")  # fmt: skip
+        await q.setup()
+        per = max(1, cfg.readings_per_message)
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), per):
+            await q.put(rows[i : i + per], wait=False)
+        got = 0
+        while got < len(rows):
+            batch, token = await q.get(cfg.batch_size, timeout=1.0)
+            if not batch:
+                break
+            await q.ack(token)
+            got += len(batch)
+        return _timed(got, t0)
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{key}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def writers(cfg: PipelineConfig, pg_dsn: str, schema: str, rows: list[Row], connections: int) -> float:
+    """Rows/s of ``connections`` writers at once, each a connection writing its share in batch_size transactions."""
+    db.apply_schema(pg_dsn, schema, fresh=True, unique=False)
+    sink = SINKS[cfg.sink]()
+    share = [rows[i::connections] for i in range(connections)]
+    conns = [await db.connect(pg_dsn, schema) for _ in range(connections)]
+
+    async def write(conn: Any, part: list[Row]) -> None:
+        for i in range(0, len(part), cfg.batch_size):
+            async with conn.transaction():
+                await sink.write(conn, part[i : i + cfg.batch_size])
+
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(write(c, p) for c, p in zip(conns, share, strict=True)))
+        return _timed(len(rows), t0)
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def one_pass(
+    cfg: PipelineConfig, pg_dsn: str, redis_url: str, schema: str, key: str, n_writers: int,
+    readings: int = READINGS,
+) -> dict[str, float]:  # fmt: skip
+    """Every stage once, alone, with ``cfg``'s settings: stage → readings/s."""
+    out: dict[str, float] = {}
+    gen = await machine.generator(cfg, seconds=1.5, builder=cfg.builder, warmup_s=0.3)
+    out["generator"] = gen["rps"]
+    messages = await _messages(cfg, readings)
+    out["ingest"], rows = await ingest(cfg, messages)
+    out["queue"] = await queue(cfg, redis_url, key, rows)
+    out["writer_1"] = await writers(cfg, pg_dsn, schema, rows, 1)
+    out["writer_N"] = await writers(cfg, pg_dsn, schema, rows, max(2, n_writers))
+    return out
+
+
+def summarize(passes: list[dict[str, float]], n_writers: int) -> dict[str, dict[str, Any]]:
+    """stage → {median, min, max, passes}: the ``ceilings.stages`` of results.json."""
+    out: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        vals = [p[stage] for p in passes if stage in p]
+        if vals:
+            out[stage] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "passes": vals}
+            if stage == "writer_N":
+                out[stage]["connections"] = max(2, n_writers)
+    return out
+
+
+# the stage whose ceiling a verdict's stage compares with (a writer verdict: the writer with the cell's connections)
+def binding_stage(verdict_stage: str | None, workers: int) -> str | None:
+    return {
+        "generator": "generator", "ingest": "ingest", "writer": "writer_N" if workers > 1 else "writer_1",
+        "redis": "queue", "postgresql": "writer_N" if workers > 1 else "writer_1",
+    }.get(verdict_stage or "")  # fmt: skip
+
+
+def binding_ceiling(
+    stages: dict[str, dict[str, Any]], throughput: float | None, verdict_stage: str | None, workers: int, *,
+    forwarding: bool = False,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Which ceiling binds a cell and how close it came: the verdict's stage where it has a ceiling, else the lowest
+    ceiling on the cell's path (the stage that would bind first)."""
+    if not throughput or not stages:
+        return None
+    path = ["generator", "ingest", "queue", "writer_N" if workers > 1 else "writer_1"]
+    named = binding_stage(verdict_stage, workers)
+    stage = named if named in stages else min((s for s in path if s in stages), key=lambda s: stages[s]["median"])
+    ceiling = stages[stage]["median"]
+    return {
+        "stage": stage, "ceiling_rps": ceiling, "fraction": throughput / ceiling if ceiling else None,
+        "why": "the verdict's stage" if named == stage else "the lowest ceiling on the cell's path",
+        "forwarding_not_measured": forwarding,
+    }  # fmt: skip

@@ -1,0 +1,30 @@
+"""Per-stage ceilings on the real services (one short pass), and which ceiling binds a cell."""
+
+from __future__ import annotations
+
+from experiments import stage_ceilings
+from harness.plan import PipelineConfig
+from harness.services import Services
+
+CFG = PipelineConfig(max_rate=True, sensors=5, readings_per_message=100, batch_size=1000)
+
+
+async def test_one_pass_measures_every_stage_alone(services: Services, pg_schema: str, queue_key: str) -> None:
+    got = await stage_ceilings.one_pass(CFG, services.pg_dsn, services.redis_url, pg_schema, queue_key, 2,
+                                        readings=5_000)  # fmt: skip
+    assert set(got) == set(stage_ceilings.STAGES)
+    assert all(v > 0 for v in got.values()), got
+    summary = stage_ceilings.summarize([got, got], 2)
+    assert summary["writer_N"]["connections"] == 2 and summary["queue"]["min"] == got["queue"]
+
+
+def test_binding_ceiling_is_the_verdicts_stage_else_the_lowest_on_the_path() -> None:
+    stages = {s: {"median": m} for s, m in
+              {"generator": 900_000.0, "ingest": 300_000.0, "queue": 200_000.0, "writer_1": 100_000.0,
+               "writer_N": 150_000.0}.items()}  # fmt: skip
+    b = stage_ceilings.binding_ceiling(stages, 90_000.0, "ingest", 1)
+    assert b is not None and b["stage"] == "ingest" and b["fraction"] == 0.3
+    b = stage_ceilings.binding_ceiling(stages, 90_000.0, "none found", 1)
+    assert b is not None and b["stage"] == "writer_1" and b["fraction"] == 0.9 and "lowest" in b["why"]
+    b = stage_ceilings.binding_ceiling(stages, 120_000.0, "writer", 2)
+    assert b is not None and b["stage"] == "writer_N" and b["fraction"] == 0.8
