@@ -128,16 +128,3 @@ async def run_repeat(
         "bottleneck": bottleneck,
     }
     return repeat, orch, window
-
-
-def drop_keys(redis_url: str, queue_key: str) -> None:
-    """Delete a run's Redis keys (its queue, forward queue, progress and processing lists) when it is over."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{queue_key}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()

@@ -34,10 +34,11 @@ from experiments import ceilings as ceilings_mod
 from experiments import console as console_mod
 from experiments.headline import headline_of
 from experiments.matrix import Cell, Matrix
-from experiments.repeat import SCHEMA, cell_config, drop_keys, run_repeat
+from experiments.repeat import SCHEMA, cell_config, run_repeat
 from experiments.report import build_index, build_report
 from experiments.results import Ceilings, CellResult, Profile, Repeat, Results, StopReason, Target, best, counted
 from experiments.summary import stop_reason, summarize
+from harness.lifeline import drop_keys
 from harness.services import Services, redact_dsn, versions
 
 log = logging.getLogger("telemetry_bench.runner")

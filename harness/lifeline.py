@@ -138,17 +138,23 @@ def _kill_children(record: RunRecord) -> int:
     return killed
 
 
-def _clear_services(record: RunRecord) -> None:
-    import psycopg
+def drop_keys(redis_url: str, prefix: str) -> None:
+    """Delete every Redis key of a run (its queue, forward queue, progress record and processing lists)."""
     import redis
 
-    client = redis.Redis.from_url(record.redis_url, socket_connect_timeout=2)
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
     try:
-        keys = list(client.scan_iter(match=f"{record.key_prefix}*"))
+        keys = list(client.scan_iter(match=f"{prefix}*"))
         if keys:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def _clear_services(record: RunRecord) -> None:
+    import psycopg
+
+    drop_keys(record.redis_url, record.key_prefix)
     if record.schema != "public":
         from psycopg import sql
 

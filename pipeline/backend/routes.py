@@ -3,6 +3,9 @@ and the routes both behaviours share (latency, metric data, health, metrics)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -16,17 +19,15 @@ from pipeline.backend.guard import Guard
 from pipeline.backend.hub import Hub
 from pipeline.backend.schema import MAX_BATCH, READING, READINGS, REF, LatencyReport, body
 
+T = TypeVar("T")
+
 
 def add_reading_routes(app: FastAPI, guard: Guard, hub: Hub) -> None:
     """``POST /telem_data`` (one reading) and ``POST /telem_data/batch``: validate, count, ``hub.publish``."""
 
     @app.post("/telem_data", openapi_extra=body(READING.json_schema(ref_template=REF)))
     async def telem_data(request: Request) -> Response:
-        raw = await guard.body(request)
-        try:
-            reading = READING.validate_json(raw)
-        except ValidationError as exc:
-            raise validation_error(exc, "reading") from None
+        reading = await validated(guard, request, READING.validate_json, "reading")
         metrics.count("received", 1)
         hub.publish([reading])
         return ok()
@@ -44,13 +45,19 @@ def batch_body() -> dict[str, object]:
     return body(READINGS.json_schema(ref_template=REF))
 
 
-async def read_batch(guard: Guard, request: Request) -> list[dict[str, object]]:
-    """The validated readings of a ``POST /telem_data/batch`` (422 naming the bad ones)."""
+async def validated(guard: Guard, request: Request, parse: Callable[[bytes], T], what: str) -> T:
+    """The request's body (within the guard's limits) parsed by ``parse``; a 422 naming ``what`` and the bad parts."""
     raw = await guard.body(request)
     try:
-        readings: list[dict[str, object]] = READINGS.validate_json(raw)
+        return parse(raw)
     except ValidationError as exc:
-        raise validation_error(exc, f"batch (a JSON array of at most {MAX_BATCH} readings)") from None
+        raise validation_error(exc, what) from None
+
+
+async def read_batch(guard: Guard, request: Request) -> list[dict[str, object]]:
+    """The validated readings of a ``POST /telem_data/batch`` (422 naming the bad ones)."""
+    what = f"batch (a JSON array of at most {MAX_BATCH} readings)"
+    readings: list[dict[str, object]] = await validated(guard, request, READINGS.validate_json, what)
     return readings
 
 
@@ -61,11 +68,7 @@ def add_common_routes(app: FastAPI, guard: Guard, hub: Hub) -> None:
 
     @app.post("/latency", openapi_extra=body(LatencyReport.model_json_schema(ref_template=REF)))
     async def post_latency(request: Request) -> Response:
-        raw = await guard.body(request)
-        try:
-            report = LatencyReport.model_validate_json(raw)
-        except ValidationError as exc:
-            raise validation_error(exc, "latency report") from None
+        report = await validated(guard, request, LatencyReport.model_validate_json, "latency report")
         values = report.latencies or []
         if report.latency is not None:
             values = [report.latency, *values]
