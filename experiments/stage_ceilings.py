@@ -10,31 +10,40 @@ like the cells), so each ceiling comes with its spread and drifts with the machi
 | ``queue`` | the run's queue variant: ``put`` of whole messages' rows, then ``get`` + ``ack`` until empty (one Redis) |
 | ``writer_1`` | the run's sink and batch size, one connection, pre-built rows, a transaction per batch |
 | ``writer_N`` | the same with N connections at once (N: the most writers any cell runs, at least 2) |
-
-The forwarder → backend → websocket path is not measured alone yet (see ARCHITECTURE.md): a cell that forwards is
-compared with the ceilings of the stages above.
+| ``forward`` | the forwarder variant (``async`` if the cell forwards nothing) POSTing pre-built rows to a backend |
+| | process (the cell's behaviour and POST size) until one websocket client has received every one |
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 
 from experiments import ceilings as machine
+from harness.lifeline import die_with_parent
 from harness.plan import PipelineConfig
+from harness.probes import WsProbe
+from harness.process import free_port
 from pipeline import db
 from pipeline.decoders import DECODERS
+from pipeline.forwarders import FORWARDERS
 from pipeline.generator import StreamParams, produce
 from pipeline.queues import QUEUES
 from pipeline.rows import Row
 from pipeline.sinks import SINKS
 
 READINGS = 50_000  # per stage and pass: about a second each at today's speeds
-STAGES = ("generator", "ingest", "queue", "writer_1", "writer_N")
+STAGES = ("generator", "ingest", "queue", "writer_1", "writer_N", "forward")
+FORWARD_READINGS = 20_000
 
 
 async def _messages(cfg: PipelineConfig, n: int) -> list[Any]:
@@ -108,6 +117,49 @@ async def writers(cfg: PipelineConfig, pg_dsn: str, schema: str, rows: list[Row]
             await c.close()
 
 
+async def forward(cfg: PipelineConfig, rows: list[Row]) -> float:
+    """Readings/s from the forwarder through a backend process to one websocket client (all of them received)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.backend", "--port", str(port), "--host", "127.0.0.1", "--log-level",
+         "WARNING", "--backend-behaviour", cfg.backend_behaviour],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=die_with_parent(),
+    )  # fmt: skip
+    probe = WsProbe(f"ws://127.0.0.1:{port}/ws?client_id=ceiling&batch=1", keep=0)
+    try:
+        async with httpx.AsyncClient() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)).status_code == 200:
+                        break
+                if backend.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"backend did not start (status {backend.poll()})")
+                await asyncio.sleep(0.1)
+        await probe.start()
+        name = cfg.forwarder if cfg.forwarding else "async"
+        fwd = FORWARDERS[name](f"http://127.0.0.1:{port}", batch=cfg.forward_batch, concurrency=cfg.concurrency)
+        await fwd.start()
+        per = max(1, cfg.readings_per_message)
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), per):
+            await fwd.send(rows[i : i + per])
+        await fwd.close()
+        deadline = time.monotonic() + 60
+        while probe.received < len(rows) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return _timed(probe.received, t0)
+    finally:
+        await probe.stop()
+        backend.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            backend.wait(10)
+        if backend.poll() is None:
+            backend.kill()
+
+
 async def one_pass(
     cfg: PipelineConfig, pg_dsn: str, redis_url: str, schema: str, key: str, n_writers: int,
     readings: int = READINGS,
@@ -121,6 +173,7 @@ async def one_pass(
     out["queue"] = await queue(cfg, redis_url, key, rows)
     out["writer_1"] = await writers(cfg, pg_dsn, schema, rows, 1)
     out["writer_N"] = await writers(cfg, pg_dsn, schema, rows, max(2, n_writers))
+    out["forward"] = await forward(cfg, rows[:FORWARD_READINGS])
     return out
 
 
@@ -140,7 +193,7 @@ def summarize(passes: list[dict[str, float]], n_writers: int) -> dict[str, dict[
 def binding_stage(verdict_stage: str | None, workers: int) -> str | None:
     return {
         "generator": "generator", "ingest": "ingest", "writer": "writer_N" if workers > 1 else "writer_1",
-        "redis": "queue", "postgresql": "writer_N" if workers > 1 else "writer_1",
+        "redis": "queue", "postgresql": "writer_N" if workers > 1 else "writer_1", "forwarder": "forward",
     }.get(verdict_stage or "")  # fmt: skip
 
 
@@ -152,12 +205,17 @@ def binding_ceiling(
     ceiling on the cell's path (the stage that would bind first)."""
     if not throughput or not stages:
         return None
-    path = ["generator", "ingest", "queue", "writer_N" if workers > 1 else "writer_1"]
+    path = [
+        "generator",
+        "ingest",
+        "queue",
+        "writer_N" if workers > 1 else "writer_1",
+        *(["forward"] if forwarding else []),
+    ]
     named = binding_stage(verdict_stage, workers)
     stage = named if named in stages else min((s for s in path if s in stages), key=lambda s: stages[s]["median"])
     ceiling = stages[stage]["median"]
     return {
         "stage": stage, "ceiling_rps": ceiling, "fraction": throughput / ceiling if ceiling else None,
         "why": "the verdict's stage" if named == stage else "the lowest ceiling on the cell's path",
-        "forwarding_not_measured": forwarding,
     }  # fmt: skip
