@@ -10,6 +10,7 @@
     min_commits = 20       # a measured window spans ≥ 20 commits (sized per cell from its first repeat) …
     max_measure_s = 60.0   # … but is never longer than this
     budget_s = 540         # optional: start no extra round after this many seconds of the run
+    sampling = "alternate" # py-spy flame graphs of every stage: "on", "off" (the default) or "alternate" repeats
     profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
 
     [base]                 # every cell starts from this PipelineConfig (or from a preset)
@@ -102,6 +103,7 @@ class _Matrix(BaseModel):
     cells: dict[str, _Cell] = Field(default_factory=dict)
     groups: list[_Group] = Field(default_factory=list)
     targets: Literal["perf"] | None = None  # a target set evaluated over the cells (experiments/targets.py)
+    sampling: Literal["off", "on", "alternate"] = "off"  # py-spy during timed repeats (experiments/sampling.py)
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Matrix:
     min_commits: int = MIN_COMMITS_DEFAULT
     max_measure_s: float = 60.0
     budget_s: float | None = None
+    sampling: str = "off"  # "on" | "off" | "alternate": py-spy during the timed repeats (experiments.sampling)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +163,7 @@ class Matrix:
             "min_commits": self.min_commits,
             "max_measure_s": self.max_measure_s,
             "budget_s": self.budget_s,
+            "sampling": self.sampling,
         }
 
 
@@ -296,4 +300,5 @@ def load(name_or_path: str) -> Matrix:
         m.min_commits,
         m.max_measure_s,
         m.budget_s,
+        m.sampling,
     )

@@ -3,16 +3,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from experiments import sampling
+from experiments.matrix import load
+from experiments.repeat import drop_keys, run_repeat
+from experiments.results import Repeat
+from harness.services import Services
 
 BUSY = textwrap.dedent(
     """
@@ -76,3 +87,57 @@ def test_diff_ranks_the_functions_whose_share_changed() -> None:
     assert {c.function for c in changes} == {"decode", "write"}
     by = {c.function: c.delta for c in changes}
     assert by["decode"] == pytest.approx(0.3) and by["write"] == pytest.approx(-0.3)
+
+
+def test_alternate_flips_parity_from_cell_to_cell() -> None:
+    assert [sampling.sampled("alternate", i, 0) for i in range(4)] == [True, False, True, False]
+    assert [sampling.sampled("alternate", i, 1) for i in range(4)] == [False, True, False, True]
+    assert all(sampling.sampled("on", i, 3) for i in range(3)) and not sampling.sampled("on", -1, 0)
+    assert not any(sampling.sampled("off", i, 0) for i in range(3))
+    with pytest.raises(ValueError, match="sampling = 'sometimes': valid values are off, on, alternate"):
+        sampling.sampled("sometimes", 0, 0)
+
+
+# ------------------------------------------------------------------------------------- a measured repeat, sampled
+@pytest.fixture
+def fresh_services(services: Services) -> Iterator[Services]:
+    """The services with a new, empty database (a repeat recreates its table in the ``bench`` schema)."""
+    name = f"tb_sampling_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(services.pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield dataclasses.replace(services, pg_dsn=make_conninfo(services.pg_dsn, dbname=name))
+    with psycopg.connect(services.pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.mark.skipif(sampling.py_spy() is None, reason="py-spy is not installed")
+def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: Services) -> None:
+    toml = tmp_path / "m.toml"
+    toml.write_text(
+        'name = "s"\nrepeats = 1\nwarmup_s = 0.3\nmeasure_s = 1.5\ntail_s = 0.2\nmin_commits = 0\nsampling = "on"\n'
+        '[base]\ntopology = "split"\nrate = 20000\nreadings_per_message = 100\nsink = "copy_binary"\n'
+        "batch_size = 1000\nsensors = 20\nforwarder = \"none\"\n[cells.one]\n"
+    )
+    m = load(str(toml))
+    [cell] = m.cells
+    key = f"test:{uuid.uuid4().hex[:8]}:queue"
+    cell_dir = tmp_path / "profiles" / "run" / cell.id
+    try:
+        rep, _, _ = asyncio.run(
+            run_repeat(cell, m, fresh_services, tmp_path / "work", 0, queue_key=key, sample_dir=cell_dir)
+        )
+    finally:
+        drop_keys(fresh_services.redis_url, key)
+    assert rep["ok"], rep["failures"]
+    record = Repeat(**rep).sampled
+    assert record is not None and record.problem is None, record
+    assert set(record.files) == {"generator", "ingest", "writer-1"}
+    for stage, stored in record.files.items():
+        stacks = sampling.read_collapsed(Path(stored))
+        assert sum(stacks.values()) > 10, stage
+        views = record.views[stage]
+        assert Path(views["svg"]).read_text().startswith("<svg") and Path(views["speedscope"]).exists()
+        assert Path(views["collapsed"]).parent == cell_dir
+    # an unsampled repeat of the same cell (off) records nothing
+    off = dataclasses.replace(m, sampling="off")
+    assert not sampling.sampled(off.sampling, 1, 0)
