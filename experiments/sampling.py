@@ -18,7 +18,8 @@ When (matrix key ``sampling``): ``"on"`` every timed repeat, ``"off"`` none, ``"
 repeat, with the parity flipped from one cell to the next so that each interleaved round has sampled and unsampled
 cells alike (drift falls on both sides). The cost (:func:`cost`) is then measured in the same run: over the
 closed-loop cells (an open-loop cell's throughput is pinned to its offered rate), each repeat's throughput ÷ its
-cell's median, sampled vs unsampled, as a ratio of medians with its 95 % interval (``experiments.stats.ratio``).
+cell's scale (the geometric mean of its sampled and unsampled medians), sampled vs unsampled, as a ratio of medians
+with its 95 % interval (``experiments.stats.ratio``).
 A sampler starts on every stage process at the first commit of a repeat (warm-up included) and stops when the
 generator's stream has ended (the drain is not sampled); a stage restarted mid-run (fault cells) is sampled until
 its first process dies.
@@ -30,7 +31,7 @@ import collections
 import html
 import json
 import logging
-import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -220,7 +221,7 @@ def to_speedscope(stacks: Stacks, name: str) -> dict[str, object]:
     }  # fmt: skip
 
 
-def flamegraph_svg(stacks: Stacks, title: str, width: int = 1000, row: int = 16) -> str:
+def flamegraph_svg(stacks: Stacks, title: str, width: int = 1000, row: int = 16, min_px: float = 0.3) -> str:
     """A flame graph (root at the bottom, width ∝ samples): warm colours busy, blue idle; hover shows each frame."""
     totals: collections.Counter[tuple[str, ...]] = collections.Counter()
     idle_of: collections.Counter[tuple[str, ...]] = collections.Counter()
@@ -243,7 +244,7 @@ def flamegraph_svg(stacks: Stacks, title: str, width: int = 1000, row: int = 16)
         w = totals[path] / total * width
         x_of[parent] = x + w  # next sibling starts after this one
         x_of[path] = x
-        if w < 0.3:
+        if w < min_px:  # too narrow to see (the report's embedded graphs draw ≥ 1 px)
             continue
         y = height - (len(path) + 1) * row
         idle = idle_of[path] * 2 > totals[path]
@@ -258,9 +259,8 @@ def flamegraph_svg(stacks: Stacks, title: str, width: int = 1000, row: int = 16)
         )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'font-family="monospace"><text x="4" y="14" font-size="12">{html.escape(title)} · {total:,} samples</text>'
-        + "".join(rects)
-        + "</svg>"
+        f'style="max-width:100%;height:auto" font-family="monospace">'
+        f'<text x="4" y="14" font-size="12">{html.escape(title)} · {total:,} samples</text>' + "".join(rects) + "</svg>"
     )
 
 
@@ -369,8 +369,9 @@ class Cost:
 
 def cost(res: Results) -> Cost | None:
     """The sampling cost measured in ``res``: over closed-loop cells without a fault that have both sampled and
-    unsampled counted repeats, each repeat's throughput ÷ its cell's median, sampled vs unsampled (``stats.ratio``:
-    ratio of medians, Welch's interval on the log scale). None when the run has no such cell."""
+    unsampled counted repeats, each repeat's throughput ÷ the geometric mean of its cell's sampled and unsampled
+    medians (cells of different speeds pool), sampled vs unsampled (``stats.ratio``: ratio of medians, Welch's
+    interval on the log scale). None when the run has no such cell."""
     from experiments import stats
     from experiments.results import counted, failed, loop_of
 
@@ -384,28 +385,19 @@ def cost(res: Results) -> Cost | None:
         # sampled: py-spy recorded every stage; a repeat whose sampling failed is on neither side
         s = [r.throughput_rps or 0.0 for r in reps if r.sampled and r.sampled.files and not r.sampled.problem]
         u = [r.throughput_rps or 0.0 for r in reps if r.sampled is None]
-        med = stats.median([*s, *u])
-        if not s or not u or not med:
+        ms, mu = stats.median(s), stats.median(u)
+        if not ms or not mu:
             continue
-        on += [v / med for v in s]
-        off += [v / med for v in u]
+        scale = (ms * mu) ** 0.5  # symmetric: a cell with 2 sampled and 1 unsampled repeats biases neither side
+        on += [v / scale for v in s]
+        off += [v / scale for v in u]
         cells.append(c.id)
     if not cells:
         return None
     return Cost(stats.ratio(on, off), len(on), len(off), cells)
 
 
-def open_commands(files: dict[str, Path], relative_to: Path) -> dict[str, str]:
-    """The command that opens each file, paths relative to the report."""
-
-    def rel(p: Path) -> str:
-        return os.path.relpath(p, relative_to)
-
-    out = {}
-    if "speedscope" in files:
-        out["speedscope"] = f"npx speedscope {rel(files['speedscope'])}"
-    if "svg" in files:
-        out["svg"] = f"xdg-open {rel(files['svg'])}"
-    if "collapsed" in files:
-        out["collapsed"] = f"flamegraph.pl {rel(files['collapsed'])} > flame.svg"
-    return out
+def open_commands(files: dict[str, str]) -> dict[str, str]:
+    """The command that opens each view (kind → path as shown, e.g. relative to the repository root)."""
+    how = {"speedscope": "npx speedscope {}", "svg": "xdg-open {}", "collapsed": "flamegraph.pl {} > flame.svg"}
+    return {kind: how[kind].format(shlex.quote(path)) for kind, path in files.items() if kind in how}

@@ -116,7 +116,7 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
     toml.write_text(
         'name = "s"\nrepeats = 1\nwarmup_s = 0.3\nmeasure_s = 1.5\ntail_s = 0.2\nmin_commits = 0\nsampling = "on"\n'
         '[base]\ntopology = "split"\nrate = 20000\nreadings_per_message = 100\nsink = "copy_binary"\n'
-        "batch_size = 1000\nsensors = 20\nforwarder = \"none\"\n[cells.one]\n"
+        'batch_size = 1000\nsensors = 20\nforwarder = "none"\n[cells.one]\n'
     )
     m = load(str(toml))
     [cell] = m.cells
@@ -141,3 +141,20 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
     # an unsampled repeat of the same cell (off) records nothing
     off = dataclasses.replace(m, sampling="off")
     assert not sampling.sampled(off.sampling, 1, 0)
+
+
+def test_cost_is_a_ratio_of_medians_over_closed_loop_cells_with_its_interval() -> None:
+    from experiments.results import Results, Sampled
+
+    res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+    record = {"rate_hz": 100, "files": {"writer-1": "x.collapsed"}}
+    for k, cell in enumerate(res.cells):
+        for i, rep in enumerate(cell.repeats):
+            on = sampling.sampled("alternate", i, k)
+            rep.throughput_rps = 1000.0 * (k + 1) * (1 + 0.002 * i) * (0.97 if on else 1.0)
+            rep.sampled = Sampled(**record) if on else None
+    c = sampling.cost(res)
+    assert c is not None and c.ratio.ratio == pytest.approx(0.97, abs=0.01)
+    assert "seed" not in c.cells and "baseline" in c.cells  # open-loop cells' throughput is their offered rate
+    assert c.ratio.lo is not None and c.ratio.hi is not None and c.ratio.hi < 0.98
+    assert c.status == "fail" and "sampled ÷ unsampled − 1 = -3." in c.text()
