@@ -158,3 +158,27 @@ def test_cost_is_a_ratio_of_medians_over_closed_loop_cells_with_its_interval() -
     assert "seed" not in c.cells and "baseline" in c.cells  # open-loop cells' throughput is their offered rate
     assert c.ratio.lo is not None and c.ratio.hi is not None and c.ratio.hi < 0.98
     assert c.status == "fail" and "sampled ÷ unsampled − 1 = -3." in c.text()
+
+
+def test_sampling_cost_target_is_decided_on_the_interval() -> None:
+    from experiments.results import Results, Sampled
+    from experiments.targets import perf
+
+    base = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+
+    def status(factor: float, noise: float) -> str:
+        res = base.model_copy(deep=True)
+        for k, cell in enumerate(res.cells):
+            for i, rep in enumerate(cell.repeats):
+                on = sampling.sampled("alternate", i, k)
+                rep.throughput_rps = 1000.0 * (k + 1) * (1 + noise * (i - 1)) * (factor if on else 1.0)
+                rep.sampled = Sampled(rate_hz=100, files={"writer-1": "x.collapsed"}) if on else None
+        [t] = [t for t in perf(res) if t["name"] == "sampling cost"]
+        assert "sampled ÷ unsampled − 1" in t["measured"] and t["cells"]
+        return str(t["status"])
+
+    assert status(0.999, 0.001) == "pass"
+    assert status(0.95, 0.001) == "fail"
+    assert status(0.98, 0.05) == "cannot_tell"
+    [t] = [t for t in perf(base) if t["name"] == "sampling cost"]  # nothing sampled: not measured
+    assert t["status"] == "cannot_tell" and t["measured"] == "not measured"
