@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from experiments import sampling
 from experiments.matrix import load
-from experiments.repeat import drop_keys, run_repeat
+from experiments.repeat import run_repeat
 from experiments.results import Repeat
 from harness.services import Services
 
@@ -127,7 +129,10 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
             run_repeat(cell, m, fresh_services, tmp_path / "work", 0, queue_key=key, sample_dir=cell_dir)
         )
     finally:
-        drop_keys(fresh_services.redis_url, key)
+        client = redis.Redis.from_url(fresh_services.redis_url)
+        with contextlib.closing(client):
+            for k in client.scan_iter(match=f"{key}*"):
+                client.delete(k)
     assert rep["ok"], rep["failures"]
     record = Repeat(**rep).sampled
     assert record is not None and record.problem is None, record
