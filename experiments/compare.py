@@ -11,6 +11,10 @@ table and writes it as Markdown to ``compare-<A>-vs-<B>.md`` beside B's run dire
 ``--out`` overrides). With ``--fail-above PCT`` it exits 1 when a cell regressed by more than PCT %: throughput
 lower beyond noise (any cell), p99 latency higher beyond noise (open-loop cells, whose throughput is pinned to the
 offered rate; a closed-loop cell's latency is never compared), or an accounting failure in B that A did not have.
+
+For every cell whose throughput changed beyond noise and whose repeats were sampled in both runs (matrix key
+``sampling``), the Markdown adds, per stage, the functions whose share of self samples changed most
+(``experiments.sampling.diff`` over each cell's merged samples): a regression comes with its likely cause.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments import stats
+from experiments import sampling, stats
 from experiments.results import Results, failed, loop_of, p99s, throughputs
+from experiments.storage import ROOT
+
+PROFILE_CHANGES = 8  # functions listed per stage
 
 CONFIDENCE = 0.95
 
@@ -45,6 +52,8 @@ class CellChange:
     failed_b: bool = False
     params_differ: list[str] = field(default_factory=list)
     regressions: list[str] = field(default_factory=list)  # filled by ``compare`` when a threshold is given
+    # stage → the functions whose share of samples changed most (throughput changed beyond noise, both sampled)
+    profile_changes: dict[str, list[sampling.Change]] = field(default_factory=dict)
 
     def verdict(self) -> str:
         if not self.in_a:
@@ -81,8 +90,11 @@ class Comparison:
         return [c for c in self.cells if c.regressions]
 
 
-def compare(a: Results, b: Results, fail_above: float | None = None) -> Comparison:
-    """Per cell (matched by id, in B's order then A's leftovers): throughput and p99 latency, B against A."""
+def compare(a: Results, b: Results, fail_above: float | None = None, roots: list[Path] | None = None) -> Comparison:
+    """Per cell (matched by id, in B's order then A's leftovers): throughput and p99 latency, B against A, and
+    the sampled profiles' changes where throughput changed beyond noise (files resolved under ``roots``, default
+    the repository)."""
+    roots = roots or [ROOT]
     by_a = {c.id: c for c in a.cells}
     by_b = {c.id: c for c in b.cells}
     order = [c.id for c in b.cells] + [c.id for c in a.cells if c.id not in by_b]
@@ -101,6 +113,9 @@ def compare(a: Results, b: Results, fail_above: float | None = None) -> Comparis
             )
             if fail_above is not None:
                 ch.regressions = _regressions(ch, fail_above / 100.0)
+            if ch.throughput.significant:
+                sa, sb = sampling.cell_stacks(ca, roots), sampling.cell_stacks(cb, roots)
+                ch.profile_changes = {s: sampling.diff(sa[s], sb[s], PROFILE_CHANGES) for s in sb if s in sa}
         out.append(ch)
     return Comparison(a.run_id, b.run_id, out, fail_above)
 
@@ -177,6 +192,7 @@ def to_markdown(cmp: Comparison) -> str:
         lines.append(f"- {c.cell}: " + stats.beats("B", "A", c.throughput.r, what="throughput"))
     if changed:
         lines.append("")
+    lines += _profile_changes(cmp)
     if cmp.fail_above is not None:
         regs = cmp.regressions
         if regs:
@@ -186,6 +202,21 @@ def to_markdown(cmp: Comparison) -> str:
             lines.append(f"No regression larger than {cmp.fail_above:g} %.")
         lines.append("")
     return "\n".join(lines)
+
+
+def _profile_changes(cmp: Comparison) -> list[str]:
+    """Per cell that changed beyond noise, per stage: the functions whose share of self samples moved most."""
+    cells = [c for c in cmp.cells if c.profile_changes]
+    if not cells:
+        return []
+    lines = ["## Where the time moved (sampled profiles, share of self samples A → B)", ""]
+    for c in cells:
+        lines += [f"### {c.cell}", ""]
+        for stage, changes in c.profile_changes.items():
+            rows = [[f"`{ch.function}`", f"{ch.before:.1%}", f"{ch.after:.1%}", f"{ch.delta * 100:+.1f} pt",
+                     "idle wait" if sampling.is_idle(ch.function) else ""] for ch in changes]  # fmt: skip
+            lines += [f"{stage}:", "", *_table(["function", "A", "B", "change", ""], rows, right={1, 2, 3}), ""]
+    return lines
 
 
 def default_output(run_b_dir: Path, run_a: str, run_b: str) -> Path:

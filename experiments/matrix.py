@@ -10,6 +10,7 @@
     min_commits = 20       # a measured window spans ≥ 20 commits (sized per cell from its first repeat) …
     max_measure_s = 60.0   # … but is never longer than this
     budget_s = 540         # optional: start no extra round after this many seconds of the run
+    sampling = "alternate" # py-spy flame graphs of every stage: "on", "off" (the default) or "alternate" repeats
     profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
 
     [base]                 # every cell starts from this PipelineConfig (or from a preset)
@@ -105,6 +106,7 @@ class _Matrix(BaseModel):
     stage_ceilings: str | None = None  # a cell whose settings every stage is measured alone with, between rounds
     capacity_cells: list[str] = Field(default_factory=list)  # search these cells' max sustainable open-loop rate
     slo_ms: float = Field(1000.0, gt=0, description="the capacity search's p99 bound (intended → committed)")
+    sampling: Literal["off", "on", "alternate"] = "off"  # py-spy during timed repeats (experiments/sampling.py)
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Matrix:
     stage_ceilings: str | None = None
     capacity_cells: list[str] = field(default_factory=list)
     slo_ms: float = 1000.0
+    sampling: str = "off"  # "on" | "off" | "alternate": py-spy during the timed repeats (experiments.sampling)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +172,7 @@ class Matrix:
             "stage_ceilings": self.stage_ceilings,
             "capacity_cells": self.capacity_cells,
             "slo_ms": self.slo_ms,
+            "sampling": self.sampling,
         }
 
 
@@ -313,4 +317,5 @@ def load(name_or_path: str) -> Matrix:
         m.stage_ceilings,
         m.capacity_cells,
         m.slo_ms,
+        m.sampling,
     )

@@ -10,6 +10,7 @@ import itertools
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -192,6 +193,8 @@ class ResourceMonitor:
     queue_series: dict[str, list[list[float]]] = field(default_factory=dict)
     histogram_series: dict[str, list[tuple[float, Snapshot]]] = field(default_factory=dict)  # stage → (epoch s, …)
     servers: ServerProcesses = field(default_factory=lambda: ServerProcesses())
+    # called at every poll with the live stage pids and the snapshot (the repeat's sampler: experiments.sampling)
+    on_poll: Callable[[dict[str, int], dict[str, Any]], None] | None = None
     _redis: aioredis.Redis | None = None
 
     def record_histograms(self, now: float, scrapes: dict[str, Any]) -> None:
@@ -220,6 +223,8 @@ class ResourceMonitor:
         for server, cpu_s, server_rss in await self.servers.sample(orch.services.pg_dsn, orch.services.redis_url, now):
             self.series.setdefault(server, []).append([now - self.t0, cpu_s, server_rss])
         await self._sample_queues(orch, now)
+        if self.on_poll is not None:
+            self.on_poll(pids, snap)
 
     async def _sample_queues(self, orch: Orchestrator, now: float) -> None:
         """The writer and forward queues' depth, as the run's queue variant reports it (``Queue.depth``)."""

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments import measure, verdict
+from experiments import measure, sampling, verdict
 from experiments.matrix import Cell, Matrix
 from harness.orchestrator import Fault, Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
 
+ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "bench"
 QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
 
@@ -37,11 +38,20 @@ async def run_repeat(
     python_prefix: Callable[[str], list[str]] | None = None,
     measure_s: float | None = None,
     queue_key: str = QUEUE_KEY,
+    sample_dir: Path | None = None,
 ) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
-    """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window)."""
+    """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window).
+
+    With ``sample_dir`` (the cell's ``profiles/<run>/<cell>/``) and the matrix's ``sampling`` choosing this repeat
+    (``sampling.sampled``), py-spy samples every stage during the stream into ``sample_dir/repeat-<n>/`` and the
+    cell's merged views are rewritten."""
     measure_s = measure_s or m.measure_s
     cfg = cell_config(cell, m, measure_s)
     monitor = measure.ResourceMonitor(queue_key)
+    position = next((i for i, c in enumerate(m.cells) if c is cell), 0)
+    sampler = None
+    if sample_dir is not None and sampling.sampled(m.sampling, index, position):
+        sampler = monitor.on_poll = sampling.StreamSampler(sample_dir / f"repeat-{index + 1}")
     fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
     orch = Orchestrator(
         cfg,
@@ -60,6 +70,7 @@ async def run_repeat(
         result = await orch.run()
     finally:
         await monitor.close()
+        sampled = _sampled(sampler, sample_dir) if sampler is not None and sample_dir is not None else None
     duration = time.time() - t0
     acct = result.accounting
     after = measure.pg_stats(services.pg_dsn, SCHEMA)
@@ -126,5 +137,23 @@ async def run_repeat(
         "duration_s": duration,
         "drain_s": (result.drained_ns - result.stream_ended_ns) / 1e9,
         "bottleneck": bottleneck,
+        "sampled": sampled,
     }
     return repeat, orch, window
+
+
+def _stored(p: Path) -> str:
+    """A path as results.json keeps it: relative to the repository when inside it."""
+    return str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
+
+
+def _sampled(sampler: sampling.StreamSampler, cell_dir: Path) -> dict[str, Any]:
+    """Stop the repeat's py-spy samplers, rewrite the cell's merged views: the ``results.Sampled`` fields."""
+    files, problem = sampler.finish()
+    views = sampling.write_cell_views(cell_dir) if files else {}
+    return {
+        "rate_hz": sampler.rate_hz,
+        "files": {stage: _stored(p) for stage, p in files.items()},
+        "views": {stage: {k: _stored(p) for k, p in v.items()} for stage, v in views.items()},
+        "problem": problem,
+    }

@@ -52,6 +52,16 @@ class Bottleneck(_M):
     evidence: dict[str, Any]
 
 
+class Sampled(_M):
+    """A repeat sampled by py-spy during its stream (``experiments.sampling``)."""
+
+    rate_hz: int
+    files: dict[str, str]  # stage → this repeat's collapsed stacks (profiles/<run>/<cell>/repeat-<n>/<stage>.collapsed)
+    views: dict[str, dict[str, str]] = Field(default_factory=dict)  # stage → collapsed | speedscope | svg: the
+    # cell's views merged over its sampled repeats so far (profiles/<run>/<cell>/<stage>.*)
+    problem: str | None = None  # why sampling failed (py-spy missing, ptrace refused): the run went on without it
+
+
 class Repeat(_M):
     index: int
     ok: bool
@@ -77,6 +87,7 @@ class Repeat(_M):
     bottleneck: Bottleneck | None
     fault: Fault | None = None  # kind, at_s, injected, recovery_s (fault → the affected path moves again)
     expected_failures: list[str] = Field(default_factory=list)  # a lossy design's loss (expect_loss cells)
+    sampled: Sampled | None = None  # py-spy sampled this repeat (matrix `sampling`); None: not sampled
 
 
 Loop = Literal["open", "closed"]

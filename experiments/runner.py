@@ -259,7 +259,7 @@ class Runner:
         workdir = self.dir / "logs" / cell.id / f"repeat-{i + 1}"
         rep_dict, _, window = await run_repeat(
             cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id),
-            queue_key=self.queue_key,
+            queue_key=self.queue_key, sample_dir=self.profile_dir / cell.id,
         )  # fmt: skip
         rep = Repeat(**rep_dict)
         cr.repeats.append(rep)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from experiments import stats
+from experiments import sampling, stats
 from experiments.headline import headline_of
 from experiments.results import CellResult, Results, best, throughputs
 
@@ -142,6 +142,8 @@ def perf(res: Results) -> list[dict[str, Any]]:
         )
     else:
         out.append(_missing(name, target, "the histograms-on/off cells"))
+    # 4b. the cost of sampling profiles (py-spy during measured repeats; matrix sampling = "alternate")
+    out.append(_sampling_cost(res))
     # 5a. CPU per reading across sensor counts and run sizes
     for name, a_id, b_id in (
         ("cost vs sensors", "sensors-5", "sensors-5000"),
@@ -241,6 +243,17 @@ def capacity_targets(res: Results) -> list[dict[str, Any]]:
     else:
         out.append(_missing(name, target, "stage ceilings"))
     return out
+
+
+def _sampling_cost(res: Results) -> dict[str, Any]:
+    name = "sampling cost"
+    target = f"py-spy sampled ÷ unsampled throughput ≥ {1 - sampling.MAX_COST:.0%} (its interval)"
+    c = sampling.cost(res)
+    if c is None or c.ratio.ratio is None:
+        return _missing(name, target, 'sampled and unsampled repeats of closed-loop cells (sampling = "alternate")')
+    return _t(name, target, c.text(), c.status,
+              "pooled over closed-loop cells: each repeat ÷ its cell's scale, sampled vs unsampled (ratio of medians, "
+              "Welch's interval); pass: the whole interval ≥ 98 %", c.cells)  # fmt: skip
 
 
 TARGET_SETS: dict[str, Callable[[Results], list[dict[str, Any]]]] = {"perf": perf}

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import compare
+from experiments import compare, sampling
 from experiments.report import build_index, build_report, headline
-from experiments.results import Results
+from experiments.results import Results, Sampled
 from harness.faults import Fault
 from telemetry_bench.cli import main
 from tests.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
@@ -393,3 +393,70 @@ def test_headline_intervals_loops_and_target_status(tmp_path: Path) -> None:
     cells = _section(html, "cells")
     assert "95 % interval" in cells and ">closed<" in cells and ">open<" in cells
     assert "Student's t" in html
+
+
+# --- sampling profiles (py-spy) ---------------------------------------------------------------------------------
+HOT_STACK = "<module> (pipeline/writer.py);run (pipeline/writer.py);sampled_hot_function (pipeline/sinks/copy.py)"
+IDLE_STACK = "<module> (pipeline/writer.py);select (selectors.py);epoll_wait (libc.so.6)"
+
+
+def _with_samples(root: Path, res: Results, cell_id: str, hot: int, idle: int) -> Results:
+    """``res`` with ``cell_id``'s even repeats sampled (real collapsed files and merged views under ``root``) and
+    every sampled repeat's throughput × 0.99 (a 1 % sampling cost); sampling = "alternate"."""
+    out = res.model_copy(deep=True)
+    out.matrix["sampling"] = "alternate"
+    cell = out.cell(cell_id)
+    assert cell is not None
+    cell_dir = root / "profiles" / out.run_id / cell_id
+    for rep in cell.repeats[::2]:
+        f = cell_dir / f"repeat-{rep.index + 1}" / "writer-1.collapsed"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"{HOT_STACK} {hot}\n{IDLE_STACK} {idle}\n<module> (pipeline/writer.py);encode (x.py) 5\n")
+        views = sampling.write_cell_views(cell_dir)
+        rel = {k: str(p.relative_to(root)) for k, p in views["writer-1"].items()}
+        rep.sampled = Sampled(rate_hz=100, files={"writer-1": str(f.relative_to(root))}, views={"writer-1": rel})
+        assert rep.throughput_rps is not None
+        rep.throughput_rps *= 0.99
+    return out
+
+
+def test_report_renders_the_sampled_flame_graph_top_functions_and_cost(tmp_path: Path) -> None:
+    res = _with_samples(tmp_path, Results.model_validate_json((FIXTURES / "results.json").read_text()), "baseline",
+                        hot=300, idle=100)  # fmt: skip
+    run = _layout(tmp_path, res)
+    html = build_report(run, root=tmp_path).read_text()
+    card = html[html.index('id="cell-baseline"') :]
+    card = card[: card.index("</section>")]
+    flame = card[card.index('id="sampled-baseline"') :]
+    assert "py-spy, 100 Hz, 2 measured repeats merged" in flame
+    assert "<svg" in flame and "sampled_hot_function" in flame[: flame.index("</svg>")]  # the embedded graph
+    # the top-functions table: the hot function first among busy ones, the wait told apart
+    busy = flame[flame.index("Top functions by self samples") : flame.index("Idle waits")]
+    assert busy.index("sampled_hot_function") < busy.index("encode") and "epoll_wait" not in busy
+    assert "74.1 %" in busy  # 600 of 810 samples, merged over both sampled repeats
+    assert "epoll_wait" in flame[flame.index("Idle waits") :] and "idle waits 24.7 %" in flame
+    # the files, with the command that opens each (the cProfile files and snakeviz commands stay)
+    assert f"npx speedscope profiles/{res.run_id}/baseline/writer-1.speedscope.json" in flame
+    assert f"flamegraph.pl profiles/{res.run_id}/baseline/writer-1.collapsed" in flame
+    assert "(missing)" not in flame and "snakeviz" in card
+    cost = _section(html, "bottlenecks")
+    measured = sampling.cost(res)
+    assert measured is not None and measured.cells == ["baseline"] and (measured.sampled, measured.unsampled) == (2, 1)
+    assert "Sampling cost" in cost and measured.text() in cost and "sampled ÷ unsampled − 1 = " in cost
+
+
+def test_compare_lists_the_functions_whose_share_changed_most(tmp_path: Path) -> None:
+    a = _with_samples(tmp_path, Results.model_validate_json((FIXTURES / "results.json").read_text()), "baseline",
+                      hot=300, idle=100)  # fmt: skip
+    b = _scaled(a, "baseline", 0.7)  # B is 30 % slower, and its writer spends far more time in the hot function
+    b = _with_samples(tmp_path, b, "baseline", hot=900, idle=20)
+    result = compare.compare(a, b, roots=[tmp_path])
+    ch = next(c for c in result.cells if c.cell == "baseline")
+    assert ch.throughput is not None and ch.throughput.significant
+    changes = ch.profile_changes["writer-1"]
+    assert changes[0].function == "sampled_hot_function" and changes[0].delta > 0.15
+    assert {c.function for c in changes[:2]} == {"sampled_hot_function", "epoll_wait"}
+    md = compare.to_markdown(result)
+    assert "### baseline" in md and "writer-1" in md and "`sampled_hot_function`" in md
+    # cells within noise get no profile diff
+    assert all(not c.profile_changes for c in result.cells if c.cell != "baseline")

@@ -10,12 +10,13 @@ from typing import Any
 
 import jinja2
 
-from experiments import stats, storage
+from experiments import sampling, stats, storage
 from experiments.matrix import MIN_COMMITS_DEFAULT
-from experiments.report.cells import cell_latency, cell_view, flags, headline
+from experiments.report.cells import _stage_order, cell_latency, cell_view, flags, headline
 from experiments.report.fmt import _times, f_bytes, f_int, f_ms, f_pct, f_ratio, f_s
 from experiments.report.microbench import microbench
 from experiments.report.plots import group_plot, latency_plot
+from experiments.report.profiles import sampled_profiles, sampling_cost
 from experiments.report.winners import group_view
 
 ROOT = storage.ROOT
@@ -77,6 +78,8 @@ def build_report(run_dir: Path, *, root: Path | None = None) -> Path:
         g["plot"] = group_plot(g["rows"], g["forwarding"]) if g["rows"] else None
     lat_rows = [cell_latency(c) for c in res.cells if c.summary]
     cells = [cell_view(c, res, roots, run_dir) for c in res.cells]
+    for view, c in zip(cells, res.cells, strict=True):  # py-spy flame graphs of the measured repeats
+        view["sampled"] = sampled_profiles(c, roots, run_dir, _stage_order(c))
     min_commits = int(res.matrix.get("min_commits", MIN_COMMITS_DEFAULT) or 0)
     html = (
         _env()
@@ -97,6 +100,9 @@ def build_report(run_dir: Path, *, root: Path | None = None) -> Path:
             min_commits=min_commits,
             confidence=stats.CONFIDENCE,
             rebuild=f"telemetry-bench report {shlex.quote(res.run_id)}",
+            sampling_cost=sampling_cost(res),
+            sampling_mode=res.matrix.get("sampling", "off"),
+            sampling_max_cost=sampling.MAX_COST,
         )
     )
     return _write(run_dir / "index.html", html)

@@ -1,4 +1,5 @@
-"""Profiles in the report: the top functions of a stage's cProfile / yappi file, and where its files are."""
+"""Profiles in the report: the top functions of a stage's cProfile / yappi file, and where its files are; the
+sampled (py-spy) flame graphs of the measured repeats, their top functions, and the sampling cost."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from experiments.results import CellResult
+from experiments import sampling
+from experiments.results import CellResult, Results
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOP_N = 10
@@ -138,3 +140,42 @@ def cell_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: lis
         entry["tables"] = entry["cprofile"] or entry["yappi"]
         out.append(entry)
     return out
+
+
+# ------------------------------------------------------------------------------- sampling profiles (py-spy)
+def sampled_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: list[str]) -> dict[str, Any] | None:
+    """Per stage (in ``order``), from the cell's sampled timed repeats merged: the flame graph (SVG, embedded),
+    the top functions by self samples (busy and idle waits apart), and the files with the command to open each.
+    None when no repeat of the cell was sampled."""
+    reps = [r for r in cell.repeats if not r.pilot and r.sampled is not None]
+    if not reps:
+        return None
+    problems = sorted({r.sampled.problem for r in reps if r.sampled and r.sampled.problem})
+    stacks = sampling.cell_stacks(cell, roots)
+    views = next((r.sampled.views for r in reversed(reps) if r.sampled and r.sampled.views), {})
+    stages = []
+    for stage in sorted(stacks, key=lambda s: (order.index(s) if s in order else len(order), s)):
+        st = stacks[stage]
+        files = []
+        for kind, stored in views.get(stage, {}).items():
+            full = _resolve(stored, roots)
+            command = sampling.open_commands({kind: stored}).get(kind)
+            files.append({"kind": kind, "href": os.path.relpath(full, run_dir), "path": stored,
+                          "exists": full.exists(), "command": command})  # fmt: skip
+        busy = sampling.top_self(st, TOP_N, busy_only=True)
+        waits = [h for h in sampling.top_self(st, 3 * TOP_N) if h.idle][:5]
+        stages.append({
+            "stage": stage, "samples": sum(st.values()), "idle": sampling.idle_share(st), "busy": busy,
+            "waits": waits, "hottest": busy[0] if busy else None, "files": files,
+            "svg": sampling.flamegraph_svg(st, f"{cell.id} · {stage}", min_px=1.0),
+        })  # fmt: skip
+    rate = reps[-1].sampled.rate_hz if reps[-1].sampled else sampling.DEFAULT_RATE_HZ
+    return {"repeats": len(reps), "rate_hz": rate, "stages": stages, "problems": problems}
+
+
+def sampling_cost(res: Results) -> dict[str, Any] | None:
+    """The run's sampling cost (``sampling.cost``) as the report states it."""
+    c = sampling.cost(res)
+    if c is None:
+        return None
+    return {"text": c.text(), "status": c.status, "cells": c.cells, "bound": sampling.MAX_COST}
