@@ -5,9 +5,9 @@
 - ``db_only_vs_seed``: the fastest cell that only commits (``forwarder = "none"``), labelled database-only, ÷ the
   seed cell.
 
-"Fastest": the highest median throughput among the cells that did not fail, at max rate (closed loop) when the run
-has such cells (an open-loop cell's throughput is its offered rate). Each ratio carries the 95 % interval of
-``stats.ratio`` over the two cells' repeats.
+"Fastest": the highest median throughput among the cells that did not fail and have an interval (two repeats or
+more, where any cell has), at max rate (closed loop) when the run has such cells (an open-loop cell's throughput
+is its offered rate). Each ratio carries the 95 % interval of ``stats.ratio`` over the two cells' repeats.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ from experiments.results import CellResult, Headline, RatioCI, Results, best, fu
 
 
 def _candidates(res: Results) -> list[CellResult]:
+    """Cells a headline may name: not the seed, with an interval (≥ 2 counted repeats: a single long run such as a
+    10M-reading cell has none, and a headline without an interval decides nothing), closed loop where there are."""
     cells = [c for c in res.cells if not is_seed(c)]
+    with_ci = [c for c in cells if len(throughputs(c)) >= 2]
+    cells = with_ci or cells
     closed = [c for c in cells if loop_of(c.params) == "closed"]
     return closed or cells
 
@@ -33,7 +37,7 @@ def headline_of(res: Results) -> Headline:
     seed = res.cell("seed")
     cells = _candidates(res)
     full = best([c for c in cells if full_job(c)])
-    db_only = best([c for c in cells if c.params.get("forwarder", "none") == "none"])
+    db_only = best([c for c in cells if not c.params.forwarding])
     return Headline(
         full_job_vs_seed=_vs(full, seed, "full job (committed, POSTed, broadcast to a websocket client) ÷ seed"),
         db_only_vs_seed=_vs(db_only, seed, "database only (committed, nothing forwarded) ÷ seed"),

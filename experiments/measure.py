@@ -269,6 +269,9 @@ class ResourceMonitor:
         return _slope([x[0] for x in s], [x[1] for x in s])
 
 
+SERVERS = ("postgresql", "redis")  # the servers' pseudo-stages in a repeat's resources
+
+
 @dataclass
 class ServerProcesses:
     """CPU of the PostgreSQL and Redis servers serving the run, as two more "stages" (``postgresql``, ``redis``).

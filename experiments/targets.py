@@ -11,6 +11,7 @@ from typing import Any
 
 from experiments import sampling, stats
 from experiments.headline import headline_of
+from experiments.measure import SERVERS
 from experiments.results import CellResult, Results, best, throughputs
 
 MIN_RPS = 100_000
@@ -44,10 +45,14 @@ def _missing(name: str, target: str, what: str) -> dict[str, Any]:
 
 
 def _rss_growth(cell: CellResult, warmup_s: float) -> tuple[str, float, int] | None:
-    """The stage whose RSS grew most after warm-up: (stage, relative growth, bytes)."""
+    """The pipeline stage whose RSS grew most after warm-up: (stage, relative growth, bytes). The PostgreSQL and Redis
+    servers are sampled too (for the verdict's CPU), but their memory is their configuration's (shared buffers,
+    maxmemory), not the pipeline's backpressure: left out."""
     worst: tuple[str, float, int] | None = None
     for rep in cell.repeats:
         for stage, r in rep.resources.items():
+            if stage in SERVERS:
+                continue
             after = [s for s in r.series if s[0] >= warmup_s]
             if len(after) < 2:
                 continue

@@ -97,11 +97,13 @@ def bottleneck(
                 "evidence": ev,
             }
     if not cfg.max_rate and pub is not None and pub > 100:
+        # a late send is backpressure: gRPC flow control holds the generator while its subscriber does not read —
+        # ingest itself, or ingest waiting at the queue's cap for the writers; the load source is not what binds
         return {
-            "stage": "generator",
+            "stage": "ingest",
             "evidence": ev,
-            "reason": f"readings leave the generator late (publish delay p99 {pub:.0f} ms): the subscriber "
-            "(ingest) reads too slowly, without any stage saturating a core",
+            "reason": f"readings leave the generator late (publish delay p99 {pub:.0f} ms): ingest reads the stream "
+            "too slowly (itself, or waiting at the queue's cap for the writers), without any stage saturating a core",
         }
     if not cfg.max_rate:
         return {

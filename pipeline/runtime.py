@@ -29,12 +29,23 @@ def setup_logging(level: str, stage: str) -> None:
     )
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stopped_early: list[int] = []  # stop signals that arrived while the stage was still starting
+
+
+def _remember_stop(signum: int, frame: object) -> None:
+    _stopped_early.append(signum)
+
+
 def stop_event() -> asyncio.Event:
-    """An event set on SIGTERM or SIGINT: the stage stops taking input, drains, and exits 0."""
+    """An event set on SIGTERM or SIGINT: the stage stops taking input, drains, and exits 0 — also when the signal
+    came while it was still starting (importing, parsing, connecting), before this event existed."""
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, event.set)
+    if _stopped_early:
+        event.set()
     return event
 
 
@@ -44,6 +55,8 @@ def stage_main(
     amain: Callable[[S], Coroutine[Any, Any, None]],
     argv: Sequence[str] | None = None,
 ) -> int:
+    for sig in _STOP_SIGNALS:  # from the first moment: a stop during start-up is a clean stop, not a kill
+        signal.signal(sig, _remember_stop)
     try:
         settings = settings_cls.from_cli(argv)
     except ConfigError as exc:
