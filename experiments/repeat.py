@@ -10,7 +10,7 @@ from typing import Any
 
 from experiments import measure, verdict
 from experiments.matrix import Cell, Matrix
-from harness.orchestrator import Fault, Orchestrator
+from harness.orchestrator import Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
@@ -42,7 +42,7 @@ async def run_repeat(
     measure_s = measure_s or m.measure_s
     cfg = cell_config(cell, m, measure_s)
     monitor = measure.ResourceMonitor(queue_key)
-    fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
+    fault = cell.fault_for(cfg, index)  # a fixed time, or drawn for this repeat from the cell's seed
     orch = Orchestrator(
         cfg,
         services,

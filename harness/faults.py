@@ -1,5 +1,7 @@
 """Faults injected mid-run (``kill_writer`` … ``restart_redis``): what each does, when the affected path moved again
-(recovery), and the Redis state a ``restart_redis`` must bring back. Cells set ``fault`` and ``fault_at_s``."""
+(recovery), and the Redis state a ``restart_redis`` must bring back. Cells set ``fault`` and either ``fault_at_s``
+(a fixed time) or nothing / ``fault_between`` (a time drawn per repeat from a seeded uniform distribution over a
+share of the stream, ``draw_at_s``; the seed and the interval are recorded with the fault)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import hashlib
 import logging
+import random
 import shutil
 import signal
 import subprocess
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ConfigDict, Field, computed_field, field_validator, model_validator
 
+from harness import fault_kinds
 from harness.compat import DictReads
 from harness.process import PipelineError, Stage
 from harness.servers import ThrowawayRedis
@@ -31,15 +36,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("telemetry_bench.orchestrator")
 
-FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis")
+FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis",
+          "refuse_pg", "lock_table", "pause_writer")  # fmt: skip
+TIMED = ("refuse_pg", "lock_table", "pause_writer")  # held for a while, then undone (harness.fault_kinds)
 REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its stop and its start
 KILLS = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}  # fault → stage
+FAULT_MIN_REPEATS = 5  # a fault cell at random moments takes at least this many repeats
+FAULT_BETWEEN = (0.15, 0.5)  # default: a fault strikes between these fractions of the stream's generation time
+
+
+def draw_at_s(seed: int, key: str, index: int, lo_s: float, hi_s: float) -> float:
+    """A repeat's fault time, uniform in ``[lo_s, hi_s]``: the same (seed, key, index) always draws the same time
+    (``key`` is the cell's id, ``index`` the repeat's), so a run is reproducible from its recorded seed."""
+    if not 0 <= lo_s <= hi_s:
+        raise ValueError(f"fault window [{lo_s}, {hi_s}] s: need 0 ≤ lo ≤ hi")
+    digest = hashlib.sha256(f"{seed}:{key}:{index}".encode()).digest()  # one well-mixed integer per repeat
+    return round(random.Random(int.from_bytes(digest[:8], "big")).uniform(lo_s, hi_s), 3)
 
 
 class Fault(DictReads):
-    """A fault injected ``at_s`` seconds after the generator started. ``Fault("kill_writer", 1.5)`` or by keyword.
+    """A fault injected ``at_s`` seconds after the stream is flowing (the first reading is in the table, so every
+    stage holds readings when it strikes). ``Fault("kill_writer", 1.5)`` or by keyword.
 
-    In ``results.json``: kind, at_s, recovery_s, note, detail, injected. The instants (ns since the epoch) stay out
+    In ``results.json``: kind, at_s, recovery_s, note, detail, injected, seed and drawn_from_s (a random moment).
+    The instants (ns since the epoch) stay out
     of it; read back, they are relative (injected at 0), which keeps ``recovery_s`` and ``injected``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +71,8 @@ class Fault(DictReads):
     resumed_at_ns: int | None = Field(None, exclude=True)  # first progress of the affected path after the fault
     note: str = ""  # why it was not injected
     detail: str = ""  # what the fault did (restart_redis: the queue keys it kept)
+    seed: int | None = None  # at a random moment: the seed at_s was drawn with (``draw_at_s``)
+    drawn_from_s: tuple[float, float] | None = None  # … and the interval it was drawn from (s after the start)
 
     def __init__(self, kind: str | None = None, at_s: float | None = None, /, **data: Any) -> None:
         if kind is not None:
@@ -94,6 +116,12 @@ class Fault(DictReads):
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
+    @classmethod
+    def drawn(cls, kind: str, seed: int, key: str, index: int, lo_s: float, hi_s: float) -> Fault:
+        """A fault at a random moment of ``[lo_s, hi_s]`` (``draw_at_s``), its seed and interval recorded."""
+        at = draw_at_s(seed, key, index, lo_s, hi_s)
+        return cls(kind, at, seed=seed, drawn_from_s=(round(lo_s, 3), round(hi_s, 3)))
+
 
 def queue_state(url: str, prefix: str, queue: str, pause_s: float = 0.0) -> dict[str, str]:
     """Every key under ``prefix`` with its contents in one line: the writer and forward queues as their variant
@@ -134,6 +162,7 @@ class Pipeline(Protocol):
     cfg: PipelineConfig
     services: Services
     queue_key: str
+    schema: str
     stages: dict[str, Stage]
 
     async def ready(self, stage: Stage) -> None: ...
@@ -148,15 +177,25 @@ class Injection:
         self.fault = fault
         self._base = 0  # the affected path's progress when the fault hit
         self.own_redis: ThrowawayRedis | None = None  # restart_redis: the cell's private Redis
+        self.own_role: str | None = None  # refuse_pg: the cell's own PostgreSQL role
+        self.admin_dsn = ""  # the harness's own PostgreSQL connection (not the cell's role)
+        self._undo: asyncio.Task[None] | None = None  # a timed fault, held until it is undone
+        self._flowing_ns: int | None = None  # when the first reading was seen in the table
 
     def due(self, started_ns: int) -> bool:
-        f = self.fault
-        return f.injected_at_ns is None and not f.note and time.time_ns() - started_ns >= f.at_s * 1e9
+        """Whether to inject now: ``at_s`` after the first reading reached the table, not after the generator's
+        start (``started_ns``, unused): a stream's start-up time varies, its flow is what the fault must hit."""
+        f, flowing = self.fault, self._flowing_ns
+        return (
+            f.injected_at_ns is None and not f.note and flowing is not None and time.time_ns() - flowing >= f.at_s * 1e9
+        )
 
     @property
     def settled(self) -> bool:
-        """Injected, or not injected for a stated reason: the run may end."""
-        return self.fault.injected_at_ns is not None or bool(self.fault.note)
+        """Injected (and, a timed fault, undone), or not injected for a stated reason: the run may end."""
+        return (self.fault.injected_at_ns is not None and (self._undo is None or self._undo.done())) or bool(
+            self.fault.note
+        )
 
     def _progress(self, p: Pipeline, snap: dict[str, Any]) -> int:
         kind = self.fault.kind
@@ -166,6 +205,8 @@ class Injection:
             return int(snap["ingested"])
         if kind == "kill_backend":
             return int(snap["forwarded"])
+        if kind == "pause_writer":  # the paused writer's own commits
+            return p.total([fault_kinds.PAUSED], "committed")
         return int(snap["committed"])
 
     async def inject(self, p: Pipeline, snap: dict[str, Any]) -> None:
@@ -187,6 +228,20 @@ class Injection:
             await self._restart_redis(p)
         elif f.kind == "restart_postgres":
             await self._restart_postgres(p)
+        elif f.kind in TIMED:
+            self._undo = asyncio.create_task(self._timed(p))
+
+    async def _timed(self, p: Pipeline) -> None:
+        """A timed fault (``harness.fault_kinds``), held for its time; undone, the affected path may move again."""
+        f = self.fault
+        if f.kind == "refuse_pg":
+            assert self.own_role is not None
+            await fault_kinds.refuse_pg(p, f, self.admin_dsn, self.own_role)
+        elif f.kind == "lock_table":
+            await fault_kinds.lock_table(p, f, self.admin_dsn, p.schema)
+        elif f.kind == "pause_writer":
+            await fault_kinds.pause_writer(p, f)
+        f.restarted_at_ns = time.time_ns()
 
     async def _restart_redis(self, p: Pipeline) -> None:
         f, own = self.fault, self.own_redis
@@ -222,6 +277,13 @@ class Injection:
     async def watch(self, p: Pipeline, snap: dict[str, Any]) -> None:
         """At every poll: note when the affected path moves again after the fault (its recovery)."""
         f = self.fault
+        if self._undo is not None and self._undo.done() and not self._undo.cancelled() and self._undo.exception():
+            exc = self._undo.exception()
+            raise PipelineError(f"fault {f.kind}: {type(exc).__name__}: {exc}")
+        if self._flowing_ns is None and int(snap["committed"]) > 0:
+            self._flowing_ns = time.time_ns()
+        if f.injected_at_ns is None and not f.note and int(snap["streams_completed"]) >= 1:
+            f.note = f"not injected: the stream ended before {f.at_s:g} s of flow"
         if f.injected_at_ns is None or f.resumed_at_ns is not None:
             return
         if f.kind == "drop_grpc" and f.restarted_at_ns is None:
@@ -234,12 +296,26 @@ class Injection:
             f.resumed_at_ns = time.time_ns()
 
     @contextlib.asynccontextmanager
-    async def own_redis_while(self, p: Pipeline) -> AsyncIterator[None]:
+    async def around_run(self, p: Pipeline) -> AsyncIterator[None]:
+        """What the fault needs around the whole run: its own Redis (``restart_redis``), its own PostgreSQL role
+        (``refuse_pg``); and a timed fault undone (SIGCONT, logins allowed, lock released) whatever happens."""
+        self.admin_dsn = p.services.pg_dsn
+        async with contextlib.AsyncExitStack() as stack:
+            if self.fault.kind == "restart_redis":
+                await stack.enter_async_context(self._own_redis(p))
+            if self.fault.kind == "refuse_pg":
+                self.own_role = await stack.enter_async_context(fault_kinds.own_role(p))
+            try:
+                yield
+            finally:
+                if self._undo is not None:
+                    with contextlib.suppress(Exception):
+                        await self._undo  # the run ended early: still undo the fault
+
+    @contextlib.asynccontextmanager
+    async def _own_redis(self, p: Pipeline) -> AsyncIterator[None]:
         """restart_redis: never the machine's Redis; the cell runs on a private server with an append-only file,
         which a restart brings back (a short directory: unix socket paths are limited to about 100 bytes)."""
-        if self.fault.kind != "restart_redis":
-            yield
-            return
         root = Path(tempfile.mkdtemp(prefix="tb-redis-"))
         own = self.own_redis = ThrowawayRedis(root, persistent=True)
 
