@@ -243,3 +243,43 @@ async def test_sigterm_mid_stream_commits_what_it_took(
         for stage in stages.values():
             await stage.stop(5)
         r.close()
+
+
+def test_recovery_distribution_in_the_summary_the_console_and_the_report() -> None:
+    """Per fault kind and variant (a cell): the median, min and max recovery over its repeats, each repeat's drawn
+    time and the seed — in results.json's summary, the console's table and the report's sentences."""
+    from rich.console import Console
+
+    from experiments import console as console_mod
+    from experiments.report.cells import fault_lines
+    from experiments.results import Results
+    from experiments.summary import summarize
+
+    res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+    cell = res.cells[0]
+    cell.repeats = [cell.repeats[0].model_copy(update={"index": i}) for i in range(5)]
+    recoveries = [0.8, None, 2.4, 1.1, 0.5]  # the second repeat's path never moved again
+    for r, rec in zip(cell.repeats, recoveries, strict=True):
+        f = Fault.drawn("kill_writer", 7, cell.id, r.index, 1.2, 4.0)
+        r.fault = Fault.model_validate({**f.as_dict(), "injected": True, "recovery_s": rec})
+    cell.summary = summarize(cell, None, 0.0, "fixed")
+    rec = cell.summary.recovery
+    assert rec is not None
+    assert (rec.kind, rec.repeats, rec.injected, rec.recovered) == ("kill_writer", 5, 5, 4)
+    assert (rec.median_s, rec.min_s, rec.max_s, rec.values_s) == (0.95, 0.5, 2.4, [0.8, 2.4, 1.1, 0.5])
+    assert rec.seed == 7 and rec.at_s == [r.fault.at_s for r in cell.repeats if r.fault]
+    assert Results.model_validate_json(res.model_dump_json()).cells[0].summary.recovery == rec  # type: ignore[union-attr]
+    lines = fault_lines(cell)
+    assert lines[0] == (
+        "kill_writer at random moments (seed 7), injected in 5 of 5 repeats, recovered in 4: "
+        "recovery median 0.95 s, max 2.40 s (min 0.50 s)"
+    )
+    first = cell.repeats[0].fault
+    assert (
+        first is not None and f"kill_writer at {first.at_s:g} s (drawn from 1.2–4 s), recovered in 0.80 s" in lines[1]
+    )
+    out = Console(record=True, width=200)
+    res.cells = [cell]
+    console_mod._recovery(out, res)
+    text = out.export_text()
+    assert "recovery time over the repeats" in text and "0.95" in text and "2.40" in text and "5/5" in text
