@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.faults import FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, Fault
+from harness.faults import CHAOS, FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, Fault
 from harness.plan import SEED, PipelineConfig
 from pipeline.knobs import VARIANT_KINDS
 from pipeline.registry import registry
@@ -86,6 +86,7 @@ class _Cell(BaseModel):
     fault_at_s: float | None = Field(None, ge=0)  # a fixed time; unset: drawn per repeat from fault_between
     fault_between: tuple[float, float] | None = None  # shares of the stream's generation time (default 0.15–0.5)
     fault_seed: int | None = None  # overrides the matrix's fault_seed
+    chaos: list[str] | None = None  # fault = "chaos": its kinds, each at its own random moment (default CHAOS)
     expect_loss: bool = False  # a lossy design (the seed's list): its loss is reported, not a failure
 
 
@@ -130,6 +131,7 @@ class Cell:
     ci_target: float | None = None  # overrides the matrix's half-width target
     fault_between: tuple[float, float] = FAULT_BETWEEN  # shares of the stream the fault time is drawn from
     fault_seed: int = 1
+    chaos: tuple[str, ...] = CHAOS  # fault = "chaos": the kinds it injects
 
     def fault_for(self, cfg: PipelineConfig, index: int) -> Fault | None:
         """Repeat ``index``'s fault: at ``fault_at_s``, or at a time drawn from ``fault_between`` × the stream's
@@ -142,6 +144,11 @@ class Cell:
         if length is None:
             raise MatrixError(f"cell {self.id}: a fault at a random moment needs a known stream length ({cfg})")
         lo, hi = self.fault_between
+        if self.fault == "chaos":  # each kind at its own moment of the same window: recoveries may overlap
+            parts = [Fault.drawn(k, self.fault_seed, f"{self.id}:{k}", index, lo * length, hi * length)
+                     for k in self.chaos]  # fmt: skip
+            first = min(parts, key=lambda x: x.at_s)
+            return first.model_copy(update={"kind": "chaos", "parts": parts})
         return Fault.drawn(self.fault, self.fault_seed, self.id, index, lo * length, hi * length)
 
 
@@ -245,7 +252,16 @@ def _fault_checks(path: Path, cid: str, c: _Cell, cfg: PipelineConfig, m: _Matri
     where = f"{path}: [cells.{cid}]"
     if c.fault not in FAULTS:
         raise MatrixError(f"{where}: unknown fault {c.fault!r}; valid faults: {', '.join(FAULTS)}")
+    if c.chaos is not None and c.fault != "chaos":
+        raise MatrixError(f"{where}: chaos = {c.chaos}: only for fault = 'chaos'")
+    kinds = c.chaos if c.chaos is not None else list(CHAOS)
+    bad = [k for k in kinds if k not in FAULTS or k == "chaos"]
+    if c.fault == "chaos" and (bad or len(set(kinds)) < 2 or len(set(kinds)) != len(kinds)):
+        raise MatrixError(f"{where}: chaos = {kinds}: at least two different kinds, each one of "
+                          f"{', '.join(k for k in FAULTS if k != 'chaos')}")  # fmt: skip
     if c.fault_at_s is not None:
+        if c.fault == "chaos":
+            raise MatrixError(f"{where}: chaos strikes at random moments: no fault_at_s")
         if c.fault_between is not None:
             raise MatrixError(f"{where}: fault_at_s (a fixed time) and fault_between (a random one): set one")
         return c.repeats
@@ -309,7 +325,8 @@ def load(name_or_path: str) -> Matrix:
         share = c.rate_fraction or (m.fault_load if c.fault is not None else 1.0)
         add(Cell(cid, cfg, [], c.title or cid, values, c.rate_of, share, repeats, c.profile,
                  c.fault, c.fault_at_s, c.expect_loss, c.max_repeats, c.ci_target,
-                 c.fault_between or FAULT_BETWEEN, m.fault_seed if c.fault_seed is None else c.fault_seed))  # fmt: skip
+                 c.fault_between or FAULT_BETWEEN, m.fault_seed if c.fault_seed is None else c.fault_seed,
+                 tuple(c.chaos or CHAOS)))  # fmt: skip
     groups = []
     for g in m.groups:
         keys = list(g.vary)

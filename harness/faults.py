@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("telemetry_bench.orchestrator")
 
 FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis",
-          "refuse_pg", "lock_table", "pause_writer")  # fmt: skip
+          "refuse_pg", "lock_table", "pause_writer", "chaos")  # fmt: skip
+CHAOS = ("kill_writer", "kill_ingest", "drop_grpc", "lock_table")  # chaos's default kinds: they combine safely
 TIMED = ("refuse_pg", "lock_table", "pause_writer")  # held for a while, then undone (harness.fault_kinds)
 REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its stop and its start
 KILLS = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}  # fault → stage
@@ -74,6 +75,7 @@ class Fault(DictReads):
     detail: str = ""  # what the fault did (restart_redis: the queue keys it kept)
     seed: int | None = None  # at a random moment: the seed at_s was drawn with (``draw_at_s``)
     drawn_from_s: tuple[float, float] | None = None  # … and the interval it was drawn from (s after the start)
+    parts: list[Fault] = Field(default_factory=list)  # chaos: its faults, each at its own moment
 
     def __init__(self, kind: str | None = None, at_s: float | None = None, /, **data: Any) -> None:
         if kind is not None:
@@ -220,11 +222,14 @@ class Injection:
         self.admin_dsn = ""  # the harness's own PostgreSQL connection (not the cell's role)
         self._undo: asyncio.Task[None] | None = None  # a timed fault, held until it is undone
         self._flowing_ns: int | None = None  # when the first reading was seen in the table
+        self.parts = [Injection(part) for part in fault.parts]  # chaos: one injection per fault, overlaps allowed
 
     def due(self, started_ns: int) -> bool:
         """Whether to inject now: ``at_s`` after the first reading reached the table, not after the generator's
         start (``started_ns``, unused): a stream's start-up time varies, its flow is what the fault must hit."""
         f, flowing = self.fault, self._flowing_ns
+        if self.parts:
+            return any(part.due(started_ns) for part in self.parts)
         return (
             f.injected_at_ns is None and not f.note and flowing is not None and time.time_ns() - flowing >= f.at_s * 1e9
         )
@@ -232,6 +237,8 @@ class Injection:
     @property
     def settled(self) -> bool:
         """Injected (and, a timed fault, undone), or not injected for a stated reason: the run may end."""
+        if self.parts:
+            return all(part.settled for part in self.parts)
         return (self.fault.injected_at_ns is not None and (self._undo is None or self._undo.done())) or bool(
             self.fault.note
         )
@@ -250,6 +257,12 @@ class Injection:
 
     async def inject(self, p: Pipeline, snap: dict[str, Any]) -> None:
         f = self.fault
+        if self.parts:  # chaos: every part that is due (the others at their own moments)
+            for part in self.parts:
+                if part.due(0):
+                    await part.inject(p, snap)
+            self._chaos_times()
+            return
         f.injected_at_ns = time.time_ns()
         self._base = self._progress(p, snap)
         log.warning("fault: %s", f.kind)
@@ -313,9 +326,24 @@ class Injection:
             raise PipelineError(f"fault restart_postgres: {' '.join(cmd)} failed: {proc.stderr.strip()}")
         f.restarted_at_ns = time.time_ns()
 
+    def _chaos_times(self) -> None:
+        """Chaos: injected at its first fault; recovered when every injected fault's path moved again."""
+        f, parts = self.fault, [part.fault for part in self.parts]
+        injected = [x.injected_at_ns for x in parts if x.injected_at_ns is not None]
+        f.injected_at_ns = min(injected) if injected else None
+        if all(x.resumed_at_ns is not None or x.note for x in parts) and injected:
+            f.resumed_at_ns = max(x.resumed_at_ns or 0 for x in parts)
+        f.note = "; ".join(f"{x.kind} {x.note}" for x in parts if x.note) if not injected else ""
+        f.detail = "; ".join(f"{x.kind} at {x.at_s:g} s: {x.detail or 'done'}" for x in parts if x.injected)
+
     async def watch(self, p: Pipeline, snap: dict[str, Any]) -> None:
         """At every poll: note when the affected path moves again after the fault (its recovery)."""
         f = self.fault
+        if self.parts:
+            for part in self.parts:
+                await part.watch(p, snap)
+            self._chaos_times()
+            return
         if self._undo is not None and self._undo.done() and not self._undo.cancelled() and self._undo.exception():
             exc = self._undo.exception()
             raise PipelineError(f"fault {f.kind}: {type(exc).__name__}: {exc}")
@@ -340,6 +368,8 @@ class Injection:
         (``refuse_pg``); and a timed fault undone (SIGCONT, logins allowed, lock released) whatever happens."""
         self.admin_dsn = p.services.pg_dsn
         async with contextlib.AsyncExitStack() as stack:
+            for part in self.parts:
+                await stack.enter_async_context(part.around_run(p))
             if self.fault.kind == "restart_redis":
                 await stack.enter_async_context(self._own_redis(p))
             if self.fault.kind == "refuse_pg":

@@ -62,6 +62,9 @@ def test_every_fault_cell_runs_under_load_at_random_moments_five_times() -> None
         ("fault = 'kill_writer'\nfault_at_s = 1.0\nfault_between = [0.1, 0.2]", "set one"),
         ("fault = 'kill_writer'\ncount = 1000\nmax_rate = true", "needs a known stream length"),
         ("fault = 'melt_cpu'", "unknown fault 'melt_cpu'; valid faults: kill_writer"),
+        ("fault = 'chaos'\nchaos = ['kill_writer']", "chaos = ['kill_writer']: at least two different kinds"),
+        ("fault = 'chaos'\nchaos = ['kill_writer', 'chaos']", "at least two different kinds, each one of"),
+        ("fault = 'kill_writer'\nchaos = ['kill_writer', 'lock_table']", "only for fault = 'chaos'"),
     ],
 )
 def test_fault_cells_are_checked_when_the_matrix_loads(cell: str, error: str, tmp_path: Path) -> None:
@@ -128,6 +131,12 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
     if cell.fault == "refuse_pg":  # the writer's session was among those terminated; nobody else's was
         assert re.search(r"refused logins for 2 s; [1-9]\d* of its sessions terminated", fault.detail), fault.detail
         assert fault.recovery_s >= fault_kinds.REFUSE_S
+    if cell.fault == "chaos":  # every kind struck at its own moment; recovered once the last path moved again
+        assert [x.kind for x in fault.parts] == ["kill_writer", "kill_ingest", "drop_grpc", "lock_table"]
+        assert all(x.injected and x.drawn_from_s == (0.45, 1.5) for x in fault.parts), fault.parts
+        assert len({x.at_s for x in fault.parts}) == 4 and fault.at_s == min(x.at_s for x in fault.parts)
+        last = max(x.resumed_at_ns or 0 for x in fault.parts)
+        assert fault.resumed_at_ns == last and fault.injected_at_ns == min(x.injected_at_ns or 0 for x in fault.parts)
     if cell.fault == "lock_table":
         assert fault.recovery_s >= fault_kinds.LOCK_S and "ACCESS EXCLUSIVE lock" in fault.detail
     if cfg.forwarding:
