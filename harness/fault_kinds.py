@@ -1,12 +1,13 @@
 """The timed faults the pipeline meets in production, each held for a while and then undone: PostgreSQL refusing the
 run's connections (``refuse_pg``), a table lock that stalls every write (``lock_table``), a writer paused past the
-stream's claim timeout (``pause_writer``). ``harness.faults.Injection`` starts one as a task and watches for the
-affected path to move again once it is undone.
+stream's claim timeout (``pause_writer``), Redis at its ``maxmemory`` refusing writes (``redis_full``).
+``harness.faults.Injection`` starts one as a task and watches for the affected path to move again once it is undone.
 
 Each touches only what the run owns: ``refuse_pg`` runs the cell as its own PostgreSQL role (the database is shared
 with other runs' schemas, so ``ALTER DATABASE … ALLOW_CONNECTIONS false`` would refuse them too): the role is made
 ``NOLOGIN`` and its sessions terminated, then allowed again; ``lock_table`` locks the run's own table from a
-harness connection; ``pause_writer`` stops one of the run's writer processes."""
+harness connection; ``pause_writer`` stops one of the run's writer processes; ``redis_full`` lowers the maxmemory
+of the cell's own throwaway Redis."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ REFUSE_S = 2.0  # refuse_pg: how long the run's role may not log in
 LOCK_S = 3.0  # lock_table: how long the ACCESS EXCLUSIVE lock is held
 PAUSE_S = StreamQueue.claim_idle_s + 2.0  # pause_writer: past the claim timeout, so another writer claims its entries
 PAUSED = "writer-1"
+FULL_S = 2.0  # redis_full: how long the cell's own Redis refuses writes (maxmemory reached)
 
 
 def _dsn_as(dsn: str, user: str) -> str:
@@ -135,3 +137,21 @@ async def _pending(p: Pipeline) -> int:
         return len(entries)
     finally:
         await client.aclose()
+
+
+async def redis_full(p: Pipeline, f: Fault) -> None:
+    """The cell's own Redis at its ``maxmemory`` (``noeviction``): every write is refused with an OOM error for
+    ``FULL_S``, reads still answer; then the limit is lifted. Never the machine's Redis (``around_run``)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(p.services.redis_url, socket_timeout=5)
+    try:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", 1)  # below what it uses: any write that could add memory is refused
+        try:
+            await asyncio.sleep(FULL_S)
+        finally:
+            await client.config_set("maxmemory", 0)
+    finally:
+        await client.aclose()
+    f.detail = f"the cell's own Redis at maxmemory (noeviction) {FULL_S:g} s: writes refused with OOM"

@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("telemetry_bench.orchestrator")
 
 FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis",
-          "refuse_pg", "lock_table", "pause_writer", "chaos")  # fmt: skip
+          "refuse_pg", "lock_table", "pause_writer", "redis_full", "chaos")  # fmt: skip
 CHAOS = ("kill_writer", "kill_ingest", "drop_grpc", "lock_table")  # chaos's default kinds: they combine safely
-TIMED = ("refuse_pg", "lock_table", "pause_writer")  # held for a while, then undone (harness.fault_kinds)
+TIMED = ("refuse_pg", "lock_table", "pause_writer", "redis_full")  # held for a while, then undone (harness.fault_kinds)
 REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its stop and its start
 KILLS = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}  # fault → stage
 FAULT_MIN_REPEATS = 5  # a fault cell at random moments takes at least this many repeats
@@ -293,6 +293,8 @@ class Injection:
             await fault_kinds.lock_table(p, f, self.admin_dsn, p.schema)
         elif f.kind == "pause_writer":
             await fault_kinds.pause_writer(p, f)
+        elif f.kind == "redis_full":
+            await fault_kinds.redis_full(p, f)
         f.restarted_at_ns = time.time_ns()
 
     async def _restart_redis(self, p: Pipeline) -> None:
@@ -370,8 +372,8 @@ class Injection:
         async with contextlib.AsyncExitStack() as stack:
             for part in self.parts:
                 await stack.enter_async_context(part.around_run(p))
-            if self.fault.kind == "restart_redis":
-                await stack.enter_async_context(self._own_redis(p))
+            if self.fault.kind in ("restart_redis", "redis_full"):
+                await stack.enter_async_context(self._own_redis(p, persistent=self.fault.kind == "restart_redis"))
             if self.fault.kind == "refuse_pg":
                 self.own_role = await stack.enter_async_context(fault_kinds.own_role(p))
             try:
@@ -382,11 +384,12 @@ class Injection:
                         await self._undo  # the run ended early: still undo the fault
 
     @contextlib.asynccontextmanager
-    async def _own_redis(self, p: Pipeline) -> AsyncIterator[None]:
-        """restart_redis: never the machine's Redis; the cell runs on a private server with an append-only file,
-        which a restart brings back (a short directory: unix socket paths are limited to about 100 bytes)."""
+    async def _own_redis(self, p: Pipeline, persistent: bool) -> AsyncIterator[None]:
+        """restart_redis, redis_full: never the machine's Redis; the cell runs on a private server (restart_redis:
+        with an append-only file, which a restart brings back; a short directory: unix socket paths are limited to
+        about 100 bytes)."""
         root = Path(tempfile.mkdtemp(prefix="tb-redis-"))
-        own = self.own_redis = ThrowawayRedis(root, persistent=True)
+        own = self.own_redis = ThrowawayRedis(root, persistent=persistent)
 
         def cleanup() -> None:
             own.stop()
@@ -396,7 +399,7 @@ class Injection:
         try:
             await asyncio.to_thread(own.start)
             p.services = dataclasses.replace(p.services, redis_url=own.url, redis_source="embedded")
-            log.info("restart_redis: the cell runs on its own Redis %s (AOF on) in %s", own.version, root)
+            log.info("%s: the cell runs on its own Redis %s in %s", self.fault.kind, own.version, root)
             yield
         finally:
             await asyncio.to_thread(cleanup)

@@ -137,6 +137,8 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
         assert len({x.at_s for x in fault.parts}) == 4 and fault.at_s == min(x.at_s for x in fault.parts)
         last = max(x.resumed_at_ns or 0 for x in fault.parts)
         assert fault.resumed_at_ns == last and fault.injected_at_ns == min(x.injected_at_ns or 0 for x in fault.parts)
+    if cell.fault == "redis_full":  # ingest's put was refused (OOM) and retried: nothing lost, nothing twice
+        assert "writes refused with OOM" in fault.detail and fault.recovery_s >= fault_kinds.FULL_S
     if cell.fault == "lock_table":
         assert fault.recovery_s >= fault_kinds.LOCK_S and "ACCESS EXCLUSIVE lock" in fault.detail
     if cfg.forwarding:
