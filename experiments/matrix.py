@@ -82,7 +82,7 @@ class _Cell(BaseModel):
     max_repeats: int | None = Field(None, ge=1, le=100)  # this cell's cap (1 with repeats = 1: a single long run)
     ci_target: float | None = Field(None, ge=0, lt=1)  # this cell's half-width target (e.g. 0.015 for a 3 % effect)
     profile: bool = True  # False: no profiled repeat for this cell (long cells)
-    fault: str | None = None  # harness.faults.FAULTS, injected fault_at_s after the generator started
+    fault: str | None = None  # harness.faults.FAULTS, injected after the first reading reached the table
     fault_at_s: float | None = Field(None, ge=0)  # a fixed time; unset: drawn per repeat from fault_between
     fault_between: tuple[float, float] | None = None  # shares of the stream's generation time (default 0.15–0.5)
     fault_seed: int | None = None  # overrides the matrix's fault_seed
