@@ -71,6 +71,30 @@ def _faults(console: Console, res: Results) -> None:
     console.print(t)
 
 
+def _recovery(console: Console, res: Results) -> None:
+    """Per fault kind and variant (a fault cell): its recovery time's distribution over the repeats."""
+    cells = [c for c in res.cells if c.summary and c.summary.recovery]
+    if not cells:
+        return
+    t = Table(title="faults: recovery time over the repeats (fault at random moments)", header_style="bold")
+    for col in ("cell", "fault", "injected", "recovered", "median s", "max s", "min s", "seed", "lost", "dup"):
+        t.add_column(col, justify="left" if col in ("cell", "fault") else "right")
+    for c in cells:
+        s = c.summary
+        assert s is not None and s.recovery is not None
+        r = s.recovery
+
+        def sec(v: float | None) -> str:
+            return f"{v:.2f}" if v is not None else "–"
+
+        t.add_row(
+            c.id, r.kind, f"{r.injected}/{r.repeats}", str(r.recovered), sec(r.median_s), sec(r.max_s),
+            sec(r.min_s), str(r.seed) if r.seed is not None else "fixed", str(s.lost), str(s.duplicated),
+            style="red" if s.failed else None,
+        )  # fmt: skip
+    console.print(t)
+
+
 def headline_lines(res: Results) -> list[str]:
     def one(name: str, r: RatioCI | None) -> str | None:
         if r is None:
@@ -123,6 +147,7 @@ def print_summary(console: Console, res: Results, name: str, results_path: Path,
         highlight=False,
     )
     _faults(console, res)
+    _recovery(console, res)
     by_id = {c.id: c for c in res.cells}
     for g in res.matrix.get("groups", []):
         view = group_view(g, by_id, res.ceiling_rps)

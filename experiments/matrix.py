@@ -32,6 +32,10 @@
     title = "every registered sink"
     vary = { sink = "*" }         # "*": every registered variant of that kind (decoder, queue, sink, forwarder)
 
+    [cells.kill_writer]    # a fault cell (harness/faults.py): at a time drawn per repeat from fault_between (shares
+    fault = "kill_writer"  # of the stream; default 0.15–0.5) with the matrix's fault_seed, ≥ 5 repeats; or at a
+    rate_of = "capacity"   # fixed fault_at_s. With rate_of, it offers fault_load (default 0.5) × that cell's rate
+
 Identical cells from several groups run once and belong to each. Unknown keys, unknown variant names and bad
 values fail before anything runs, naming the key, the file and the valid choices.
 """
@@ -46,7 +50,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.faults import FAULTS
+from harness.faults import CHAOS, FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, Fault
 from harness.plan import SEED, PipelineConfig
 from pipeline.knobs import VARIANT_KINDS
 from pipeline.registry import registry
@@ -74,13 +78,16 @@ class _Cell(BaseModel):
     preset: str = "base"
     title: str | None = None
     rate_of: str | None = None  # open loop at rate_fraction × the measured throughput of this earlier cell
-    rate_fraction: float = Field(1.0, gt=0)
+    rate_fraction: float | None = Field(None, gt=0)  # default 1, or the matrix's fault_load in a fault cell
     repeats: int | None = Field(None, ge=1, le=100)  # this cell's minimum repeats
     max_repeats: int | None = Field(None, ge=1, le=100)  # this cell's cap (1 with repeats = 1: a single long run)
     ci_target: float | None = Field(None, ge=0, lt=1)  # this cell's half-width target (e.g. 0.015 for a 3 % effect)
     profile: bool = True  # False: no profiled repeat for this cell (long cells)
-    fault: str | None = None  # harness.faults.FAULTS, injected fault_at_s after the generator started
-    fault_at_s: float = Field(1.5, ge=0)
+    fault: str | None = None  # harness.faults.FAULTS, injected after the first reading reached the table
+    fault_at_s: float | None = Field(None, ge=0)  # a fixed time; unset: drawn per repeat from fault_between
+    fault_between: tuple[float, float] | None = None  # shares of the stream's generation time (default 0.15–0.5)
+    fault_seed: int | None = None  # overrides the matrix's fault_seed
+    chaos: list[str] | None = None  # fault = "chaos": its kinds, each at its own random moment (default CHAOS)
     expect_loss: bool = False  # a lossy design (the seed's list): its loss is reported, not a failure
 
 
@@ -107,6 +114,8 @@ class _Matrix(BaseModel):
     capacity_cells: list[str] = Field(default_factory=list)  # search these cells' max sustainable open-loop rate
     slo_ms: float = Field(1000.0, gt=0, description="the capacity search's p99 bound (intended → committed)")
     sampling: Literal["off", "on", "alternate"] = "off"  # py-spy during timed repeats (experiments/sampling.py)
+    fault_seed: int = Field(1, description="the seed each fault cell's per-repeat fault times are drawn with")
+    fault_load: float = Field(0.5, gt=0, le=1, description="a fault cell's share of its rate_of cell's throughput")
 
 
 @dataclass
@@ -121,10 +130,40 @@ class Cell:
     repeats: int | None = None  # overrides the matrix's repeats (the minimum)
     profile: bool = True
     fault: str | None = None
-    fault_at_s: float = 1.5
+    fault_at_s: float | None = None  # a fixed fault time; None: drawn per repeat (``fault_for``)
     expect_loss: bool = False
     max_repeats: int | None = None  # overrides the matrix's cap
     ci_target: float | None = None  # overrides the matrix's half-width target
+    fault_between: tuple[float, float] = FAULT_BETWEEN  # shares of the stream the fault time is drawn from
+    fault_seed: int = 1
+    chaos: tuple[str, ...] = CHAOS  # fault = "chaos": the kinds it injects
+
+    def fault_for(self, cfg: PipelineConfig, index: int) -> Fault | None:
+        """Repeat ``index``'s fault: at ``fault_at_s``, or at a time drawn from ``fault_between`` × the stream's
+        generation time of ``cfg`` with ``fault_seed`` (the same seed, cell and repeat always draw the same time)."""
+        if self.fault is None:
+            return None
+        if self.fault_at_s is not None:
+            return Fault(self.fault, self.fault_at_s)
+        length = stream_s(cfg)
+        if length is None:
+            raise MatrixError(f"cell {self.id}: a fault at a random moment needs a known stream length ({cfg})")
+        lo, hi = self.fault_between
+        if self.fault == "chaos":  # each kind at its own moment of the same window: recoveries may overlap
+            parts = [Fault.drawn(k, self.fault_seed, f"{self.id}:{k}", index, lo * length, hi * length)
+                     for k in self.chaos]  # fmt: skip
+            first = min(parts, key=lambda x: x.at_s)
+            return first.model_copy(update={"kind": "chaos", "parts": parts})
+        return Fault.drawn(self.fault, self.fault_seed, self.id, index, lo * length, hi * length)
+
+
+def stream_s(cfg: PipelineConfig) -> float | None:
+    """How long the generator streams: its duration, or count ÷ rate at an offered rate; None if unknown."""
+    if cfg.duration:
+        return cfg.duration
+    if cfg.count and cfg.rate and not cfg.max_rate:
+        return cfg.count / cfg.rate
+    return None
 
 
 @dataclass
@@ -150,6 +189,8 @@ class Matrix:
     capacity_cells: list[str] = field(default_factory=list)
     slo_ms: float = 1000.0
     sampling: str = "off"  # "on" | "off" | "alternate": py-spy during the timed repeats (experiments.sampling)
+    fault_seed: int = 1
+    fault_load: float = 0.5
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +214,8 @@ class Matrix:
             "capacity_cells": self.capacity_cells,
             "slo_ms": self.slo_ms,
             "sampling": self.sampling,
+            "fault_seed": self.fault_seed,
+            "fault_load": self.fault_load,
         }
 
 
@@ -217,6 +260,36 @@ def _values(path: Path, group: str, key: str, values: list[Any] | str) -> list[A
     return registry(key).names()
 
 
+def _fault_checks(path: Path, cid: str, c: _Cell, cfg: PipelineConfig, m: _Matrix) -> int | None:
+    """A fault cell's kind, window and length; its minimum repeats (≥ FAULT_MIN_REPEATS at random moments)."""
+    where = f"{path}: [cells.{cid}]"
+    if c.fault not in FAULTS:
+        raise MatrixError(f"{where}: unknown fault {c.fault!r}; valid faults: {', '.join(FAULTS)}")
+    if c.chaos is not None and c.fault != "chaos":
+        raise MatrixError(f"{where}: chaos = {c.chaos}: only for fault = 'chaos'")
+    kinds = c.chaos if c.chaos is not None else list(CHAOS)
+    bad = [k for k in kinds if k not in FAULTS or k == "chaos"]
+    if c.fault == "chaos" and (bad or len(set(kinds)) < 2 or len(set(kinds)) != len(kinds)):
+        raise MatrixError(f"{where}: chaos = {kinds}: at least two different kinds, each one of "
+                          f"{', '.join(k for k in FAULTS if k != 'chaos')}")  # fmt: skip
+    if c.fault_at_s is not None:
+        if c.fault == "chaos":
+            raise MatrixError(f"{where}: chaos strikes at random moments: no fault_at_s")
+        if c.fault_between is not None:
+            raise MatrixError(f"{where}: fault_at_s (a fixed time) and fault_between (a random one): set one")
+        return c.repeats
+    lo, hi = c.fault_between or FAULT_BETWEEN
+    if not 0 <= lo <= hi <= 1:
+        raise MatrixError(f"{where}: fault_between = [{lo}, {hi}]: need shares of the stream, 0 ≤ lo ≤ hi ≤ 1")
+    if cfg.count and not stream_s(cfg):
+        raise MatrixError(f"{where}: a fault at a random moment needs a known stream length: set duration, or an "
+                          f"offered rate with count (count = {cfg.count} at max rate)")  # fmt: skip
+    repeats = c.repeats if c.repeats is not None else max(m.repeats, FAULT_MIN_REPEATS)
+    if repeats < FAULT_MIN_REPEATS:
+        raise MatrixError(f"{where}: repeats = {repeats}: a fault at random moments takes ≥ {FAULT_MIN_REPEATS}")
+    return repeats
+
+
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -243,7 +316,10 @@ def load(name_or_path: str) -> Matrix:
     by_params: dict[str, Cell] = {}
 
     def add(cell: Cell) -> Cell:
-        key = f"{cell.params.model_dump_json()}|{cell.fault}|{cell.fault_at_s}|{cell.rate_of}|{cell.rate_fraction}"
+        key = (
+            f"{cell.params.model_dump_json()}|{cell.fault}|{cell.fault_at_s}|{cell.fault_between}|"
+            f"{cell.fault_seed}|{cell.rate_of}|{cell.rate_fraction}"
+        )
         if key in by_params:  # the same configuration from another group: run once
             existing = by_params[key]
             existing.groups.extend(g for g in cell.groups if g not in existing.groups)
@@ -258,10 +334,12 @@ def load(name_or_path: str) -> Matrix:
         if c.rate_of is not None:
             values.setdefault("max_rate", False)
         cfg = _config(path, f"[cells.{cid}]", c.preset, values, m.base)
-        if c.fault is not None and c.fault not in FAULTS:
-            raise MatrixError(f"{path}: [cells.{cid}]: unknown fault {c.fault!r}; valid faults: {', '.join(FAULTS)}")
-        add(Cell(cid, cfg, [], c.title or cid, values, c.rate_of, c.rate_fraction, c.repeats, c.profile,
-                 c.fault, c.fault_at_s, c.expect_loss, c.max_repeats, c.ci_target))  # fmt: skip
+        repeats = _fault_checks(path, cid, c, cfg, m) if c.fault is not None else c.repeats
+        share = c.rate_fraction or (m.fault_load if c.fault is not None else 1.0)
+        add(Cell(cid, cfg, [], c.title or cid, values, c.rate_of, share, repeats, c.profile,
+                 c.fault, c.fault_at_s, c.expect_loss, c.max_repeats, c.ci_target,
+                 c.fault_between or FAULT_BETWEEN, m.fault_seed if c.fault_seed is None else c.fault_seed,
+                 tuple(c.chaos or CHAOS)))  # fmt: skip
     groups = []
     for g in m.groups:
         keys = list(g.vary)
@@ -318,4 +396,6 @@ def load(name_or_path: str) -> Matrix:
         m.capacity_cells,
         m.slo_ms,
         m.sampling,
+        m.fault_seed,
+        m.fault_load,
     )

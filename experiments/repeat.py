@@ -10,7 +10,7 @@ from typing import Any
 
 from experiments import measure, sampling, verdict
 from experiments.matrix import Cell, Matrix
-from harness.orchestrator import Fault, Orchestrator
+from harness.orchestrator import Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
@@ -52,7 +52,7 @@ async def run_repeat(
     sampler = None
     if sample_dir is not None and sampling.sampled(m.sampling, index, position):
         sampler = monitor.on_poll = sampling.StreamSampler(sample_dir / f"repeat-{index + 1}")
-    fault = Fault(cell.fault, cell.fault_at_s) if cell.fault else None
+    fault = cell.fault_for(cfg, index)  # a fixed time, or drawn for this repeat from the cell's seed
     orch = Orchestrator(
         cfg,
         services,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.accounting import Accounting
-from harness.faults import Fault
+from harness.faults import Fault, Recovery
 from harness.plan import PipelineConfig
 
 SCHEMA_VERSION = 2  # 2: intervals, adaptive repeats, loop labels, windowed Prometheus buckets, headline
@@ -127,6 +127,7 @@ class Summary(_M):
     cpu_s_per_reading: float | None  # all stages summed, median over repeats
     bottleneck: Bottleneck | None
     failed: bool
+    recovery: Recovery | None = None  # fault cells: recovery time over the counted repeats (median, max, each)
 
 
 class Profile(_M):

@@ -16,6 +16,7 @@ from typing import Any
 
 from experiments import stats
 from experiments.results import CellResult, Latency, StopReason, Summary, acct, counted, failed, loop_of
+from harness.faults import recovery_of
 
 
 def _latency(reps: list[Any], attr: str) -> Latency:
@@ -82,6 +83,7 @@ def summarize(
         cpu_s_per_reading=statistics.median(cpu) if cpu else None,
         bottleneck=bn,
         failed=any(not r.ok for r in cell.repeats) or not cell.repeats,
+        recovery=recovery_of([r.fault for r in reps if r.fault]),
     )
 
 

@@ -1,5 +1,7 @@
 """Faults injected mid-run (``kill_writer`` … ``restart_redis``): what each does, when the affected path moved again
-(recovery), and the Redis state a ``restart_redis`` must bring back. Cells set ``fault`` and ``fault_at_s``."""
+(recovery), and the Redis state a ``restart_redis`` must bring back. Cells set ``fault`` and either ``fault_at_s``
+(a fixed time) or nothing / ``fault_between`` (a time drawn per repeat from a seeded uniform distribution over a
+share of the stream, ``draw_at_s``; the seed and the interval are recorded with the fault)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import hashlib
 import logging
+import random
 import shutil
 import signal
+import statistics
 import subprocess
 import tempfile
 import time
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ConfigDict, Field, computed_field, field_validator, model_validator
 
+from harness import fault_kinds
 from harness.compat import DictReads
 from harness.process import PipelineError, Stage
 from harness.servers import ThrowawayRedis
@@ -31,15 +37,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("telemetry_bench.orchestrator")
 
-FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis")
+FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis",
+          "refuse_pg", "lock_table", "pause_writer", "redis_full", "chaos")  # fmt: skip
+CHAOS = ("kill_writer", "kill_ingest", "drop_grpc", "lock_table")  # chaos's default kinds: they combine safely
+TIMED = ("refuse_pg", "lock_table", "pause_writer", "redis_full")  # held for a while, then undone (harness.fault_kinds)
 REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its stop and its start
 KILLS = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}  # fault → stage
+FAULT_MIN_REPEATS = 5  # a fault cell at random moments takes at least this many repeats
+FAULT_BETWEEN = (0.15, 0.5)  # default: a fault strikes between these fractions of the stream's generation time
+
+
+def draw_at_s(seed: int, key: str, index: int, lo_s: float, hi_s: float) -> float:
+    """A repeat's fault time, uniform in ``[lo_s, hi_s]``: the same (seed, key, index) always draws the same time
+    (``key`` is the cell's id, ``index`` the repeat's), so a run is reproducible from its recorded seed."""
+    if not 0 <= lo_s <= hi_s:
+        raise ValueError(f"fault window [{lo_s}, {hi_s}] s: need 0 ≤ lo ≤ hi")
+    digest = hashlib.sha256(f"{seed}:{key}:{index}".encode()).digest()  # one well-mixed integer per repeat
+    return round(random.Random(int.from_bytes(digest[:8], "big")).uniform(lo_s, hi_s), 3)
 
 
 class Fault(DictReads):
-    """A fault injected ``at_s`` seconds after the generator started. ``Fault("kill_writer", 1.5)`` or by keyword.
+    """A fault injected ``at_s`` seconds after the stream is flowing (the first reading is in the table, so every
+    stage holds readings when it strikes). ``Fault("kill_writer", 1.5)`` or by keyword.
 
-    In ``results.json``: kind, at_s, recovery_s, note, detail, injected. The instants (ns since the epoch) stay out
+    In ``results.json``: kind, at_s, recovery_s, note, detail, injected, seed and drawn_from_s (a random moment).
+    The instants (ns since the epoch) stay out
     of it; read back, they are relative (injected at 0), which keeps ``recovery_s`` and ``injected``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +73,9 @@ class Fault(DictReads):
     resumed_at_ns: int | None = Field(None, exclude=True)  # first progress of the affected path after the fault
     note: str = ""  # why it was not injected
     detail: str = ""  # what the fault did (restart_redis: the queue keys it kept)
+    seed: int | None = None  # at a random moment: the seed at_s was drawn with (``draw_at_s``)
+    drawn_from_s: tuple[float, float] | None = None  # … and the interval it was drawn from (s after the start)
+    parts: list[Fault] = Field(default_factory=list)  # chaos: its faults, each at its own moment
 
     def __init__(self, kind: str | None = None, at_s: float | None = None, /, **data: Any) -> None:
         if kind is not None:
@@ -94,6 +119,50 @@ class Fault(DictReads):
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
+    @classmethod
+    def drawn(cls, kind: str, seed: int, key: str, index: int, lo_s: float, hi_s: float) -> Fault:
+        """A fault at a random moment of ``[lo_s, hi_s]`` (``draw_at_s``), its seed and interval recorded."""
+        at = draw_at_s(seed, key, index, lo_s, hi_s)
+        return cls(kind, at, seed=seed, drawn_from_s=(round(lo_s, 3), round(hi_s, 3)))
+
+
+class Recovery(DictReads):
+    """A fault cell's recovery times over its repeats (results.json: ``summary.recovery``): how many repeats had
+    the fault, how many were injected and recovered, the median, min and max recovery time, and each one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    repeats: int
+    injected: int
+    recovered: int  # injected, and the affected path moved again before the run ended
+    median_s: float | None = None
+    min_s: float | None = None
+    max_s: float | None = None
+    values_s: list[float] = Field(default_factory=list)  # in repeat order
+    at_s: list[float] = Field(default_factory=list)  # each injected repeat's fault time (drawn, or fixed)
+    seed: int | None = None
+
+
+def recovery_of(faults: list[Fault]) -> Recovery | None:
+    """The recovery distribution of one cell's faults (one per repeat), or None without any."""
+    if not faults:
+        return None
+    injected = [f for f in faults if f.injected]
+    values = [round(f.recovery_s, 3) for f in injected if f.recovery_s is not None]
+    return Recovery(
+        kind=faults[0].kind,
+        repeats=len(faults),
+        injected=len(injected),
+        recovered=len(values),
+        median_s=round(statistics.median(values), 3) if values else None,
+        min_s=min(values, default=None),
+        max_s=max(values, default=None),
+        values_s=values,
+        at_s=[f.at_s for f in injected],
+        seed=faults[0].seed,
+    )
+
 
 def queue_state(url: str, prefix: str, queue: str, pause_s: float = 0.0) -> dict[str, str]:
     """Every key under ``prefix`` with its contents in one line: the writer and forward queues as their variant
@@ -134,6 +203,7 @@ class Pipeline(Protocol):
     cfg: PipelineConfig
     services: Services
     queue_key: str
+    schema: str
     stages: dict[str, Stage]
 
     async def ready(self, stage: Stage) -> None: ...
@@ -148,15 +218,30 @@ class Injection:
         self.fault = fault
         self._base = 0  # the affected path's progress when the fault hit
         self.own_redis: ThrowawayRedis | None = None  # restart_redis: the cell's private Redis
+        self.own_role: str | None = None  # refuse_pg: the cell's own PostgreSQL role
+        self.admin_dsn = ""  # the harness's own PostgreSQL connection (not the cell's role)
+        self._undo: asyncio.Task[None] | None = None  # a timed fault, held until it is undone
+        self._flowing_ns: int | None = None  # when the first reading was seen in the table
+        self.parts = [Injection(part) for part in fault.parts]  # chaos: one injection per fault, overlaps allowed
 
     def due(self, started_ns: int) -> bool:
-        f = self.fault
-        return f.injected_at_ns is None and not f.note and time.time_ns() - started_ns >= f.at_s * 1e9
+        """Whether to inject now: ``at_s`` after the first reading reached the table, not after the generator's
+        start (``started_ns``, unused): a stream's start-up time varies, its flow is what the fault must hit."""
+        f, flowing = self.fault, self._flowing_ns
+        if self.parts:
+            return any(part.due(started_ns) for part in self.parts)
+        return (
+            f.injected_at_ns is None and not f.note and flowing is not None and time.time_ns() - flowing >= f.at_s * 1e9
+        )
 
     @property
     def settled(self) -> bool:
-        """Injected, or not injected for a stated reason: the run may end."""
-        return self.fault.injected_at_ns is not None or bool(self.fault.note)
+        """Injected (and, a timed fault, undone), or not injected for a stated reason: the run may end."""
+        if self.parts:
+            return all(part.settled for part in self.parts)
+        return (self.fault.injected_at_ns is not None and (self._undo is None or self._undo.done())) or bool(
+            self.fault.note
+        )
 
     def _progress(self, p: Pipeline, snap: dict[str, Any]) -> int:
         kind = self.fault.kind
@@ -166,10 +251,18 @@ class Injection:
             return int(snap["ingested"])
         if kind == "kill_backend":
             return int(snap["forwarded"])
+        if kind == "pause_writer":  # the paused writer's own commits
+            return p.total([fault_kinds.PAUSED], "committed")
         return int(snap["committed"])
 
     async def inject(self, p: Pipeline, snap: dict[str, Any]) -> None:
         f = self.fault
+        if self.parts:  # chaos: every part that is due (the others at their own moments)
+            for part in self.parts:
+                if part.due(0):
+                    await part.inject(p, snap)
+            self._chaos_times()
+            return
         f.injected_at_ns = time.time_ns()
         self._base = self._progress(p, snap)
         log.warning("fault: %s", f.kind)
@@ -187,6 +280,22 @@ class Injection:
             await self._restart_redis(p)
         elif f.kind == "restart_postgres":
             await self._restart_postgres(p)
+        elif f.kind in TIMED:
+            self._undo = asyncio.create_task(self._timed(p))
+
+    async def _timed(self, p: Pipeline) -> None:
+        """A timed fault (``harness.fault_kinds``), held for its time; undone, the affected path may move again."""
+        f = self.fault
+        if f.kind == "refuse_pg":
+            assert self.own_role is not None
+            await fault_kinds.refuse_pg(p, f, self.admin_dsn, self.own_role)
+        elif f.kind == "lock_table":
+            await fault_kinds.lock_table(p, f, self.admin_dsn, p.schema)
+        elif f.kind == "pause_writer":
+            await fault_kinds.pause_writer(p, f)
+        elif f.kind == "redis_full":
+            await fault_kinds.redis_full(p, f)
+        f.restarted_at_ns = time.time_ns()
 
     async def _restart_redis(self, p: Pipeline) -> None:
         f, own = self.fault, self.own_redis
@@ -219,9 +328,31 @@ class Injection:
             raise PipelineError(f"fault restart_postgres: {' '.join(cmd)} failed: {proc.stderr.strip()}")
         f.restarted_at_ns = time.time_ns()
 
+    def _chaos_times(self) -> None:
+        """Chaos: injected at its first fault; recovered when every injected fault's path moved again."""
+        f, parts = self.fault, [part.fault for part in self.parts]
+        injected = [x.injected_at_ns for x in parts if x.injected_at_ns is not None]
+        f.injected_at_ns = min(injected) if injected else None
+        if all(x.resumed_at_ns is not None or x.note for x in parts) and injected:
+            f.resumed_at_ns = max(x.resumed_at_ns or 0 for x in parts)
+        f.note = "; ".join(f"{x.kind} {x.note}" for x in parts if x.note) if not injected else ""
+        f.detail = "; ".join(f"{x.kind} at {x.at_s:g} s: {x.detail or 'done'}" for x in parts if x.injected)
+
     async def watch(self, p: Pipeline, snap: dict[str, Any]) -> None:
         """At every poll: note when the affected path moves again after the fault (its recovery)."""
         f = self.fault
+        if self.parts:
+            for part in self.parts:
+                await part.watch(p, snap)
+            self._chaos_times()
+            return
+        if self._undo is not None and self._undo.done() and not self._undo.cancelled() and self._undo.exception():
+            exc = self._undo.exception()
+            raise PipelineError(f"fault {f.kind}: {type(exc).__name__}: {exc}")
+        if self._flowing_ns is None and int(snap["committed"]) > 0:
+            self._flowing_ns = time.time_ns()
+        if f.injected_at_ns is None and not f.note and int(snap["streams_completed"]) >= 1:
+            f.note = f"not injected: the stream ended before {f.at_s:g} s of flow"
         if f.injected_at_ns is None or f.resumed_at_ns is not None:
             return
         if f.kind == "drop_grpc" and f.restarted_at_ns is None:
@@ -234,14 +365,31 @@ class Injection:
             f.resumed_at_ns = time.time_ns()
 
     @contextlib.asynccontextmanager
-    async def own_redis_while(self, p: Pipeline) -> AsyncIterator[None]:
-        """restart_redis: never the machine's Redis; the cell runs on a private server with an append-only file,
-        which a restart brings back (a short directory: unix socket paths are limited to about 100 bytes)."""
-        if self.fault.kind != "restart_redis":
-            yield
-            return
+    async def around_run(self, p: Pipeline) -> AsyncIterator[None]:
+        """What the fault needs around the whole run: its own Redis (``restart_redis``), its own PostgreSQL role
+        (``refuse_pg``); and a timed fault undone (SIGCONT, logins allowed, lock released) whatever happens."""
+        self.admin_dsn = p.services.pg_dsn
+        async with contextlib.AsyncExitStack() as stack:
+            for part in self.parts:
+                await stack.enter_async_context(part.around_run(p))
+            if self.fault.kind in ("restart_redis", "redis_full"):
+                await stack.enter_async_context(self._own_redis(p, persistent=self.fault.kind == "restart_redis"))
+            if self.fault.kind == "refuse_pg":
+                self.own_role = await stack.enter_async_context(fault_kinds.own_role(p))
+            try:
+                yield
+            finally:
+                if self._undo is not None:
+                    with contextlib.suppress(Exception):
+                        await self._undo  # the run ended early: still undo the fault
+
+    @contextlib.asynccontextmanager
+    async def _own_redis(self, p: Pipeline, persistent: bool) -> AsyncIterator[None]:
+        """restart_redis, redis_full: never the machine's Redis; the cell runs on a private server (restart_redis:
+        with an append-only file, which a restart brings back; a short directory: unix socket paths are limited to
+        about 100 bytes)."""
         root = Path(tempfile.mkdtemp(prefix="tb-redis-"))
-        own = self.own_redis = ThrowawayRedis(root, persistent=True)
+        own = self.own_redis = ThrowawayRedis(root, persistent=persistent)
 
         def cleanup() -> None:
             own.stop()
@@ -251,7 +399,7 @@ class Injection:
         try:
             await asyncio.to_thread(own.start)
             p.services = dataclasses.replace(p.services, redis_url=own.url, redis_source="embedded")
-            log.info("restart_redis: the cell runs on its own Redis %s (AOF on) in %s", own.version, root)
+            log.info("%s: the cell runs on its own Redis %s in %s", self.fault.kind, own.version, root)
             yield
         finally:
             await asyncio.to_thread(cleanup)

@@ -253,7 +253,7 @@ class Orchestrator:
         """Run the pipeline once: start, stream, (inject the fault,) drain, stop, account."""
         if self.injection is None:
             return await self._run(stop_requested or asyncio.Event())
-        async with self.injection.own_redis_while(self):
+        async with self.injection.around_run(self):
             return await self._run(stop_requested or asyncio.Event())
 
     async def _run(self, stop_requested: asyncio.Event) -> RunResult:

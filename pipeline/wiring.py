@@ -37,11 +37,11 @@ async def open_redis(settings: ServicesMixin) -> aioredis.Redis:
     url = settings.redis_url or LOCAL_REDIS_URL
     # every command retries through a dropped connection or a Redis restart (jittered backoff, about a minute);
     # a retried transaction may apply twice: the stream and list entries it adds are then redelivered rows, which
-    # idempotent writes (dedupe) make harmless
+    # idempotent writes (dedupe) make harmless. A Redis at its maxmemory refuses writes (OOM) until memory is freed
+    # (the writers drain the queue) or the limit raised: retried the same way, not fatal
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=40)
-    client = aioredis.Redis.from_url(
-        url, socket_connect_timeout=5, retry=retry, retry_on_error=[redis.exceptions.ConnectionError, TimeoutError]
-    )
+    retry_on = [redis.exceptions.ConnectionError, TimeoutError, redis.exceptions.OutOfMemoryError]
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, retry=retry, retry_on_error=retry_on)
     try:
         await client.ping()
     except (redis.exceptions.RedisError, OSError) as exc:

@@ -220,6 +220,14 @@ def cell_view(cell: CellResult, res: Results, roots: list[Path], run_dir: Path) 
 def fault_lines(cell: CellResult) -> list[str]:
     """One sentence per repeat of a fault cell: the fault, its recovery time, what it did, the expected loss."""
     out = []
+    rec = cell.summary.recovery if cell.summary else None
+    if rec is not None:
+        dist = "none measured"
+        if rec.median_s is not None and rec.max_s is not None and rec.min_s is not None:
+            dist = f"median {rec.median_s:.2f} s, max {rec.max_s:.2f} s (min {rec.min_s:.2f} s)"
+        when = f"at random moments (seed {rec.seed})" if rec.seed is not None else "at a fixed time"
+        out.append(f"{rec.kind} {when}, injected in {rec.injected} of {rec.repeats} repeats, recovered in "
+                   f"{rec.recovered}: recovery {dist}")  # fmt: skip
     for r in cell.repeats:
         f: Any = r.fault
         if not f:
@@ -230,7 +238,9 @@ def fault_lines(cell: CellResult) -> list[str]:
             out.append(f"{label}: {f['kind']} {f.get('note') or 'not injected'}")
             continue
         rec = f.get("recovery_s")
-        line = f"{label}: {f['kind']} at {f['at_s']:g} s, " + (
+        drawn = f.get("drawn_from_s")
+        at = f"{f['at_s']:g} s" + (f" (drawn from {drawn[0]:g}–{drawn[1]:g} s)" if drawn else "")
+        line = f"{label}: {f['kind']} at {at}, " + (
             f"recovered in {rec:.2f} s" if rec is not None else "the affected path never moved again"
         )
         line += f"; generated {acct(r, 'generated'):,}, committed {acct(r, 'committed'):,}, lost {acct(r, 'lost'):,}"
