@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from experiments.matrix import MatrixError, load
@@ -174,7 +175,13 @@ def test_sigterm_exits_cleanly(module: str, services: Services, tmp_path: Path) 
     if module == "pipeline.ingest":
         args += ["--generator", "127.0.0.1:9"]  # nothing there: it waits for the generator
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # running: its metrics server listens (a slow, busy machine may take seconds to import and start)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(c.status == psutil.CONN_LISTEN for c in psutil.Process(proc.pid).net_connections("tcp")):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0, proc.stderr.read() if proc.stderr else ""
 
