@@ -16,10 +16,12 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import httpx
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -119,9 +121,27 @@ async def pause_writer(p: Pipeline, f: Fault) -> None:
         left = await _pending(p) if stream else 0  # what no other writer claimed meanwhile
     finally:
         stage.signal(signal.SIGCONT)
+    # recovered when the paused writer runs again (its metrics answer): it may have nothing left to commit, since
+    # the other writer claimed what it held and the stream may be over, so its own commits can't be the sign
+    await _answers_again(stage.metrics_url)
+    if f.resumed_at_ns is None:
+        f.resumed_at_ns = time.time_ns()
     f.detail = f"{PAUSED} paused (SIGSTOP) {PAUSE_S:g} s, past the {StreamQueue.claim_idle_s:g} s claim timeout"
     if stream:
         f.detail += f", holding {held} pending stream entries, {held - left} of them claimed by another writer"
+
+
+async def _answers_again(url: str | None, timeout_s: float = 30.0) -> None:
+    """Wait until a resumed stage's ``/metrics`` answers (at most ``timeout_s``)."""
+    if not url:
+        return
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=1.0) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
 
 
 async def _pending(p: Pipeline) -> int:
