@@ -104,16 +104,6 @@ def profile_tables(path: Path, root: Path, *, coroutines: bool = False) -> dict[
     return out
 
 
-def _resolve(stored: str, roots: list[Path]) -> Path:
-    p = Path(stored)
-    if p.is_absolute():
-        return p
-    for r in roots:
-        if (r / p).exists():
-            return r / p
-    return roots[0] / p
-
-
 def cell_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: list[str]) -> list[dict[str, Any]]:
     if cell.profile is None:
         return []
@@ -125,7 +115,7 @@ def cell_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: lis
             "stage": stage, "files": [], "cprofile": None, "yappi": None, "missing": [], "snakeviz": None,
         }  # fmt: skip
         for kind, stored in kinds.items():
-            full = _resolve(stored, roots)
+            full = sampling.resolve(stored, roots)
             href = os.path.relpath(full, run_dir)
             entry["files"].append({"kind": kind, "href": href, "path": stored, "exists": full.exists()})
             if not full.exists():
@@ -158,7 +148,7 @@ def sampled_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: 
         st = stacks[stage]
         files = []
         for kind, stored in views.get(stage, {}).items():
-            full = _resolve(stored, roots)
+            full = sampling.resolve(stored, roots)
             command = sampling.open_commands({kind: stored}).get(kind)
             files.append({"kind": kind, "href": os.path.relpath(full, run_dir), "path": stored,
                           "exists": full.exists(), "command": command})  # fmt: skip
