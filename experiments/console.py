@@ -162,5 +162,24 @@ def print_summary(console: Console, res: Results, name: str, results_path: Path,
             f"[bold red]FAILED cells (lost/duplicated readings or a stage error): "
             f"{', '.join(res.failed_cells)}[/bold red]"
         )
+    if line := time_spent(res):
+        console.print(line, highlight=False)
     console.print(f"results: {results_path}")
     console.print(f"report:  {report}")
+
+
+def time_spent(res: Results) -> str:
+    """Where the repeats' wall time went (each repeat's ``phases_s``, summed): what to shorten to shorten a run."""
+    totals: dict[str, float] = {}
+    n = 0
+    for c in res.cells:
+        for r in c.repeats:
+            if r.phases_s:
+                n += 1
+                for k, v in r.phases_s.items():
+                    totals[k] = totals.get(k, 0.0) + v
+    if not n:
+        return ""
+    whole = sum(totals.values())
+    parts = " · ".join(f"{k} {v:,.0f} s ({v / whole:.0%})" for k, v in totals.items())
+    return f"time in {n} repeats: {whole:,.0f} s — {parts}"

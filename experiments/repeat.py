@@ -136,6 +136,7 @@ async def run_repeat(
         "prometheus_quantiles_ms": prom_q,
         "duration_s": duration,
         "drain_s": (result.drained_ns - result.stream_ended_ns) / 1e9,
+        "phases_s": result.phases_s,
         "bottleneck": bottleneck,
         "sampled": sampled,
     }

@@ -84,6 +84,7 @@ class Repeat(_M):
     prometheus_quantiles_ms: dict[str, dict[str, float | None]]  # "stage/metric" → p50/p95/p99 (PromQL, window)
     duration_s: float
     drain_s: float
+    phases_s: dict[str, float] = Field(default_factory=dict)  # start, stream, drain, stop: where the time went
     bottleneck: Bottleneck | None
     fault: Fault | None = None  # kind, at_s, injected, recovery_s (fault → the affected path moves again)
     expected_failures: list[str] = Field(default_factory=list)  # a lossy design's loss (expect_loss cells)

@@ -84,6 +84,17 @@ class RunResult:
     failures: list[str]
     ports: dict[str, int]
     fault: Fault | None = None
+    begun_ns: int = 0  # the first stage started
+    stopped_ns: int = 0  # every stage stopped
+
+    @property
+    def phases_s(self) -> dict[str, float]:
+        """Where the repeat's wall time went: stages starting, streaming, draining, stopping (seconds)."""
+        marks = [self.begun_ns, self.started_ns, self.stream_ended_ns, self.drained_ns, self.stopped_ns]
+        if not all(marks):
+            return {}
+        names = ("start", "stream", "drain", "stop")
+        return {name: (b - a) / 1e9 for name, a, b in zip(names, marks[:-1], marks[1:], strict=True)}
 
     @property
     def ok(self) -> bool:

@@ -271,7 +271,7 @@ class Orchestrator:
             env[PLUGINS_ENV] = os.environ[PLUGINS_ENV]
         order = self.plan()
         failures: list[str] = []
-        started = stream_ended = drained = time.time_ns()
+        begun = started = stream_ended = drained = time.time_ns()
         try:
             # consumers start together (the backend first: the forwarder needs it), then the generator
             consumers = [s for s in order if s.name != "generator"]
@@ -339,11 +339,13 @@ class Orchestrator:
         finally:
             await self._shutdown()
             record.remove()  # every process stopped (a failed stop leaves the record, for the next run to reap)
+        stopped = time.time_ns()
         acct = self._account()
         if self.fault is not None and self.fault.kind == "kill_backend":
             acct.broadcast_best_effort = True
         failures.extend(acct.problems())
-        return RunResult(c, acct, started, stream_ended, drained, failures, dict(self.ports), self.fault)
+        return RunResult(c, acct, started, stream_ended, drained, failures, dict(self.ports), self.fault,
+                         begun_ns=begun, stopped_ns=stopped)  # fmt: skip
 
     async def _clear_queues(self) -> None:
         import redis.asyncio as aioredis

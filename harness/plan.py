@@ -39,6 +39,7 @@ class PipelineConfig(DictReads):
     seed: int = plan_knob("seed")
     readings_per_message: int = plan_knob("readings_per_message")
     builder: Builder = plan_knob("builder")
+    buffer_readings: int = plan_knob("buffer_readings")
     # ingest
     decoder: str = plan_knob("decoder")
     queue: str = plan_knob("queue")
@@ -90,4 +91,7 @@ SEED = PipelineConfig(
     topology="node", rpc="seed", decoder="dict", queue="list", queue_entry="reading", sink="copy",
     batch_size=20, flush_interval=10.0, forwarder="sync", forward_batch=1, workers=1,
     backend_behaviour="seed", seed_prints=True,  # the seed's backend and node do this work per reading too
+    # the seed's generator builds each reading when it is due and holds none ahead: a slow node pushes back on the
+    # schedule at once (late sends, then unsent after the schedule's end) rather than after 5,000 buffered readings
+    buffer_readings=100,
 )  # fmt: skip

@@ -152,7 +152,7 @@ KNOBS: dict[str, Knob] = _k(
     Knob("readings_per_message", int, 1, "readings per stream message (batched RPC)", _STREAM, ge=1, le=100_000,
          plan=Plan()),
     Knob("buffer_readings", int, 5000, "per-subscriber bounded buffer, in readings (at least one message)",
-         ("generator",), ge=1),
+         ("generator",), ge=1, plan=Plan()),
     Knob("builder", Builder, "numpy", "batched RPC: numpy (built ahead, encoded once, stamped per message) or "
          "protobuf (the reference: one message object per reading)", ("generator",), plan=Plan()),
     # ---------------------------------------------------------------------------------------------- ingest

@@ -107,3 +107,26 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
     assert [ms for c, _, ms in calls if c == "slow-commits"][1:] == [12.5, 12.5, 12.5]
     assert slow.throughput_rps == pytest.approx(50.2)  # the median of the counted repeats (50.5, 49.5, 50.2)
     assert by["slow-commits"].params["duration"] == pytest.approx(0.5 + 12.5 + 0.5)
+
+
+def test_phases_and_time_spent() -> None:
+    """Each repeat's wall time split into start, stream, drain, stop; the console sums them over the run."""
+    from experiments.console import time_spent
+    from harness.accounting import Accounting, RunResult
+    from harness.plan import PipelineConfig
+
+    s = 1_000_000_000
+    rr = RunResult(PipelineConfig(), Accounting(), 13 * s, 16 * s, 17 * s, [], {}, begun_ns=10 * s, stopped_ns=18 * s)
+    assert rr.phases_s == {"start": 3.0, "stream": 3.0, "drain": 1.0, "stop": 1.0}
+    assert RunResult(PipelineConfig(), Accounting(), 13 * s, 16 * s, 17 * s, [], {}).phases_s == {}  # no marks
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    for c in res.cells:
+        for r in c.repeats:
+            r.phases_s = {}
+    assert time_spent(res) == ""  # an older results.json: nothing to say
+    res.cells[0].repeats[0].phases_s = rr.phases_s
+    res.cells[0].repeats[1].phases_s = {"start": 1.0, "stream": 1.0, "drain": 0.0, "stop": 0.0}
+    assert time_spent(res) == (
+        "time in 2 repeats: 10 s — start 4 s (40%) · stream 4 s (40%) · drain 1 s (10%) · stop 1 s (10%)"
+    )
