@@ -213,3 +213,21 @@ def test_headline_compares_like_with_like() -> None:
     h = headline_of(res)
     assert h.full_job_vs_seed is not None and h.full_job_vs_seed.numerator == "full"
     assert h.full_job_vs_seed.ratio == pytest.approx(121_000 / 500)
+
+
+def test_headline_says_when_the_seed_kept_up_with_its_offered_rate() -> None:
+    """An open-loop seed cell with nothing unsent measured its offered rate, not its capacity: a lower bound."""
+    from experiments.headline import headline_of, seed_kept_up
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    seed = res.cell("seed")
+    assert seed is not None and seed.params.max_rate is False
+    for r in seed.repeats:
+        r.accounting.unsent = 0
+    assert seed_kept_up(seed)
+    h = headline_of(res)
+    assert h.db_only_vs_seed is not None and "a lower bound" in h.db_only_vs_seed.label
+    seed.repeats[-1].accounting.unsent = 120  # fell behind its schedule: overloaded, its throughput is its capacity
+    assert not seed_kept_up(seed)
+    h = headline_of(res)
+    assert h.db_only_vs_seed is not None and "lower bound" not in h.db_only_vs_seed.label
