@@ -29,6 +29,7 @@ from harness.compat import DictReads
 from harness.process import PipelineError, Stage
 from harness.servers import ThrowawayRedis
 from harness.services import Services
+from pipeline.endpoints import redact_dsn
 from pipeline.queues import QUEUES, Queue
 from pipeline.wiring import FORWARD_SUFFIX
 
@@ -316,13 +317,14 @@ class Injection:
 
     async def _restart_postgres(self, p: Pipeline) -> None:
         f = self.fault
-        if p.services.pg_source != "local":
+        cluster = local_cluster(p.services.pg_dsn) if p.services.pg_source != "embedded" else None
+        if cluster is None:
             source = p.services.pg_source
-            f.note = f"not injected: only a local PostgreSQL cluster is restarted (this one is {source})"
+            f.note = (f"not injected: only a local PostgreSQL cluster (pg_lsclusters) is restarted, and this run's "
+                      f"({source}, {redact_dsn(p.services.pg_dsn)}) is not one")  # fmt: skip
             f.injected_at_ns = None
             return
-        versions = sorted(Path("/etc/postgresql").iterdir(), key=lambda v: v.name)
-        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "restart"]
+        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "restart"]
         proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise PipelineError(f"fault restart_postgres: {' '.join(cmd)} failed: {proc.stderr.strip()}")
@@ -404,3 +406,23 @@ class Injection:
         finally:
             await asyncio.to_thread(cleanup)
             atexit.unregister(cleanup)
+
+
+def local_cluster(dsn: str) -> tuple[str, str] | None:
+    """(version, name) of the machine's own PostgreSQL cluster that serves ``dsn`` (a loopback host or a socket, and
+    the port a cluster of ``pg_lsclusters`` listens on); None if there is no such cluster (or no Debian tools)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(dsn)
+        out = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    host, port = str(info.get("host") or ""), str(info.get("port") or 5432)
+    if host not in ("", "localhost", "127.0.0.1", "::1") and not host.startswith("/"):
+        return None
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == port:
+            return parts[0], parts[1]
+    return None

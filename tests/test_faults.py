@@ -19,7 +19,7 @@ import pytest
 
 from experiments.matrix import MatrixError, load
 from harness import fault_kinds
-from harness.faults import FAULT_MIN_REPEATS, draw_at_s
+from harness.faults import FAULT_MIN_REPEATS, draw_at_s, local_cluster
 from harness.orchestrator import Fault, Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
@@ -78,7 +78,7 @@ def test_fault_cells_are_checked_when_the_matrix_loads(cell: str, error: str, tm
 @pytest.mark.parametrize("cell_id", list(FAULTS))
 async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key: str, tmp_path: Path) -> None:
     cell = FAULTS[cell_id]
-    if cell.fault == "restart_postgres" and services.pg_source != "local":
+    if cell.fault == "restart_postgres" and local_cluster(services.pg_dsn) is None:
         pytest.skip("restart_postgres needs the machine's own PostgreSQL cluster")
     cfg = cell.params.model_copy(update={"duration": 0.0, "count": 15_000, "max_rate": False})
     fault = cell.fault_for(cfg, 0)  # drawn from the cell's seed over the 3 s stream: 0.45–1.5 s of flow
@@ -305,3 +305,18 @@ def test_recovery_distribution_in_the_summary_the_console_and_the_report() -> No
     console_mod._recovery(out, res)
     text = out.export_text()
     assert "recovery time over the repeats" in text and "0.95" in text and "2.40" in text and "5/5" in text
+
+
+def test_local_cluster_is_found_by_the_dsn_port() -> None:
+    """restart_postgres restarts the machine's own cluster that serves the run's DSN (pg_lsclusters, by port), so a
+    fault run may use a second local cluster and leave the others alone; a remote host or unknown port: None."""
+    import shutil
+
+    if shutil.which("pg_lsclusters") is None:
+        pytest.skip("no Debian PostgreSQL tools (pg_lsclusters)")
+    out = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
+    version, name, port = out.split()[:3]
+    assert local_cluster(f"postgresql://postgres@127.0.0.1:{port}/test") == (version, name)
+    assert local_cluster(f"host=localhost port={port} dbname=x") == (version, name)
+    assert local_cluster("postgresql://postgres@127.0.0.1:1/test") is None
+    assert local_cluster(f"postgresql://postgres@db.example.com:{port}/test") is None
