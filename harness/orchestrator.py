@@ -272,6 +272,7 @@ class Orchestrator:
         order = self.plan()
         failures: list[str] = []
         begun = started = stream_ended = drained = time.time_ns()
+        generator_stop: asyncio.Task[int | None] | None = None
         try:
             # consumers start together (the backend first: the forwarder needs it), then the generator
             consumers = [s for s in order if s.name != "generator"]
@@ -301,9 +302,10 @@ class Orchestrator:
                 self._check_alive(everyone)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_requested.wait(), POLL_S)
-            # 2. the generator stops first (its streams end cleanly), then each stage drains in flow order
+            # 2. the generator stops first (its streams end cleanly), then each stage drains in flow order; its
+            # exit (a graceful gRPC shutdown, the interpreter's teardown: ~0.5 s) overlaps the drain
             await self._poll()
-            await self.stages["generator"].stop()
+            generator_stop = asyncio.create_task(self.stages["generator"].stop())
             stream_ended = time.time_ns()
             stall = c.flush_interval + 10.0
             ing = "node" if c.topology == "node" else "ingest"
@@ -328,6 +330,9 @@ class Orchestrator:
                     "broadcast", lambda s: s["ws_received"] >= s["forwarded"] * len(self.probes), 10.0, []
                 )
             drained = time.time_ns()
+            rc = await generator_stop
+            if rc not in (0, None):
+                failures.append(f"generator exited with status {rc}:\n{self.stages['generator'].log_tail()}")
             await self._poll()
             for name in [ing, *[n for n in self.stages if n.startswith("writer-")], "forwarder"]:
                 if name in self.stages and name != "ingest":
@@ -337,6 +342,9 @@ class Orchestrator:
         except PipelineError as exc:
             failures.append(str(exc))
         finally:
+            if generator_stop is not None:
+                with contextlib.suppress(Exception):
+                    await generator_stop
             await self._shutdown()
             record.remove()  # every process stopped (a failed stop leaves the record, for the next run to reap)
         stopped = time.time_ns()
