@@ -102,6 +102,8 @@ def build_report(run_dir: Path, *, root: Path | None = None) -> Path:
             rebuild=f"telemetry-bench report {shlex.quote(res.run_id)}",
             sampling_cost=sampling_cost(res),
             sampling_mode=res.matrix.get("sampling", "off"),
+            sampling_hz=res.matrix.get("sampling_hz", sampling.DEFAULT_RATE_HZ),
+            sampling_native=bool(res.matrix.get("sampling_native", True)),  # runs before the key: native frames
             sampling_max_cost=sampling.MAX_COST,
         )
     )

@@ -165,7 +165,4 @@ def sampled_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: 
 
 def sampling_cost(res: Results) -> dict[str, Any] | None:
     """The run's sampling cost (``sampling.cost``) as the report states it."""
-    c = sampling.cost(res)
-    if c is None:
-        return None
-    return {"text": c.text(), "status": c.status, "cells": c.cells, "bound": sampling.MAX_COST}
+    return sampling.cost_record(res)
