@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from experiments import capacity_runs, measure, metadata, sampling
+from experiments import capacity_runs, measure, memory_profile, metadata, sampling
 from experiments import ceilings as ceilings_mod
 from experiments import console as console_mod
 from experiments.headline import headline_of
@@ -78,8 +78,10 @@ class Runner:
         profiles: Path = ROOT / "profiles",
         console: Console | None = None,
         argv: list[str] | None = None,
+        memory_profile: str | None = None,
     ) -> None:
         self.m, self.services = m, services
+        self.memory_profile = memory_profile  # None: no; "": the overload cell or the most growth; else a cell id
         self.repeats_override = repeats
         self.repeats = repeats or m.repeats
         self.profile = profile
@@ -192,6 +194,11 @@ class Runner:
                 for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
                     await self._run_phase(phase, progress, overall, task)
             await capacity_runs.capacities(self)
+            if self.memory_profile is not None:
+                self.results.memory_profile = await memory_profile.run(self, self.memory_profile or None)
+                if problem := self.results.memory_profile.get("problem"):
+                    self.console.print(f"memory profile: {problem}", style="yellow", markup=False)
+                self.save()
         finally:
             drop_keys(self.services.redis_url, self.queue_key)
         capacity_runs.bind(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pstats
@@ -170,6 +171,83 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
             stats = pstats.Stats(str(files["cprofile"]))
             assert stats.total_calls > 0, stage  # type: ignore[attr-defined]
     assert "results:" in proc.stderr
+
+
+MEMORY_MATRIX = """name = "memory"
+repeats = 1
+warmup_s = 0.3
+measure_s = 1.0
+tail_s = 0.2
+min_commits = 0
+[base]
+topology = "split"
+rate = 20000
+readings_per_message = 100
+sink = "copy_binary"
+batch_size = 1000
+sensors = 20
+forwarder = "none"
+[cells.one]
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("memray") is None, reason="memray is not installed")
+def test_memory_profile_runs_the_most_growing_stage_under_memray_and_the_report_links_it(
+    tmp_path: Path, services: Services, fresh_database: str
+) -> None:
+    matrix = tmp_path / "memory.toml"
+    matrix.write_text(MEMORY_MATRIX)
+    env = {**os.environ, "TELEMETRY_PG_DSN": fresh_database, "TELEMETRY_REDIS_URL": services.redis_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "telemetry_bench.cli", "run", "--matrix", str(matrix), "--profile", "none",
+         "--memory-profile", "--out", str(tmp_path / "reports"), "--profiles", str(tmp_path / "profiles")],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    [path] = list((tmp_path / "reports").glob("*/results.json"))
+    res = Results.model_validate_json(path.read_text())
+    mp = res.memory_profile
+    assert mp is not None and mp.get("problem") is None, mp
+    cell = res.cell("one")
+    assert cell is not None and len(cell.repeats) == 1  # the memray repeat is not counted
+    assert mp["cell"] == "one" and mp["stage"] in cell.repeats[0].resources and mp["stage"] not in measure.SERVERS
+    assert "grew most" in mp["why"]
+    binary, html = Path(mp["files"]["bin"]), Path(mp["files"]["flamegraph"])
+    assert binary.name == f"{mp['stage']}.memray.bin" and binary.stat().st_size > 0
+    assert binary.parent == tmp_path / "profiles" / res.run_id / "one"
+    assert html.read_text().lstrip().lower().startswith("<!doctype html")
+    report = (path.parent / "index.html").read_text()
+    section = report[report.index('id="memory-profile"') :]
+    section = section[: section.index("</div>")]
+    for f in (binary, html):
+        href = os.path.relpath(f, path.parent)
+        assert f'href="{href}"' in section and (path.parent / href).resolve() == f.resolve()
+    assert f"memray summary {binary}" in section and "(missing)" not in section
+    assert f"memory profile: one · {mp['stage']} under memray" in proc.stderr
+
+
+def test_memory_profile_picks_the_overload_cell_else_the_most_growth() -> None:
+    from experiments import memory_profile
+    from experiments.results import StageResources
+
+    res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+    for k, cell in enumerate(res.cells):
+        for rep in cell.repeats:
+            grow = {"ingest": 1 << 20, "writer-1": (k + 2) << 20, "postgresql": 1 << 30}
+            rep.resources = {s: StageResources(cpu_s=1.0, cpu_util_window=0.5, peak_rss_bytes=100 << 20,
+                                               series=[[0.0, 0.0, 50 << 20], [1.0, 1.0, (50 << 20) + g]])
+                             for s, g in grow.items()}  # fmt: skip
+    last = res.cells[-1].id
+    assert memory_profile.pick(res, None) == (last, "writer-1", f"the cell whose stage memory grew most; writer-1 "
+                                              f"grew most (+{len(res.cells) + 1}.0 MiB over a timed repeat)")  # fmt: skip
+    cid, stage, why = memory_profile.pick(res, "seed") or ("", "", "")
+    assert (cid, stage) == ("seed", "writer-1") and why.startswith("the cell named")  # PostgreSQL is never chosen
+    res.cells[0].id = "overload"
+    assert (memory_profile.pick(res, None) or ("",))[0] == "overload"
+    with pytest.raises(ValueError, match="no such cell"):
+        memory_profile.pick(res, "nope")
+    prefix = memory_profile.prefix("writer-1", Path("w.memray.bin"))
+    assert prefix("ingest") == [] and prefix("writer-1")[:3] == ["-m", "memray", "run"]
 
 
 @pytest.mark.parametrize(
