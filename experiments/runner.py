@@ -202,7 +202,8 @@ class Runner:
         finally:
             drop_keys(self.services.redis_url, self.queue_key)
         capacity_runs.bind(self)
-        self._sampling_cost()
+        # the cost as the run ends (exclusions were applied after each sampled repeat, before the capacity searches)
+        self.results.sampling_cost = sampling.cost_record(self.results)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
