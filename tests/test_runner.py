@@ -238,8 +238,9 @@ def test_memory_profile_picks_the_overload_cell_else_the_most_growth() -> None:
                                                series=[[0.0, 0.0, 50 << 20], [1.0, 1.0, (50 << 20) + g]])
                              for s, g in grow.items()}  # fmt: skip
     last = res.cells[-1].id
+    grown = f"+{len(res.cells) + 1}.0 MiB"
     assert memory_profile.pick(res, None) == (last, "writer-1", f"the cell whose stage memory grew most; writer-1 "
-                                              f"grew most (+{len(res.cells) + 1}.0 MiB over a timed repeat)")  # fmt: skip
+                                              f"grew most ({grown} over a timed repeat)")  # fmt: skip
     cid, stage, why = memory_profile.pick(res, "seed") or ("", "", "")
     assert (cid, stage) == ("seed", "writer-1") and why.startswith("the cell named")  # PostgreSQL is never chosen
     res.cells[0].id = "overload"
