@@ -76,6 +76,7 @@ IDLE_PY_FRAMES = (
     ("select", "selectors.py"),  # the asyncio loop (and any selector) in epoll/poll/select
     ("wait", "threading.py"),  # Condition.wait, Event.wait: a lock acquire
     ("_wait_for_tstate_lock", "threading.py"),  # Thread.join
+    ("readinto", "socket.py"),  # a blocking socket read (recv_into): the metrics server waiting for its request
     ("run", "threading.py"),  # a thread whose target is C with no Python frame: grpc's completion-queue poller
     ("_worker", "concurrent/futures/thread.py"),  # an idle executor thread, blocked in SimpleQueue.get
     ("run", "asyncio/runners.py"),  # asyncio.run over a C event loop (uvloop): its wait is C

@@ -21,6 +21,7 @@ from experiments import measure
 from experiments.matrix import MatrixError, load
 from experiments.promql import histogram_quantile
 from experiments.results import Results
+from harness.lifeline import drop_keys
 from harness.services import Services
 
 # --------------------------------------------------------------------------------------------- PromQL semantics
@@ -175,6 +176,7 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
 
 MEMORY_MATRIX = """name = "memory"
 repeats = 1
+ci_target = 0
 warmup_s = 0.3
 measure_s = 1.0
 tail_s = 0.2
@@ -195,35 +197,67 @@ forwarder = "none"
 def test_memory_profile_runs_the_most_growing_stage_under_memray_and_the_report_links_it(
     tmp_path: Path, services: Services, fresh_database: str
 ) -> None:
-    matrix = tmp_path / "memory.toml"
-    matrix.write_text(MEMORY_MATRIX)
-    env = {**os.environ, "TELEMETRY_PG_DSN": fresh_database, "TELEMETRY_REDIS_URL": services.redis_url}
-    proc = subprocess.run(
-        [sys.executable, "-m", "telemetry_bench.cli", "run", "--matrix", str(matrix), "--profile", "none",
-         "--memory-profile", "--out", str(tmp_path / "reports"), "--profiles", str(tmp_path / "profiles")],
-        capture_output=True, text=True, timeout=180, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    [path] = list((tmp_path / "reports").glob("*/results.json"))
-    res = Results.model_validate_json(path.read_text())
-    mp = res.memory_profile
-    assert mp is not None and mp.get("problem") is None, mp
-    cell = res.cell("one")
-    assert cell is not None and len(cell.repeats) == 1  # the memray repeat is not counted
-    assert mp["cell"] == "one" and mp["stage"] in cell.repeats[0].resources and mp["stage"] not in measure.SERVERS
-    assert "grew most" in mp["why"]
+    """The runner's --memory-profile step on a run whose timed repeat saw writer-1 grow most (its ceilings and timed
+    repeats are not re-run here: that keeps the test to one short repeat)."""
+    import asyncio
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from experiments import memory_profile
+    from experiments.repeat import cell_config
+    from experiments.report import build_report
+    from experiments.results import CellResult, StageResources
+    from experiments.runner import Runner
+
+    toml = tmp_path / "memory.toml"
+    toml.write_text(MEMORY_MATRIX)
+    m = load(str(toml))
+    out = io.StringIO()
+    runner = Runner(m, dataclasses.replace(services, pg_dsn=fresh_database), profile="none",
+                    out=tmp_path / "reports", profiles=tmp_path / "profiles", console=Console(file=out))  # fmt: skip
+    runner.queue_key = f"test:{uuid.uuid4().hex[:8]}:queue"
+    fixture = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+    rep = fixture.cells[0].repeats[0].model_copy(deep=True)
+    rep.resources = {s: StageResources(cpu_s=1.0, cpu_util_window=0.5, peak_rss_bytes=80 << 20,
+                                       series=[[0.0, 0.0, 50 << 20], [1.0, 1.0, (50 << 20) + g]])
+                     for s, g in {"ingest": 1 << 20, "writer-1": 9 << 20, "redis": 1 << 30}.items()}  # fmt: skip
+    [cell] = m.cells
+    runner.results.cells = [CellResult(id=cell.id, title=cell.title, groups=[], varied={},
+                                       params=cell_config(cell, m), repeats=[rep])]  # fmt: skip
+    try:
+        mp = asyncio.run(memory_profile.run(runner, None))
+    finally:
+        drop_keys(services.redis_url, runner.queue_key)
+    assert mp.get("problem") is None and mp["failures"] == [], mp
+    assert mp["cell"] == "one" and mp["stage"] == "writer-1" and "writer-1 grew most (+9.0 MiB" in mp["why"]
+    assert "memory profile: one · writer-1 under memray" in out.getvalue()
     binary, html = Path(mp["files"]["bin"]), Path(mp["files"]["flamegraph"])
-    assert binary.name == f"{mp['stage']}.memray.bin" and binary.stat().st_size > 0
-    assert binary.parent == tmp_path / "profiles" / res.run_id / "one"
+    assert binary == tmp_path / "profiles" / runner.run_id / "one" / "writer-1.memray.bin" and binary.stat().st_size
     assert html.read_text().lstrip().lower().startswith("<!doctype html")
-    report = (path.parent / "index.html").read_text()
+    runner.results.memory_profile = mp
+    runner.dir.mkdir(parents=True, exist_ok=True)  # the logs of the repeat are there
+    runner.save()
+    report = build_report(runner.dir).read_text()
     section = report[report.index('id="memory-profile"') :]
     section = section[: section.index("</div>")]
     for f in (binary, html):
-        href = os.path.relpath(f, path.parent)
-        assert f'href="{href}"' in section and (path.parent / href).resolve() == f.resolve()
+        href = os.path.relpath(f, runner.dir)
+        assert f'href="{href}"' in section and (runner.dir / href).resolve() == f.resolve()
     assert f"memray summary {binary}" in section and "(missing)" not in section
-    assert f"memory profile: one · {mp['stage']} under memray" in proc.stderr
+
+
+def test_cli_rejects_an_unknown_memory_profile_cell_before_anything_runs(tmp_path: Path) -> None:
+    toml = tmp_path / "memory.toml"
+    toml.write_text(MEMORY_MATRIX)
+    proc = subprocess.run(
+        [sys.executable, "-m", "telemetry_bench.cli", "run", "--matrix", str(toml), "--memory-profile", "nope",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--memory-profile 'nope': no such cell; cells: one" in proc.stderr
+    assert not list(tmp_path.glob("*/results.json"))
 
 
 def test_memory_profile_picks_the_overload_cell_else_the_most_growth() -> None:

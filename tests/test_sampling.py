@@ -100,6 +100,7 @@ def test_idle_is_told_from_busy_on_pure_python_stacks() -> None:
                             "Thread.run (threading.py)")  # a C target: grpc's completion-queue poller  # fmt: skip
     assert sampling.is_idle("Thread.run (threading.py);_worker (concurrent/futures/thread.py)")
     assert sampling.is_idle("x (a.py);Event.wait (threading.py);Condition.wait (threading.py)")
+    assert sampling.is_idle("handle (http/server.py);readline (socket.py);SocketIO.readinto (socket.py)")
     assert sampling.is_idle(loop.rstrip(";"))  # asyncio.run over a C loop (uvloop): the loop waits in C
     # busy: a callback run by the loop, a decoder, the loop's own Python bookkeeping, a function called wait elsewhere
     assert not sampling.is_idle(loop + "Handle._run (asyncio/events.py);decode (pipeline/decoders/direct.py)")
