@@ -12,7 +12,7 @@
     budget_s = 540         # optional: start no extra round after this many seconds of the run
     sampling = "one"       # py-spy flame graphs of every stage: "one" repeat per cell, "on", "off" (the default),
                            # or "alternate" repeats (experiments/sampling.py; the cost is measured in the run)
-    sampling_hz = 100      # py-spy's rate (samples per second per stage)
+    sampling_hz = 50       # py-spy's rate (samples per second per stage)
     sampling_native = false  # true: native frames too (py-spy pauses the process for every sample: costly)
     profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
 
