@@ -123,7 +123,7 @@ def sampling_cost_line(res: Results) -> str | None:
     status = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]"}.get(c["status"], "[yellow]CANNOT TELL[/yellow]")
     excluded = (" · the sampled repeats are excluded from their cells' intervals" if c.get("excluded")
                 else " · the sampled repeats count in their cells' intervals" if mode == "one" else "")  # fmt: skip
-    return f"{status} sampling cost ({how}): {c['text']} (target ≤ {c['bound']:.0%}){excluded}"
+    return f"{status} sampling cost ({how}): {c['text']} (target ≤ {c['bound'] * 100:g} %){excluded}"
 
 
 def print_summary(console: Console, res: Results, name: str, results_path: Path, report: Path | None) -> None:

@@ -297,3 +297,25 @@ def test_a_cost_shown_beyond_two_percent_excludes_the_sampled_repeats() -> None:
     res.matrix["sampling"] = "alternate"
     _, changed = sampling.apply_cost(res)
     assert changed and not any(r.excluded for cell in res.cells for r in cell.repeats)
+
+
+def test_the_console_states_the_cost_and_whether_the_sampled_repeats_count() -> None:
+    from experiments.console import sampling_cost_line
+
+    res = _one_mode([0.97, 0.98, 0.99, 0.96, 1.00])
+    res.matrix.update(sampling_hz=50, sampling_native=False)
+    assert "not measured" in (sampling_cost_line(res) or "")
+    sampling.apply_cost(res)
+    res.sampling_cost = sampling.cost_record(res)
+    line = sampling_cost_line(res) or ""
+    assert line.startswith("[yellow]CANNOT TELL[/yellow] sampling cost (py-spy 50 Hz, Python frames, nonblocking")
+    assert "sampled ÷ unsampled − 1 = -2.0 % [-4.0 %, -0.0 %]" in line and "(target ≤ 2 %)" in line
+    assert "count in their cells' intervals" in line
+    res = _one_mode([0.90, 0.91, 0.92, 0.89, 0.93])
+    res.matrix.update(sampling_hz=50, sampling_native=False)
+    sampling.apply_cost(res)
+    res.sampling_cost = sampling.cost_record(res)
+    line = sampling_cost_line(res) or ""
+    assert line.startswith("[red]FAIL[/red]") and "excluded from their cells' intervals" in line
+    res.matrix["sampling"] = "off"
+    assert sampling_cost_line(res) is None
