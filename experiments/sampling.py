@@ -331,17 +331,32 @@ class Change:
     function: str
     before: float  # share of samples (self) in A
     after: float  # in B
+    idle: bool = False  # most of its self samples (in A and B) are waits (``is_idle`` on the whole stack)
 
     @property
     def delta(self) -> float:
         return self.after - self.before
 
 
+def _shares(stacks: Stacks) -> tuple[dict[str, float], dict[str, float]]:
+    """Function → its share of self samples, and the idle part of that share."""
+    share: dict[str, float] = {}
+    idle: dict[str, float] = {}
+    for h in top_self(stacks, n=10_000):
+        share[h.function] = share.get(h.function, 0.0) + h.share
+        if h.idle:
+            idle[h.function] = idle.get(h.function, 0.0) + h.share
+    return share, idle
+
+
 def diff(a: Stacks, b: Stacks, n: int = 10) -> list[Change]:
     """The functions whose share of self samples changed most from ``a`` to ``b`` (a differential profile)."""
-    sa = {h.function: h.share for h in top_self(a, n=10_000)}
-    sb = {h.function: h.share for h in top_self(b, n=10_000)}
-    changes = [Change(f, sa.get(f, 0.0), sb.get(f, 0.0)) for f in set(sa) | set(sb)]
+    (sa, ia), (sb, ib) = _shares(a), _shares(b)
+    changes = []
+    for f in set(sa) | set(sb):
+        total = sa.get(f, 0.0) + sb.get(f, 0.0)
+        waits = ia.get(f, 0.0) + ib.get(f, 0.0)
+        changes.append(Change(f, sa.get(f, 0.0), sb.get(f, 0.0), idle=total > 0 and waits * 2 >= total))
     changes.sort(key=lambda c: abs(c.delta), reverse=True)
     return changes[:n]
 

@@ -126,6 +126,16 @@ def test_diff_ranks_the_functions_whose_share_changed() -> None:
     assert by["decode"] == pytest.approx(0.3) and by["write"] == pytest.approx(-0.3)
 
 
+def test_diff_labels_waits_from_the_whole_stack() -> None:
+    """A wait on a pure-Python stack is told by its file too (``select`` in selectors.py, not any ``select``)."""
+    wait = "main (m.py);BaseEventLoop._run_once (asyncio/base_events.py);EpollSelector.select (selectors.py)"
+    a = sampling.Stacks({wait: 50, "main (m.py);decode (d.py)": 50})
+    b = sampling.Stacks({wait: 20, "main (m.py);decode (d.py)": 80})
+    by = {c.function: c for c in sampling.diff(a, b)}
+    assert by["EpollSelector.select"].idle and by["EpollSelector.select"].delta == pytest.approx(-0.3)
+    assert not by["decode"].idle and by["decode"].delta == pytest.approx(0.3)
+
+
 def test_alternate_flips_parity_from_cell_to_cell() -> None:
     assert [sampling.sampled("alternate", i, 0) for i in range(4)] == [True, False, True, False]
     assert [sampling.sampled("alternate", i, 1) for i in range(4)] == [False, True, False, True]
