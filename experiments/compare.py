@@ -214,7 +214,7 @@ def _profile_changes(cmp: Comparison) -> list[str]:
         lines += [f"### {c.cell}", ""]
         for stage, changes in c.profile_changes.items():
             rows = [[f"`{ch.function}`", f"{ch.before:.1%}", f"{ch.after:.1%}", f"{ch.delta * 100:+.1f} pt",
-                     "idle wait" if sampling.is_idle(ch.function) else ""] for ch in changes]  # fmt: skip
+                     "idle wait" if ch.idle else ""] for ch in changes]  # fmt: skip
             lines += [f"{stage}:", "", *_table(["function", "A", "B", "change", ""], rows, right={1, 2, 3}), ""]
     return lines
 

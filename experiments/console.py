@@ -109,6 +109,23 @@ def headline_lines(res: Results) -> list[str]:
     return [x for x in out if x]
 
 
+def sampling_cost_line(res: Results) -> str | None:
+    """The run's py-spy cost as the console states it (None when the run sampled nothing)."""
+    mode = res.matrix.get("sampling", "off")
+    if mode == "off":
+        return None
+    c = res.sampling_cost
+    how = (f"py-spy {res.matrix.get('sampling_hz', '?')} Hz, "
+           f"{'native frames, pausing' if res.matrix.get('sampling_native') else 'Python frames, nonblocking'}, "
+           f"sampling = {mode!r}")  # fmt: skip
+    if not c:
+        return f"sampling cost ({how}): not measured (no closed-loop cell with sampled and unsampled repeats)"
+    status = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]"}.get(c["status"], "[yellow]CANNOT TELL[/yellow]")
+    excluded = (" · the sampled repeats are excluded from their cells' intervals" if c.get("excluded")
+                else " · the sampled repeats count in their cells' intervals" if mode == "one" else "")  # fmt: skip
+    return f"{status} sampling cost ({how}): {c['text']} (target ≤ {c['bound'] * 100:g} %){excluded}"
+
+
 def print_summary(console: Console, res: Results, name: str, results_path: Path, report: Path | None) -> None:
     if not console.is_terminal:  # a log file or CI: don't squeeze the table into 80 columns
         console.width = max(console.width, 180)
@@ -154,8 +171,10 @@ def print_summary(console: Console, res: Results, name: str, results_path: Path,
         console.print(f"[bold]{g.get('title', g.get('name'))}[/bold]: {plain(view['sentence'])}", highlight=False)
     for line in headline_lines(res):
         console.print(f"[bold]{line}[/bold]", highlight=False)
+    mark = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "cannot_tell": "[yellow]CANNOT TELL[/yellow]"}
+    if cost := sampling_cost_line(res):
+        console.print(cost, highlight=False)
     for tg in res.targets:
-        mark = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "cannot_tell": "[yellow]CANNOT TELL[/yellow]"}
         console.print(f"{mark[tg.status]} {tg.name}: {tg.measured} (target {tg.target})", highlight=False)
     if res.failed_cells:
         console.print(

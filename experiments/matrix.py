@@ -10,7 +10,10 @@
     min_commits = 20       # a measured window spans ≥ 20 commits (sized per cell from its first repeat) …
     max_measure_s = 60.0   # … but is never longer than this
     budget_s = 540         # optional: start no extra round after this many seconds of the run
-    sampling = "alternate" # py-spy flame graphs of every stage: "on", "off" (the default) or "alternate" repeats
+    sampling = "one"       # py-spy flame graphs of every stage: "one" repeat per cell, "on", "off" (the default),
+                           # or "alternate" repeats (experiments/sampling.py; the cost is measured in the run)
+    sampling_hz = 50       # py-spy's rate (samples per second per stage)
+    sampling_native = false  # true: native frames too (py-spy pauses the process for every sample: costly)
     profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
 
     [base]                 # every cell starts from this PipelineConfig (or from a preset)
@@ -50,6 +53,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from experiments.sampling import DEFAULT_RATE_HZ
 from harness.faults import CHAOS, FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, Fault
 from harness.plan import SEED, PipelineConfig
 from pipeline.knobs import VARIANT_KINDS
@@ -113,7 +117,9 @@ class _Matrix(BaseModel):
     stage_ceilings: str | None = None  # a cell whose settings every stage is measured alone with, between rounds
     capacity_cells: list[str] = Field(default_factory=list)  # search these cells' max sustainable open-loop rate
     slo_ms: float = Field(1000.0, gt=0, description="the capacity search's p99 bound (intended → committed)")
-    sampling: Literal["off", "on", "alternate"] = "off"  # py-spy during timed repeats (experiments/sampling.py)
+    sampling: Literal["off", "one", "on", "alternate"] = "off"  # py-spy during timed repeats (experiments/sampling.py)
+    sampling_hz: int = Field(DEFAULT_RATE_HZ, ge=1, le=1000, description="py-spy samples per second per stage")
+    sampling_native: bool = False  # native frames: py-spy pauses every stage for every sample (costly)
     fault_seed: int = Field(1, description="the seed each fault cell's per-repeat fault times are drawn with")
     fault_load: float = Field(0.5, gt=0, le=1, description="a fault cell's share of its rate_of cell's throughput")
 
@@ -188,7 +194,9 @@ class Matrix:
     stage_ceilings: str | None = None
     capacity_cells: list[str] = field(default_factory=list)
     slo_ms: float = 1000.0
-    sampling: str = "off"  # "on" | "off" | "alternate": py-spy during the timed repeats (experiments.sampling)
+    sampling: str = "off"  # "one" | "on" | "off" | "alternate": py-spy during the timed repeats (experiments.sampling)
+    sampling_hz: int = DEFAULT_RATE_HZ
+    sampling_native: bool = False
     fault_seed: int = 1
     fault_load: float = 0.5
 
@@ -214,6 +222,8 @@ class Matrix:
             "capacity_cells": self.capacity_cells,
             "slo_ms": self.slo_ms,
             "sampling": self.sampling,
+            "sampling_hz": self.sampling_hz,
+            "sampling_native": self.sampling_native,
             "fault_seed": self.fault_seed,
             "fault_load": self.fault_load,
         }
@@ -396,6 +406,8 @@ def load(name_or_path: str) -> Matrix:
         m.capacity_cells,
         m.slo_ms,
         m.sampling,
+        m.sampling_hz,
+        m.sampling_native,
         m.fault_seed,
         m.fault_load,
     )

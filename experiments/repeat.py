@@ -39,19 +39,25 @@ async def run_repeat(
     measure_s: float | None = None,
     queue_key: str = QUEUE_KEY,
     sample_dir: Path | None = None,
+    sample: bool | None = None,
 ) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
     """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window).
 
-    With ``sample_dir`` (the cell's ``profiles/<run>/<cell>/``) and the matrix's ``sampling`` choosing this repeat
-    (``sampling.sampled``), py-spy samples every stage during the stream into ``sample_dir/repeat-<n>/`` and the
-    cell's merged views are rewritten."""
+    With ``sample_dir`` (the cell's ``profiles/<run>/<cell>/``) and ``sample`` (default: the matrix's ``sampling``
+    choosing this repeat, ``sampling.sampled``), py-spy samples every stage during the stream at the matrix's
+    ``sampling_hz`` (native frames with ``sampling_native``) into ``sample_dir/repeat-<n>/`` and the cell's merged
+    views are rewritten."""
     measure_s = measure_s or m.measure_s
     cfg = cell_config(cell, m, measure_s)
     monitor = measure.ResourceMonitor(queue_key)
     position = next((i for i, c in enumerate(m.cells) if c is cell), 0)
     sampler = None
-    if sample_dir is not None and sampling.sampled(m.sampling, index, position):
-        sampler = monitor.on_poll = sampling.StreamSampler(sample_dir / f"repeat-{index + 1}")
+    if sample is None:
+        sample = sampling.sampled(m.sampling, index, position)
+    if sample_dir is not None and sample:
+        sampler = monitor.on_poll = sampling.StreamSampler(
+            sample_dir / f"repeat-{index + 1}", m.sampling_hz, native=m.sampling_native
+        )
     fault = cell.fault_for(cfg, index)  # a fixed time, or drawn for this repeat from the cell's seed
     orch = Orchestrator(
         cfg,
@@ -154,6 +160,7 @@ def _sampled(sampler: sampling.StreamSampler, cell_dir: Path) -> dict[str, Any]:
     views = sampling.write_cell_views(cell_dir) if files else {}
     return {
         "rate_hz": sampler.rate_hz,
+        "native": sampler.native,
         "files": {stage: _stored(p) for stage, p in files.items()},
         "views": {stage: {k: _stored(p) for k, p in v.items()} for stage, v in views.items()},
         "problem": problem,

@@ -60,6 +60,8 @@ class Sampled(_M):
     views: dict[str, dict[str, str]] = Field(default_factory=dict)  # stage → collapsed | speedscope | svg: the
     # cell's views merged over its sampled repeats so far (profiles/<run>/<cell>/<stage>.*)
     problem: str | None = None  # why sampling failed (py-spy missing, ptrace refused): the run went on without it
+    native: bool | None = None  # native frames (py-spy --native, pausing the process); False: --nonblocking,
+    # Python frames only; None: recorded before this field (those runs sampled with --native)
 
 
 class Repeat(_M):
@@ -89,6 +91,8 @@ class Repeat(_M):
     fault: Fault | None = None  # kind, at_s, injected, recovery_s (fault → the affected path moves again)
     expected_failures: list[str] = Field(default_factory=list)  # a lossy design's loss (expect_loss cells)
     sampled: Sampled | None = None  # py-spy sampled this repeat (matrix `sampling`); None: not sampled
+    # a sampled repeat left out of its cell's figures: the run's sampling cost was shown beyond 2 % (sampling = "one")
+    excluded: bool = False
 
 
 Loop = Literal["open", "closed"]
@@ -213,6 +217,10 @@ class Results(_M):
     failed_cells: list[str] = Field(default_factory=list)
     targets: list[Target] = Field(default_factory=list)  # matrices with `targets = "perf"` (experiments/targets.py)
     headline: Headline = Field(default_factory=Headline)
+    # py-spy's cost measured in this run (experiments.sampling.cost_record): ratio, ci95, status, cells, per_cell, ...
+    sampling_cost: dict[str, Any] | None = None
+    # `run --memory-profile`: one extra repeat with a stage under memray (experiments.memory_profile)
+    memory_profile: dict[str, Any] | None = None
 
     @property
     def ceiling_rps(self) -> float | None:
@@ -237,8 +245,9 @@ def acct(rep: Repeat, key: str) -> int:
 
 
 def counted(cell: CellResult) -> list[Repeat]:
-    """The timed repeats a cell's figures come from: every repeat but the pilots (index < 0: profiled, not here)."""
-    return [r for r in cell.repeats if not r.pilot]
+    """The timed repeats a cell's figures come from: every repeat but the pilots and the excluded sampled repeats
+    (index < 0: profiled, not here)."""
+    return [r for r in cell.repeats if not r.pilot and not r.excluded]
 
 
 def throughputs(cell: CellResult) -> list[float]:

@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from experiments import capacity_runs, measure, metadata
+from experiments import capacity_runs, measure, memory_profile, metadata, sampling
 from experiments import ceilings as ceilings_mod
 from experiments import console as console_mod
 from experiments.headline import headline_of
@@ -78,8 +78,10 @@ class Runner:
         profiles: Path = ROOT / "profiles",
         console: Console | None = None,
         argv: list[str] | None = None,
+        memory_profile: str | None = None,
     ) -> None:
         self.m, self.services = m, services
+        self.memory_profile = memory_profile  # None: no; "": the overload cell or the most growth; else a cell id
         self.repeats_override = repeats
         self.repeats = repeats or m.repeats
         self.profile = profile
@@ -192,9 +194,16 @@ class Runner:
                 for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
                     await self._run_phase(phase, progress, overall, task)
             await capacity_runs.capacities(self)
+            if self.memory_profile is not None:
+                self.results.memory_profile = await memory_profile.run(self, self.memory_profile or None)
+                if problem := self.results.memory_profile.get("problem"):
+                    self.console.print(f"memory profile: {problem}", style="yellow", markup=False)
+                self.save()
         finally:
             drop_keys(self.services.redis_url, self.queue_key)
         capacity_runs.bind(self)
+        # the cost as the run ends (exclusions were applied after each sampled repeat, before the capacity searches)
+        self.results.sampling_cost = sampling.cost_record(self.results)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
@@ -257,15 +266,19 @@ class Runner:
             )
 
         workdir = self.dir / "logs" / cell.id / f"repeat-{i + 1}"
+        position = next((k for k, c in enumerate(self.m.cells) if c is cell), 0)
+        sample = sampling.sampled(self.m.sampling, i, position, single=self.max_repeats(cell) == 1)
         rep_dict, _, window = await run_repeat(
             cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id),
-            queue_key=self.queue_key, sample_dir=self.profile_dir / cell.id,
+            queue_key=self.queue_key, sample_dir=self.profile_dir / cell.id, sample=sample,
         )  # fmt: skip
         rep = Repeat(**rep_dict)
         cr.repeats.append(rep)
         if i == 0:
             self._size_window(cell, rep, window)
         self._summarize(cell, cr, None)
+        if rep.sampled is not None:
+            self._sampling_cost()
         self.save()
         progress.advance(overall)
         if not rep.ok:
@@ -303,6 +316,18 @@ class Runner:
                 progress.advance(overall)
             if cr.summary is not None:
                 self.console.print(console_mod.cell_line(cr), markup=True, highlight=False)
+
+    def _sampling_cost(self) -> None:
+        """Re-measure the run's sampling cost; with ``sampling = "one"`` a cost shown beyond 2 % excludes every
+        sampled repeat from its cell's figures (``sampling.apply_cost``), and the cells are summarized again."""
+        _, changed = sampling.apply_cost(self.results)
+        self.results.sampling_cost = sampling.cost_record(self.results)
+        if not changed:
+            return
+        cells = {c.id: c for c in self.m.cells}
+        for cr in self.results.cells:
+            if (cell := cells.get(cr.id)) is not None and cr.repeats:
+                self._summarize(cell, cr, self.stopped.get(cr.id))
 
     def _grow(self, progress: Progress, overall: Any, cell: Cell, cr: CellResult) -> None:
         """An extra repeat (beyond the plan) or a pilot adds one to the progress bar's total."""

@@ -17,6 +17,9 @@ on the log scale (delta method): ln(mean A / mean B) ± t(0.975, ν) · √(s_A�
 Welch–Satterthwaite, then exponentiated. **The noise rule:** A differs from B *beyond noise* when that interval
 excludes 1 — "A beats B by x % [lo, hi]" — else "within noise". With a single repeat on either side the noise is
 unknown and said so.
+
+**Paired ratios** (the sampling cost: each cell's sampled ÷ unsampled median, one ratio per cell): pooled on the
+log scale with the same t interval as a cell's figure (``pooled_ratio``: ``estimate`` over ln r, exponentiated).
 """
 
 from __future__ import annotations
@@ -342,3 +345,16 @@ def at_most(r: Estimate, bound: float) -> str:
     if r.lo > bound:
         return "fail"
     return "cannot_tell"
+
+
+def pooled_ratio(ratios: Iterable[float | None], confidence: float = CONFIDENCE) -> Ratio:
+    """Several paired ratios (each unit its own control: a cell's sampled ÷ unsampled median) pooled on the log
+    scale: the point is exp(median of the ln ratios), the interval ``estimate``'s Student's t over them,
+    exponentiated (df = pairs − 1; one pair: no interval)."""
+    logs = [math.log(r) for r in clean(ratios) if r > 0]
+    e = estimate(logs, confidence)
+    if e.median is None:
+        return Ratio(None, None, None)
+    lo = math.exp(e.lo) if e.lo is not None else None
+    hi = math.exp(e.hi) if e.hi is not None else None
+    return Ratio(math.exp(e.median), lo, hi)

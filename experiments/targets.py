@@ -147,7 +147,7 @@ def perf(res: Results) -> list[dict[str, Any]]:
         )
     else:
         out.append(_missing(name, target, "the histograms-on/off cells"))
-    # 4b. the cost of sampling profiles (py-spy during measured repeats; matrix sampling = "alternate")
+    # 4b. the cost of sampling profiles (py-spy during measured repeats; matrix sampling = "one")
     out.append(_sampling_cost(res))
     # 5a. CPU per reading across sensor counts and run sizes
     for name, a_id, b_id in (
@@ -255,10 +255,10 @@ def _sampling_cost(res: Results) -> dict[str, Any]:
     target = f"py-spy sampled ÷ unsampled throughput ≥ {1 - sampling.MAX_COST:.0%} (its interval)"
     c = sampling.cost(res)
     if c is None or c.ratio.ratio is None:
-        return _missing(name, target, 'sampled and unsampled repeats of closed-loop cells (sampling = "alternate")')
+        return _missing(name, target, 'sampled and unsampled repeats of closed-loop cells (sampling = "one")')
     return _t(name, target, c.text(), c.status,
-              "pooled over closed-loop cells: each repeat ÷ its cell's scale, sampled vs unsampled (ratio of medians, "
-              "Welch's interval); pass: the whole interval ≥ 98 %", c.cells)  # fmt: skip
+              "paired per closed-loop cell: its sampled median ÷ its unsampled median, pooled over the cells (median "
+              "of the log ratios, Student's t interval); pass: the whole interval ≥ 98 %", c.cells)  # fmt: skip
 
 
 TARGET_SETS: dict[str, Callable[[Results], list[dict[str, Any]]]] = {"perf": perf}

@@ -1,6 +1,7 @@
 """``telemetry-bench``: the command line.
 
     telemetry-bench run [--matrix default|smoke|seed|full|PATH] [--repeats N] [--profile cprofile|yappi|none]
+                        [--memory-profile [CELL]]
 telemetry-bench live [--duration S] [--rate R] [--topology split|node] [--sink ...] ...
 telemetry-bench report [RUN] [--all]          # rebuild reports/RUN/index.html and reports/index.html
 telemetry-bench compare RUN_A RUN_B [--fail-above PCT] [--out FILE]
@@ -184,6 +185,9 @@ def cmd_run(argv: list[str]) -> int:
     parser.add_argument("--pg-dsn", default=None)
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--embedded", action="store_true", help="always use throwaway PostgreSQL and Redis")
+    parser.add_argument("--memory-profile", nargs="?", const="", default=None, metavar="CELL",
+                        help="after the cells, one extra repeat of CELL (default: the overload cell, else the cell "
+                             "whose stage memory grew most) with its most-growing stage under memray")  # fmt: skip
     args = parser.parse_args(argv)
     from experiments.matrix import MatrixError, load
 
@@ -200,6 +204,10 @@ def cmd_run(argv: list[str]) -> int:
         if not matrix.cells:
             console.print(f"run: no cell id contains {args.cells!r}", style="red", markup=False)
             return 2
+    if args.memory_profile and args.memory_profile not in {c.id for c in matrix.cells}:
+        console.print(f"run: --memory-profile {args.memory_profile!r}: no such cell; cells: "
+                      f"{', '.join(c.id for c in matrix.cells)}", style="red", markup=False)  # fmt: skip
+        return 2
     graceful_stop_signals()  # SIGTERM / SIGHUP stop the run in order, as Ctrl-C does
     try:
         return asyncio.run(_run(matrix, args))
@@ -225,7 +233,7 @@ async def _run(matrix: Any, args: argparse.Namespace) -> int:
             runner = Runner(
                 matrix, services, repeats=args.repeats, profile=args.profile, out=args.out or ROOT / "reports",
                 profiles=args.profiles or ROOT / "profiles",
-                console=console, argv=["telemetry-bench", "run", *sys.argv[2:]],
+                console=console, argv=["telemetry-bench", "run", *sys.argv[2:]], memory_profile=args.memory_profile,
             )  # fmt: skip
             results = await runner.run()
             runner.print_summary()

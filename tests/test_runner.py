@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pstats
@@ -20,6 +21,7 @@ from experiments import measure
 from experiments.matrix import MatrixError, load
 from experiments.promql import histogram_quantile
 from experiments.results import Results
+from harness.lifeline import drop_keys
 from harness.services import Services
 
 # --------------------------------------------------------------------------------------------- PromQL semantics
@@ -170,6 +172,117 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
             stats = pstats.Stats(str(files["cprofile"]))
             assert stats.total_calls > 0, stage  # type: ignore[attr-defined]
     assert "results:" in proc.stderr
+
+
+MEMORY_MATRIX = """name = "memory"
+repeats = 1
+ci_target = 0
+warmup_s = 0.3
+measure_s = 1.0
+tail_s = 0.2
+min_commits = 0
+[base]
+topology = "split"
+rate = 20000
+readings_per_message = 100
+sink = "copy_binary"
+batch_size = 1000
+sensors = 20
+forwarder = "none"
+[cells.one]
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("memray") is None, reason="memray is not installed")
+def test_memory_profile_runs_the_most_growing_stage_under_memray_and_the_report_links_it(
+    tmp_path: Path, services: Services, fresh_database: str
+) -> None:
+    """The runner's --memory-profile step on a run whose timed repeat saw writer-1 grow most (its ceilings and timed
+    repeats are not re-run here: that keeps the test to one short repeat)."""
+    import asyncio
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from experiments import memory_profile
+    from experiments.repeat import cell_config
+    from experiments.report import build_report
+    from experiments.results import CellResult, StageResources
+    from experiments.runner import Runner
+
+    toml = tmp_path / "memory.toml"
+    toml.write_text(MEMORY_MATRIX)
+    m = load(str(toml))
+    out = io.StringIO()
+    runner = Runner(m, dataclasses.replace(services, pg_dsn=fresh_database), profile="none",
+                    out=tmp_path / "reports", profiles=tmp_path / "profiles", console=Console(file=out))  # fmt: skip
+    runner.queue_key = f"test:{uuid.uuid4().hex[:8]}:queue"
+    fixture = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+    rep = fixture.cells[0].repeats[0].model_copy(deep=True)
+    rep.resources = {s: StageResources(cpu_s=1.0, cpu_util_window=0.5, peak_rss_bytes=80 << 20,
+                                       series=[[0.0, 0.0, 50 << 20], [1.0, 1.0, (50 << 20) + g]])
+                     for s, g in {"ingest": 1 << 20, "writer-1": 9 << 20, "redis": 1 << 30}.items()}  # fmt: skip
+    [cell] = m.cells
+    runner.results.cells = [CellResult(id=cell.id, title=cell.title, groups=[], varied={},
+                                       params=cell_config(cell, m), repeats=[rep])]  # fmt: skip
+    try:
+        mp = asyncio.run(memory_profile.run(runner, None))
+    finally:
+        drop_keys(services.redis_url, runner.queue_key)
+    assert mp.get("problem") is None and mp["failures"] == [], mp
+    assert mp["cell"] == "one" and mp["stage"] == "writer-1" and "writer-1 grew most (+9.0 MiB" in mp["why"]
+    assert "memory profile: one · writer-1 under memray" in out.getvalue()
+    binary, html = Path(mp["files"]["bin"]), Path(mp["files"]["flamegraph"])
+    assert binary == tmp_path / "profiles" / runner.run_id / "one" / "writer-1.memray.bin" and binary.stat().st_size
+    assert html.read_text().lstrip().lower().startswith("<!doctype html")
+    runner.results.memory_profile = mp
+    runner.dir.mkdir(parents=True, exist_ok=True)  # the logs of the repeat are there
+    runner.save()
+    report = build_report(runner.dir).read_text()
+    section = report[report.index('id="memory-profile"') :]
+    section = section[: section.index("</div>")]
+    for f in (binary, html):
+        href = os.path.relpath(f, runner.dir)
+        assert f'href="{href}"' in section and (runner.dir / href).resolve() == f.resolve()
+    assert f"memray summary {binary}" in section and "(missing)" not in section
+
+
+def test_cli_rejects_an_unknown_memory_profile_cell_before_anything_runs(tmp_path: Path) -> None:
+    toml = tmp_path / "memory.toml"
+    toml.write_text(MEMORY_MATRIX)
+    proc = subprocess.run(
+        [sys.executable, "-m", "telemetry_bench.cli", "run", "--matrix", str(toml), "--memory-profile", "nope",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--memory-profile 'nope': no such cell; cells: one" in proc.stderr
+    assert not list(tmp_path.glob("*/results.json"))
+
+
+def test_memory_profile_picks_the_overload_cell_else_the_most_growth() -> None:
+    from experiments import memory_profile
+    from experiments.results import StageResources
+
+    res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+    for k, cell in enumerate(res.cells):
+        for rep in cell.repeats:
+            grow = {"ingest": 1 << 20, "writer-1": (k + 2) << 20, "postgresql": 1 << 30}
+            rep.resources = {s: StageResources(cpu_s=1.0, cpu_util_window=0.5, peak_rss_bytes=100 << 20,
+                                               series=[[0.0, 0.0, 50 << 20], [1.0, 1.0, (50 << 20) + g]])
+                             for s, g in grow.items()}  # fmt: skip
+    last = res.cells[-1].id
+    grown = f"+{len(res.cells) + 1}.0 MiB"
+    assert memory_profile.pick(res, None) == (last, "writer-1", f"the cell whose stage memory grew most; writer-1 "
+                                              f"grew most ({grown} over a timed repeat)")  # fmt: skip
+    cid, stage, why = memory_profile.pick(res, "seed") or ("", "", "")
+    assert (cid, stage) == ("seed", "writer-1") and why.startswith("the cell named")  # PostgreSQL is never chosen
+    res.cells[0].id = "overload"
+    assert (memory_profile.pick(res, None) or ("",))[0] == "overload"
+    with pytest.raises(ValueError, match="no such cell"):
+        memory_profile.pick(res, "nope")
+    prefix = memory_profile.prefix("writer-1", Path("w.memray.bin"))
+    assert prefix("ingest") == [] and prefix("writer-1")[:3] == ["-m", "memray", "run"]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -24,11 +25,12 @@ from psycopg.conninfo import make_conninfo
 from experiments import sampling
 from experiments.matrix import load
 from experiments.repeat import run_repeat
-from experiments.results import Repeat
+from experiments.results import Repeat, Results
 from harness.services import Services
 
 BUSY = textwrap.dedent(
     """
+    import threading
     import time
 
     def dominating_busy_function():
@@ -38,7 +40,8 @@ BUSY = textwrap.dedent(
         return s
 
     def waits():
-        time.sleep(0.005)
+        time.sleep(0.005)  # visible with native frames only (its caller is the innermost Python frame)
+        threading.Event().wait(0.005)  # a Python-level wait: threading.py's wait, idle on pure-Python stacks
 
     print("ready", flush=True)
     t = time.time()
@@ -50,12 +53,17 @@ BUSY = textwrap.dedent(
 
 
 @pytest.mark.skipif(sampling.py_spy() is None, reason="py-spy is not installed")
-def test_busy_stage_profile(tmp_path: Path) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["nonblocking", "native"])
+def test_busy_stage_profile(tmp_path: Path, native: bool) -> None:
+    """The measured repeats' sampler (nonblocking, Python frames) and the native one both find the function known to
+    dominate a busy process, and tell its waits apart."""
     proc = subprocess.Popen([sys.executable, "-c", BUSY], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        sampler = sampling.Sampler({"busy": proc.pid}, tmp_path, rate_hz=200)
+        sampler = sampling.Sampler({"busy": proc.pid}, tmp_path, rate_hz=200, native=native)
         sampler.start()
+        argv = sampler.procs["busy"].args
+        assert isinstance(argv, list) and ("--native" in argv) == native and ("--nonblocking" in argv) != native
         time.sleep(2.0)
         files = sampler.stop()
     finally:
@@ -82,6 +90,33 @@ def test_idle_is_told_from_busy() -> None:
     assert not sampling.is_idle("main (x.py);decode (pipeline/decoders/direct.py)")
 
 
+def test_idle_is_told_from_busy_on_pure_python_stacks() -> None:
+    """Without native frames the innermost frame is the Python one that makes the waiting call (py-spy ≥ 0.4 names
+    methods Class.method and shortens files to the package part)."""
+    loop = "main (pipeline/runtime.py);run (asyncio/runners.py);Runner.run (asyncio/runners.py);"
+    once = "BaseEventLoop._run_once (asyncio/base_events.py);"
+    assert sampling.is_idle(loop + once + "EpollSelector.select (selectors.py)")
+    assert sampling.is_idle("Thread._bootstrap (threading.py);Thread._bootstrap_inner (threading.py);"
+                            "Thread.run (threading.py)")  # a C target: grpc's completion-queue poller  # fmt: skip
+    assert sampling.is_idle("Thread.run (threading.py);_worker (concurrent/futures/thread.py)")
+    assert sampling.is_idle("x (a.py);Event.wait (threading.py);Condition.wait (threading.py)")
+    assert sampling.is_idle("handle (http/server.py);readline (socket.py);SocketIO.readinto (socket.py)")
+    assert sampling.is_idle(loop.rstrip(";"))  # asyncio.run over a C loop (uvloop): the loop waits in C
+    # busy: a callback run by the loop, a decoder, the loop's own Python bookkeeping, a function called wait elsewhere
+    assert not sampling.is_idle(loop + "Handle._run (asyncio/events.py);decode (pipeline/decoders/direct.py)")
+    assert not sampling.is_idle(loop + once.rstrip(";"))
+    assert not sampling.is_idle("main (x.py);Connection.wait (psycopg/connection.py)")
+    assert not sampling.is_idle("main (x.py);select (pipeline/decoders/direct.py)")
+
+
+def test_py_spy_command_samples_without_pausing_unless_native() -> None:
+    argv = sampling.py_spy_argv("py-spy", 42, Path("w.collapsed"), 50)
+    assert argv[:4] == ["py-spy", "record", "--pid", "42"] and argv[argv.index("--rate") + 1] == "50"
+    assert {"--nonblocking", "--idle", "--nolineno"} <= set(argv) and "--native" not in argv
+    native = sampling.py_spy_argv("py-spy", 42, Path("w.collapsed"), 50, native=True)
+    assert "--native" in native and "--nonblocking" not in native  # py-spy unwinds C stacks only while paused
+
+
 def test_diff_ranks_the_functions_whose_share_changed() -> None:
     a = sampling.Stacks({"main (m.py);decode (d.py)": 50, "main (m.py);write (w.py)": 50})
     b = sampling.Stacks({"main (m.py);decode (d.py)": 80, "main (m.py);write (w.py)": 20})
@@ -91,13 +126,30 @@ def test_diff_ranks_the_functions_whose_share_changed() -> None:
     assert by["decode"] == pytest.approx(0.3) and by["write"] == pytest.approx(-0.3)
 
 
+def test_diff_labels_waits_from_the_whole_stack() -> None:
+    """A wait on a pure-Python stack is told by its file too (``select`` in selectors.py, not any ``select``)."""
+    wait = "main (m.py);BaseEventLoop._run_once (asyncio/base_events.py);EpollSelector.select (selectors.py)"
+    a = sampling.Stacks({wait: 50, "main (m.py);decode (d.py)": 50})
+    b = sampling.Stacks({wait: 20, "main (m.py);decode (d.py)": 80})
+    by = {c.function: c for c in sampling.diff(a, b)}
+    assert by["EpollSelector.select"].idle and by["EpollSelector.select"].delta == pytest.approx(-0.3)
+    assert not by["decode"].idle and by["decode"].delta == pytest.approx(0.3)
+
+
 def test_alternate_flips_parity_from_cell_to_cell() -> None:
     assert [sampling.sampled("alternate", i, 0) for i in range(4)] == [True, False, True, False]
     assert [sampling.sampled("alternate", i, 1) for i in range(4)] == [False, True, False, True]
     assert all(sampling.sampled("on", i, 3) for i in range(3)) and not sampling.sampled("on", -1, 0)
     assert not any(sampling.sampled("off", i, 0) for i in range(3))
-    with pytest.raises(ValueError, match="sampling = 'sometimes': valid values are off, on, alternate"):
+    with pytest.raises(ValueError, match="sampling = 'sometimes': valid values are off, one, on, alternate"):
         sampling.sampled("sometimes", 0, 0)
+
+
+def test_one_samples_the_second_repeat_of_every_cell() -> None:
+    for position in range(3):  # the same repeat in every cell: the second (the first may become the pilot)
+        assert [sampling.sampled("one", i, position) for i in range(5)] == [False, True, False, False, False]
+    assert sampling.sampled("one", 0, 2, single=True) and not sampling.sampled("one", 1, 2, single=True)
+    assert not sampling.sampled("one", -1, 0)  # the profiled repeat
 
 
 # ------------------------------------------------------------------------------------- a measured repeat, sampled
@@ -117,6 +169,7 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
     toml = tmp_path / "m.toml"
     toml.write_text(
         'name = "s"\nrepeats = 1\nwarmup_s = 0.3\nmeasure_s = 1.5\ntail_s = 0.2\nmin_commits = 0\nsampling = "on"\n'
+        "sampling_hz = 50\n"
         '[base]\ntopology = "split"\nrate = 20000\nreadings_per_message = 100\nsink = "copy_binary"\n'
         'batch_size = 1000\nsensors = 20\nforwarder = "none"\n[cells.one]\n'
     )
@@ -136,6 +189,7 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
     assert rep["ok"], rep["failures"]
     record = Repeat(**rep).sampled
     assert record is not None and record.problem is None, record
+    assert record.rate_hz == 50 and record.native is False  # the matrix's rate, Python frames, nonblocking
     assert set(record.files) == {"generator", "ingest", "writer-1"}
     for stage, stored in record.files.items():
         stacks = sampling.read_collapsed(Path(stored))
@@ -171,19 +225,107 @@ def test_sampling_cost_target_is_decided_on_the_interval() -> None:
 
     base = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
 
-    def status(factor: float, noise: float) -> str:
+    def status(factor: float, noise: float, mode: str = "one") -> str:
         res = base.model_copy(deep=True)
+        res.matrix["sampling"] = mode
         for k, cell in enumerate(res.cells):
             for i, rep in enumerate(cell.repeats):
-                on = sampling.sampled("alternate", i, k)
-                rep.throughput_rps = 1000.0 * (k + 1) * (1 + noise * (i - 1)) * (factor if on else 1.0)
+                on = sampling.sampled(mode, i, k)
+                # each repeat its own noise (a symmetric pattern would cancel exactly in every cell's pair)
+                rep.throughput_rps = 1000.0 * (k + 1) * (1 + noise * math.sin(7 * k + 3 * i)) * (factor if on else 1)
                 rep.sampled = Sampled(rate_hz=100, files={"writer-1": "x.collapsed"}) if on else None
         [t] = [t for t in perf(res) if t["name"] == "sampling cost"]
         assert "sampled ÷ unsampled − 1" in t["measured"] and t["cells"]
         return str(t["status"])
 
-    assert status(0.999, 0.001) == "pass"
-    assert status(0.95, 0.001) == "fail"
-    assert status(0.98, 0.05) == "cannot_tell"
+    for mode in ("one", "alternate"):
+        assert status(0.999, 0.001, mode) == "pass"
+        assert status(0.95, 0.001, mode) == "fail"
+        assert status(0.98, 0.05, mode) == "cannot_tell"
     [t] = [t for t in perf(base) if t["name"] == "sampling cost"]  # nothing sampled: not measured
     assert t["status"] == "cannot_tell" and t["measured"] == "not measured"
+
+
+def _one_mode(ratios: list[float]) -> Results:
+    """The fixture run with sampling = "one": every cell's second repeat sampled; each closed-loop cell's unsampled
+    repeats have median 1000·(k + 1) and its sampled repeat is that × the next of ``ratios``."""
+    from experiments.results import Results, Sampled
+
+    res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
+    res.matrix["sampling"] = "one"
+    factors = iter(ratios)
+    for k, cell in enumerate(res.cells):
+        closed = cell.params.max_rate and not (cell.summary and cell.summary.failed)
+        r = next(factors) if closed else 0.5
+        for i, rep in enumerate(cell.repeats):
+            on = sampling.sampled("one", i, k)
+            rep.throughput_rps = 1000.0 * (k + 1) * (r if on else (1.01, 1.0, 0.99)[i])
+            rep.sampled = Sampled(rate_hz=50, files={"writer-1": "x.collapsed"}, native=False) if on else None
+    return res
+
+
+def test_cost_is_paired_per_cell_with_a_t_interval_over_the_cells() -> None:
+    res = _one_mode([0.97, 0.98, 0.99, 0.96, 1.00])
+    c = sampling.cost(res)
+    assert c is not None
+    # closed-loop cells that didn't fail, each its own control; open-loop cells (offered rate) and failed ones out
+    assert c.cells == ["sink-sink=insert", "sink-sink=copy", "baseline", "batch-batch_size=10000",
+                       "decoder-decoder=dict"]  # fmt: skip
+    assert c.per_cell["baseline"] == pytest.approx(0.99) and (c.sampled, c.unsampled) == (5, 10)
+    # ln r over the five cells: exp(median) = 0.98, exp(mean ± t(0.975, 4)·s/√5) = [0.960460, 0.999729]
+    assert c.ratio.ratio == pytest.approx(0.98) and c.ratio.lo == pytest.approx(0.960460, abs=1e-5)
+    assert c.ratio.hi == pytest.approx(0.999729, abs=1e-5)
+    assert c.status == "cannot_tell" and c.text().startswith("sampled ÷ unsampled − 1 = -2.0 % [-4.0 %, -0.0 %]")
+    # not shown beyond 2 %: the sampled repeats count
+    cost, changed = sampling.apply_cost(res)
+    assert cost is not None and not changed and not any(r.excluded for cell in res.cells for r in cell.repeats)
+    record = sampling.cost_record(res)
+    assert record is not None and record["status"] == "cannot_tell" and record["excluded"] is False
+    assert record["ci95"] == [pytest.approx(0.960460, abs=1e-5), pytest.approx(0.999729, abs=1e-5)]
+
+
+def test_a_cost_shown_beyond_two_percent_excludes_the_sampled_repeats() -> None:
+    from experiments.results import counted
+    from experiments.summary import summarize
+
+    res = _one_mode([0.90, 0.91, 0.92, 0.89, 0.93])
+    cost, changed = sampling.apply_cost(res)
+    assert cost is not None and cost.status == "fail" and changed
+    assert cost.ratio.hi is not None and cost.ratio.hi < 0.98
+    baseline = res.cell("baseline")
+    assert baseline is not None
+    assert [r.excluded for r in baseline.repeats] == [False, True, False]
+    assert [r.index for r in counted(baseline)] == [0, 2]
+    s = summarize(baseline, None)
+    assert s.repeats_taken == 2 and s.throughput_rps == pytest.approx(4000.0)  # the unsampled repeats only
+    # the cost is still measured on the excluded repeats, and stated
+    again = sampling.cost(res)
+    assert again is not None and again.ratio.ratio == cost.ratio.ratio
+    record = sampling.cost_record(res)
+    assert record is not None and record["excluded"] is True and record["status"] == "fail"
+    # with another mode nothing is excluded (alternate's sampled repeats are half of every cell)
+    res.matrix["sampling"] = "alternate"
+    _, changed = sampling.apply_cost(res)
+    assert changed and not any(r.excluded for cell in res.cells for r in cell.repeats)
+
+
+def test_the_console_states_the_cost_and_whether_the_sampled_repeats_count() -> None:
+    from experiments.console import sampling_cost_line
+
+    res = _one_mode([0.97, 0.98, 0.99, 0.96, 1.00])
+    res.matrix.update(sampling_hz=50, sampling_native=False)
+    assert "not measured" in (sampling_cost_line(res) or "")
+    sampling.apply_cost(res)
+    res.sampling_cost = sampling.cost_record(res)
+    line = sampling_cost_line(res) or ""
+    assert line.startswith("[yellow]CANNOT TELL[/yellow] sampling cost (py-spy 50 Hz, Python frames, nonblocking")
+    assert "sampled ÷ unsampled − 1 = -2.0 % [-4.0 %, -0.0 %]" in line and "(target ≤ 2 %)" in line
+    assert "count in their cells' intervals" in line
+    res = _one_mode([0.90, 0.91, 0.92, 0.89, 0.93])
+    res.matrix.update(sampling_hz=50, sampling_native=False)
+    sampling.apply_cost(res)
+    res.sampling_cost = sampling.cost_record(res)
+    line = sampling_cost_line(res) or ""
+    assert line.startswith("[red]FAIL[/red]") and "excluded from their cells' intervals" in line
+    res.matrix["sampling"] = "off"
+    assert sampling_cost_line(res) is None

@@ -50,6 +50,21 @@ def test_ratio_interval_and_the_noise_rule() -> None:
     assert same.lo * same.hi == pytest.approx(1.0) and same.beyond_noise is False
 
 
+def test_pooled_ratio_is_the_t_interval_of_the_log_ratios() -> None:
+    """Paired ratios (each cell's sampled ÷ unsampled median) pool on the log scale: exp(median ln r), and exp of
+    mean ln r ± t(0.975, n−1)·s/√n."""
+    r = stats.pooled_ratio([0.97, 0.98, 0.99, 0.96, 1.00])
+    # ln r: mean −0.020307, s = 0.016136; t(0.975, 4) = 2.7764 → exp(−0.020307 ± 0.020036)
+    assert r.ratio == pytest.approx(0.98)
+    assert r.lo == pytest.approx(0.960460, abs=1e-5) and r.hi == pytest.approx(0.999729, abs=1e-5)
+    two = stats.pooled_ratio([0.95, 0.97])  # t(0.975, 1) = 12.706: two cells say little
+    assert two.ratio == pytest.approx(math.sqrt(0.95 * 0.97)) and two.lo == pytest.approx(0.840938, abs=1e-5)
+    assert two.hi == pytest.approx(1.095800, abs=1e-5) and stats.at_least(two, 0.98) == "cannot_tell"
+    one = stats.pooled_ratio([0.9, None])
+    assert one.ratio == pytest.approx(0.9) and one.ci is None
+    assert stats.pooled_ratio([]).ratio is None
+
+
 def test_target_decisions_on_intervals() -> None:
     assert stats.within(stats.Ratio(0.99, 0.98, 1.01), 0.03) == "pass"
     assert stats.within(stats.Ratio(0.98, 0.95, 1.01), 0.03) == "cannot_tell"  # straddles −3 %

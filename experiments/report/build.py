@@ -16,7 +16,7 @@ from experiments.report.cells import _stage_order, cell_latency, cell_view, flag
 from experiments.report.fmt import _times, f_bytes, f_int, f_ms, f_pct, f_ratio, f_s
 from experiments.report.microbench import microbench
 from experiments.report.plots import group_plot, latency_plot
-from experiments.report.profiles import sampled_profiles, sampling_cost
+from experiments.report.profiles import memory_profile, sampled_profiles, sampling_cost
 from experiments.report.winners import group_view
 
 ROOT = storage.ROOT
@@ -102,7 +102,10 @@ def build_report(run_dir: Path, *, root: Path | None = None) -> Path:
             rebuild=f"telemetry-bench report {shlex.quote(res.run_id)}",
             sampling_cost=sampling_cost(res),
             sampling_mode=res.matrix.get("sampling", "off"),
+            sampling_hz=res.matrix.get("sampling_hz", sampling.DEFAULT_RATE_HZ),
+            sampling_native=bool(res.matrix.get("sampling_native", True)),  # runs before the key: native frames
             sampling_max_cost=sampling.MAX_COST,
+            memory=memory_profile(res, roots, run_dir),
         )
     )
     return _write(run_dir / "index.html", html)

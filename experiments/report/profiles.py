@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import sampling
+from experiments.memory_profile import commands as memory_commands
 from experiments.results import CellResult, Results
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -165,7 +166,18 @@ def sampled_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: 
 
 def sampling_cost(res: Results) -> dict[str, Any] | None:
     """The run's sampling cost (``sampling.cost``) as the report states it."""
-    c = sampling.cost(res)
-    if c is None:
+    return sampling.cost_record(res)
+
+
+def memory_profile(res: Results, roots: list[Path], run_dir: Path) -> dict[str, Any] | None:
+    """``run --memory-profile``'s repeat as the report links it: the cell, the stage, why, and each file (the memray
+    capture and its flame graph) with a link from the report and the command that opens it."""
+    mp = res.memory_profile
+    if not mp:
         return None
-    return {"text": c.text(), "status": c.status, "cells": c.cells, "bound": sampling.MAX_COST}
+    files = []
+    for kind, stored in mp.get("files", {}).items():
+        full = sampling.resolve(stored, roots)
+        files.append({"kind": kind, "href": os.path.relpath(full, run_dir), "path": stored, "exists": full.exists(),
+                      "command": memory_commands({kind: stored}).get(kind)})  # fmt: skip
+    return {**mp, "links": files}
