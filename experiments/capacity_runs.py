@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from experiments import stage_ceilings
 from experiments.capacity import Probe, find_capacity
 from experiments.matrix import Cell
-from experiments.repeat import SCHEMA, run_repeat
+from experiments.repeat import run_repeat
 from experiments.results import Repeat
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ async def stage_pass(r: Runner) -> None:
         return
     cell = next(c for c in r.m.cells if c.id == r.m.stage_ceilings)
     try:
-        got = await stage_ceilings.one_pass(cell.params, r.services.pg_dsn, r.services.redis_url, SCHEMA,
+        got = await stage_ceilings.one_pass(cell.params, r.services.pg_dsn, r.services.redis_url, r.schema,
                                             f"{r.queue_key}:ceiling", _writers(r))  # fmt: skip
     except Exception as exc:  # a ceiling that can't be measured is said, never invented
         r.console.print(f"stage ceilings: a pass failed: {exc}", style="yellow", markup=False)
@@ -75,7 +75,8 @@ async def capacities(r: Runner) -> None:
             c = dataclasses.replace(cell, params=params, fault=None)
             workdir = r.dir / "logs" / cid / f"capacity-{probes}"
             rep_dict, _, _ = await run_repeat(c, r.m, r.services, workdir, -100 - probes,
-                                              measure_s=r.measure_s.get(cid), queue_key=r.queue_key)  # fmt: skip
+                                              measure_s=r.measure_s.get(cid), queue_key=r.queue_key,
+                                              schema=r.schema)  # fmt: skip
             rep = Repeat(**rep_dict)
             reason = rep.bottleneck.reason if rep.bottleneck else ""
             p = Probe(rate, rep.throughput_rps or 0.0, rep.latency_ms.p99, queue_grew="queue grows" in reason,

@@ -102,7 +102,7 @@ async def run(runner: Runner, named: str | None) -> dict[str, Any]:
     runner.console.print(f"memory profile: {cid} · {stage} under memray ({why})", highlight=False)
     rep, _, _ = await run_repeat(
         cell, runner.m, runner.services, runner.dir / "logs" / cid / "memory-profile", INDEX, None,
-        prefix(stage, out), measure_s=runner.measure_s.get(cid), queue_key=runner.queue_key,
+        prefix(stage, out), measure_s=runner.measure_s.get(cid), queue_key=runner.queue_key, schema=runner.schema,
     )  # fmt: skip
     record: dict[str, Any] = {"cell": cid, "stage": stage, "why": why, "failures": rep["failures"], "files": {}}
     if not out.exists() or not out.stat().st_size:

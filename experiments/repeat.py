@@ -16,7 +16,7 @@ from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = "bench"
+SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, Runner.schema
 QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
 
 
@@ -38,6 +38,7 @@ async def run_repeat(
     python_prefix: Callable[[str], list[str]] | None = None,
     measure_s: float | None = None,
     queue_key: str = QUEUE_KEY,
+    schema: str = SCHEMA,
     sample_dir: Path | None = None,
     sample: bool | None = None,
 ) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
@@ -63,14 +64,14 @@ async def run_repeat(
         cfg,
         services,
         workdir,
-        schema=SCHEMA,
+        schema=schema,
         queue_key=queue_key,
         monitor=monitor,
         on_progress=on_progress,
         python_prefix=python_prefix,
         fault=fault,
     )
-    before = measure.pg_stats(services.pg_dsn, SCHEMA)  # WAL position and checkpoints (the table is recreated)
+    before = measure.pg_stats(services.pg_dsn, schema)  # WAL position and checkpoints (the table is recreated)
     t0 = time.time()
     try:
         result = await orch.run()
@@ -79,16 +80,16 @@ async def run_repeat(
         sampled = _sampled(sampler, sample_dir) if sampler is not None and sample_dir is not None else None
     duration = time.time() - t0
     acct = result.accounting
-    after = measure.pg_stats(services.pg_dsn, SCHEMA)
-    window = measure.measure_window(services.pg_dsn, SCHEMA, m.warmup_s, measure_s)
-    bounds = measure.intended_bounds(services.pg_dsn, SCHEMA)
+    after = measure.pg_stats(services.pg_dsn, schema)
+    window = measure.measure_window(services.pg_dsn, schema, m.warmup_s, measure_s)
+    bounds = measure.intended_bounds(services.pg_dsn, schema)
     lat: dict[str, dict[str, Any]] = {"intended": {"n": 0}, "sent": {"n": 0}}
     e2e: dict[str, Any] = {"n": 0}
     e2e_rate = None
     if bounds:
         since = bounds[0] + round(m.warmup_s * 1e9)
         until = since + round(measure_s * 1e9)
-        lat = measure.latencies(services.pg_dsn, SCHEMA, since, until)
+        lat = measure.latencies(services.pg_dsn, schema, since, until)
         if orch.probes:
             p = orch.probes[0]
             e2e, e2e_rate = measure.end_to_end(p.arrivals, p.intended, p.latencies, window, since, until)

@@ -18,7 +18,9 @@ profiler changes what it measures.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -34,12 +36,13 @@ from experiments import ceilings as ceilings_mod
 from experiments import console as console_mod
 from experiments.headline import headline_of
 from experiments.matrix import Cell, Matrix
-from experiments.repeat import SCHEMA, cell_config, run_repeat
+from experiments.repeat import cell_config, run_repeat
 from experiments.report import build_index, build_report
 from experiments.results import Ceilings, CellResult, Profile, Repeat, Results, StopReason, Target, best, counted
 from experiments.summary import stop_reason, summarize
 from harness.lifeline import drop_keys
 from harness.services import Services, redact_dsn, versions
+from pipeline import db
 
 log = logging.getLogger("telemetry_bench.runner")
 
@@ -66,6 +69,11 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def run_schema(run_id: str) -> str:
+    """The PostgreSQL schema of one run: ``bench_`` and its id, lower-cased, as an identifier."""
+    return "bench_" + re.sub(r"[^a-z0-9_]", "_", run_id.lower())[:50]
+
+
 class Runner:
     def __init__(
         self,
@@ -90,6 +98,7 @@ class Runner:
         self.dir = out / self.run_id
         self.profile_dir = profiles / self.run_id
         self.queue_key = f"bench:{self.run_id}:queue"  # this run's own Redis keys
+        self.schema = run_schema(self.run_id)  # and PostgreSQL schema: concurrent runs never share a table
         self.report: Path | None = None
         self.started = time.monotonic()
         self.measure_s: dict[str, float] = {}  # cell id → its measured window (sized from its pilot)
@@ -169,7 +178,7 @@ class Runner:
             f"({target}), profile {self.profile} → {self.results_path}"
         )
         self.console.print("measuring this machine's ceilings (binary COPY, Redis push/pop, decode)…")
-        c = await ceilings_mod.measure(self.services.pg_dsn, self.services.redis_url, SCHEMA)
+        c = await ceilings_mod.measure(self.services.pg_dsn, self.services.redis_url, self.schema)
         self.results.ceilings = Ceilings(**c)
         self.save()
         self.console.print(
@@ -201,6 +210,8 @@ class Runner:
                 self.save()
         finally:
             drop_keys(self.services.redis_url, self.queue_key)
+            with contextlib.suppress(Exception):  # the database may be what failed; the next run reaps it then
+                db.drop_schema(self.services.pg_dsn, self.schema)
         capacity_runs.bind(self)
         # the cost as the run ends (exclusions were applied after each sampled repeat, before the capacity searches)
         self.results.sampling_cost = sampling.cost_record(self.results)
@@ -270,7 +281,7 @@ class Runner:
         sample = sampling.sampled(self.m.sampling, i, position, single=self.max_repeats(cell) == 1)
         rep_dict, _, window = await run_repeat(
             cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id),
-            queue_key=self.queue_key, sample_dir=self.profile_dir / cell.id, sample=sample,
+            queue_key=self.queue_key, schema=self.schema, sample_dir=self.profile_dir / cell.id, sample=sample,
         )  # fmt: skip
         rep = Repeat(**rep_dict)
         cr.repeats.append(rep)
@@ -347,7 +358,7 @@ class Runner:
         workdir = self.dir / "logs" / cell.id / "profiled"
         rep, orch, _ = await run_repeat(
             cell, self.m, self.services, workdir, -1, on_progress, prefix, measure_s=self.measure_s.get(cell.id),
-            queue_key=self.queue_key,
+            queue_key=self.queue_key, schema=self.schema,
         )  # fmt: skip
         files: dict[str, dict[str, str]] = {}
         for stage in orch.stages:

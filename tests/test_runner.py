@@ -172,6 +172,18 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
             stats = pstats.Stats(str(files["cprofile"]))
             assert stats.total_calls > 0, stage  # type: ignore[attr-defined]
     assert "results:" in proc.stderr
+    assert "time in " in proc.stderr  # where the repeats' wall time went
+    assert all(r.phases_s.keys() == {"start", "stream", "drain", "stop"} for c in results.cells for r in c.repeats)
+    # the run's own schema (concurrent runs never share a table) is gone with it
+    import psycopg
+
+    from experiments.runner import run_schema
+
+    with psycopg.connect(fresh_database) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", (run_schema(results.run_id),)
+        ).fetchone()
+    assert left == (0,)
 
 
 MEMORY_MATRIX = """name = "memory"
