@@ -127,7 +127,9 @@ class Orchestrator:
         backend_url = f"http://127.0.0.1:{self._port('backend')}" if c.forwarding else ""
         order = []
         if c.forwarding:
-            wiring = {"port": self.ports["backend"], "host": "127.0.0.1"}
+            wiring: dict[str, object] = {"port": self.ports["backend"], "host": "127.0.0.1"}
+            if self.injection is not None and self.injection.backend_hook:  # the backend_503 fault's one fake
+                wiring["fault_hook"] = True
             backend = Stage(
                 "backend",
                 [sys.executable, *self.python_prefix("backend"), "-m", "pipeline.backend",
