@@ -43,6 +43,9 @@ PAUSE_S = StreamQueue.claim_idle_s + 2.0  # pause_writer: past the claim timeout
 PAUSED = "writer-1"
 FULL_S = 2.0  # redis_full: how long the cell's own Redis refuses writes (maxmemory reached)
 UNAVAILABLE_S = 2.0  # backend_503: how long the backend answers 503 to every POST of readings
+# backend_503: the backend's fault hook's signals (pipeline.backend.fault_hook.ON / OFF, checked by a test; not
+# imported: importing the backend package costs the harness a second of FastAPI imports at the fault's moment)
+HOOK_ON, HOOK_OFF = signal.SIGUSR1, signal.SIGUSR2
 
 
 def _dsn_as(dsn: str, user: str) -> str:
@@ -185,14 +188,12 @@ async def backend_503(p: Pipeline, f: Fault) -> None:
     """The backend answers ``503 Service Unavailable`` to every POST of readings for ``UNAVAILABLE_S``: SIGUSR1 to
     its fault hook, then SIGUSR2 (``pipeline.backend.fault_hook``). What happens to the readings is the forwarder
     variant's own behaviour (both retry a 5xx for ``RETRY_FOR_S``: nothing lost)."""
-    from pipeline.backend.fault_hook import OFF, ON
-
     stage = p.stages.get("backend")
     if stage is None:
         raise PipelineError(f"fault {f.kind}: this run forwards nothing, so it has no backend (set forwarder)")
-    stage.signal(ON)
+    stage.signal(HOOK_ON)
     try:
         await asyncio.sleep(UNAVAILABLE_S)
     finally:
-        stage.signal(OFF)
+        stage.signal(HOOK_OFF)
     f.detail = f"the backend answered 503 to every POST of readings for {UNAVAILABLE_S:g} s (its fault hook)"

@@ -232,8 +232,9 @@ class Injection:
         return self.fault.kind == "backend_503" or any(part.backend_hook for part in self.parts)
 
     def due(self, started_ns: int) -> bool:
-        """Whether to inject now: ``at_s`` after the first reading reached the table, not after the generator's
-        start (``started_ns``, unused): a stream's start-up time varies, its flow is what the fault must hit."""
+        """Whether to inject now: ``at_s`` after the first reading reached the table (a fault that strikes the
+        backend: was forwarded), not after the generator's start (``started_ns``, unused): a stream's start-up time
+        varies, its flow is what the fault must hit."""
         f, flowing = self.fault, self._flowing_ns
         if self.parts:
             return any(part.due(started_ns) for part in self.parts)
@@ -358,7 +359,9 @@ class Injection:
         if self._undo is not None and self._undo.done() and not self._undo.cancelled() and self._undo.exception():
             exc = self._undo.exception()
             raise PipelineError(f"fault {f.kind}: {type(exc).__name__}: {exc}")
-        if self._flowing_ns is None and int(snap["committed"]) > 0:
+        # the flow the fault must hit: the backend's, forwarding (it may run ahead of, or behind, the commits)
+        path = "forwarded" if f.kind in NEEDS_BACKEND else "committed"
+        if self._flowing_ns is None and int(snap[path]) > 0:
             self._flowing_ns = time.time_ns()
         if f.injected_at_ns is None and not f.note and int(snap["streams_completed"]) >= 1:
             f.note = f"not injected: the stream ended before {f.at_s:g} s of flow"

@@ -625,7 +625,10 @@ def test_behaviour_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_fault_hook_is_off_by_default() -> None:
-    from pipeline.backend.fault_hook import Unavailable
+    from harness import fault_kinds
+    from pipeline.backend.fault_hook import OFF, ON, Unavailable
+
+    assert (fault_kinds.HOOK_ON, fault_kinds.HOOK_OFF) == (ON, OFF)  # the harness signals what the hook expects
 
     assert not BackendSettings.from_cli([]).fault_hook
     assert not any(m.cls is Unavailable for m in create_app(BackendSettings.from_cli([])).user_middleware)
