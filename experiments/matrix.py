@@ -54,7 +54,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from experiments.sampling import DEFAULT_RATE_HZ
-from harness.faults import CHAOS, FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, Fault
+from harness.faults import CHAOS, FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, NEEDS_BACKEND, Fault
 from harness.plan import SEED, PipelineConfig
 from pipeline.knobs import VARIANT_KINDS
 from pipeline.registry import registry
@@ -282,6 +282,10 @@ def _fault_checks(path: Path, cid: str, c: _Cell, cfg: PipelineConfig, m: _Matri
     if c.fault == "chaos" and (bad or len(set(kinds)) < 2 or len(set(kinds)) != len(kinds)):
         raise MatrixError(f"{where}: chaos = {kinds}: at least two different kinds, each one of "
                           f"{', '.join(k for k in FAULTS if k != 'chaos')}")  # fmt: skip
+    backend = [k for k in (kinds if c.fault == "chaos" else [c.fault]) if k in NEEDS_BACKEND]
+    if backend and not cfg.forwarding:
+        raise MatrixError(f"{where}: fault {backend[0]!r} strikes the backend, but forwarder = 'none' runs none: "
+                          f"set forwarder = 'async' or 'sync'")  # fmt: skip
     if c.fault_at_s is not None:
         if c.fault == "chaos":
             raise MatrixError(f"{where}: chaos strikes at random moments: no fault_at_s")

@@ -12,6 +12,30 @@ from harness.faults import Fault
 from harness.plan import PipelineConfig
 
 
+class Uncommitted(DictReads):
+    """Where the readings generated but not committed are, when a run stopped with some (``live`` with a stage
+    dead and not restarted): ``in_queue`` still in the writer queue (waiting, or taken by a dead writer and not
+    acknowledged) and not in the table — recoverable, a writer started on the queue commits them; ``in_flight``
+    sent by the generator but never queued (a resumed stream sends them again); ``lost`` the rest, gone (taken from
+    the seed's ``list`` by a writer that died). The three add up to generated − committed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_queue: int = 0
+    in_flight: int = 0
+    lost: int = 0
+    queue_key: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.in_queue + self.in_flight + self.lost
+
+    def sentence(self) -> str:
+        return (f"{self.in_queue:,} in the queue (recoverable: a writer started on {self.queue_key} commits them), "
+                f"{self.in_flight:,} in flight (sent, never queued: a resumed stream sends them again), "
+                f"{self.lost:,} lost")  # fmt: skip
+
+
 class Accounting(DictReads):
     """Counts of one run, from the stages' counters and the table itself; ``duplicated`` and ``lost`` are derived
     (in ``results.json`` too: read back, they are recomputed)."""
@@ -32,6 +56,7 @@ class Accounting(DictReads):
     ws_clients: int = 0
     forwarding: bool = True
     broadcast_best_effort: bool = False  # the backend was killed: what it broadcast while down is gone by design
+    uncommitted: Uncommitted | None = None  # live, a run stopped with readings uncommitted: where they are
 
     @model_validator(mode="before")
     @classmethod
@@ -52,7 +77,11 @@ class Accounting(DictReads):
 
     def problems(self) -> list[str]:
         out = []
-        if self.lost:
+        if self.lost and self.uncommitted is not None:
+            where = self.uncommitted.sentence()
+            out.append(f"{self.lost:,} readings not committed (generated {self.generated:,}, committed "
+                       f"{self.committed:,}): {where}")  # fmt: skip
+        elif self.lost:
             out.append(f"{self.lost} readings lost: generated {self.generated}, committed {self.committed}")
         if self.duplicated:
             out.append(f"{self.duplicated} duplicated rows in telemetry_data")

@@ -1,13 +1,16 @@
 """The timed faults the pipeline meets in production, each held for a while and then undone: PostgreSQL refusing the
 run's connections (``refuse_pg``), a table lock that stalls every write (``lock_table``), a writer paused past the
-stream's claim timeout (``pause_writer``), Redis at its ``maxmemory`` refusing writes (``redis_full``).
+stream's claim timeout (``pause_writer``), Redis at its ``maxmemory`` refusing writes (``redis_full``), the backend
+answering 503 (``backend_503``).
 ``harness.faults.Injection`` starts one as a task and watches for the affected path to move again once it is undone.
 
 Each touches only what the run owns: ``refuse_pg`` runs the cell as its own PostgreSQL role (the database is shared
 with other runs' schemas, so ``ALTER DATABASE … ALLOW_CONNECTIONS false`` would refuse them too): the role is made
 ``NOLOGIN`` and its sessions terminated, then allowed again; ``lock_table`` locks the run's own table from a
 harness connection; ``pause_writer`` stops one of the run's writer processes; ``redis_full`` lowers the maxmemory
-of the cell's own throwaway Redis."""
+of the cell's own throwaway Redis; ``backend_503`` switches the run's own backend's fault hook (the one fake: a real
+backend can't be made to answer 503 from outside; ``pipeline/backend/fault_hook.py``, on only with ``--fault-hook``,
+which the orchestrator passes only to a run with this fault)."""
 
 from __future__ import annotations
 
@@ -39,6 +42,10 @@ LOCK_S = 3.0  # lock_table: how long the ACCESS EXCLUSIVE lock is held
 PAUSE_S = StreamQueue.claim_idle_s + 2.0  # pause_writer: past the claim timeout, so another writer claims its entries
 PAUSED = "writer-1"
 FULL_S = 2.0  # redis_full: how long the cell's own Redis refuses writes (maxmemory reached)
+UNAVAILABLE_S = 2.0  # backend_503: how long the backend answers 503 to every POST of readings
+# backend_503: the backend's fault hook's signals (pipeline.backend.fault_hook.ON / OFF, checked by a test; not
+# imported: importing the backend package costs the harness a second of FastAPI imports at the fault's moment)
+HOOK_ON, HOOK_OFF = signal.SIGUSR1, signal.SIGUSR2
 
 
 def _dsn_as(dsn: str, user: str) -> str:
@@ -175,3 +182,18 @@ async def redis_full(p: Pipeline, f: Fault) -> None:
     finally:
         await client.aclose()
     f.detail = f"the cell's own Redis at maxmemory (noeviction) {FULL_S:g} s: writes refused with OOM"
+
+
+async def backend_503(p: Pipeline, f: Fault) -> None:
+    """The backend answers ``503 Service Unavailable`` to every POST of readings for ``UNAVAILABLE_S``: SIGUSR1 to
+    its fault hook, then SIGUSR2 (``pipeline.backend.fault_hook``). What happens to the readings is the forwarder
+    variant's own behaviour (both retry a 5xx for ``RETRY_FOR_S``: nothing lost)."""
+    stage = p.stages.get("backend")
+    if stage is None:
+        raise PipelineError(f"fault {f.kind}: this run forwards nothing, so it has no backend (set forwarder)")
+    stage.signal(HOOK_ON)
+    try:
+        await asyncio.sleep(UNAVAILABLE_S)
+    finally:
+        stage.signal(HOOK_OFF)
+    f.detail = f"the backend answered 503 to every POST of readings for {UNAVAILABLE_S:g} s (its fault hook)"

@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("telemetry_bench.orchestrator")
 
 FAULTS = ("kill_writer", "kill_ingest", "kill_backend", "drop_grpc", "restart_postgres", "restart_redis",
-          "refuse_pg", "lock_table", "pause_writer", "redis_full", "chaos")  # fmt: skip
+          "refuse_pg", "lock_table", "pause_writer", "redis_full", "backend_503", "chaos")  # fmt: skip
 CHAOS = ("kill_writer", "kill_ingest", "drop_grpc", "lock_table")  # chaos's default kinds: they combine safely
-TIMED = ("refuse_pg", "lock_table", "pause_writer", "redis_full")  # held for a while, then undone (harness.fault_kinds)
+# held for a while, then undone (harness.fault_kinds)
+TIMED = ("refuse_pg", "lock_table", "pause_writer", "redis_full", "backend_503")
+NEEDS_BACKEND = ("kill_backend", "backend_503")  # kinds that strike the backend: the run must forward to one
 REDIS_DOWN_S = 1.0  # restart_redis: how long the server stays down between its stop and its start
 KILLS = {"kill_writer": "writer-1", "kill_ingest": "ingest", "kill_backend": "backend"}  # fault → stage
 FAULT_MIN_REPEATS = 5  # a fault cell at random moments takes at least this many repeats
@@ -225,9 +227,15 @@ class Injection:
         self._flowing_ns: int | None = None  # when the first reading was seen in the table
         self.parts = [Injection(part) for part in fault.parts]  # chaos: one injection per fault, overlaps allowed
 
+    @property
+    def backend_hook(self) -> bool:
+        """Whether the backend must start with its fault hook (``--fault-hook``): a ``backend_503`` is to come."""
+        return self.fault.kind == "backend_503" or any(part.backend_hook for part in self.parts)
+
     def due(self, started_ns: int) -> bool:
-        """Whether to inject now: ``at_s`` after the first reading reached the table, not after the generator's
-        start (``started_ns``, unused): a stream's start-up time varies, its flow is what the fault must hit."""
+        """Whether to inject now: ``at_s`` after the first reading reached the table (a fault that strikes the
+        backend: was forwarded), not after the generator's start (``started_ns``, unused): a stream's start-up time
+        varies, its flow is what the fault must hit."""
         f, flowing = self.fault, self._flowing_ns
         if self.parts:
             return any(part.due(started_ns) for part in self.parts)
@@ -250,7 +258,7 @@ class Injection:
             return p.total(["ingest"], "queued")
         if kind == "drop_grpc":
             return int(snap["ingested"])
-        if kind == "kill_backend":
+        if kind in NEEDS_BACKEND:
             return int(snap["forwarded"])
         if kind == "pause_writer":  # the paused writer's own commits
             return p.total([fault_kinds.PAUSED], "committed")
@@ -296,6 +304,8 @@ class Injection:
             await fault_kinds.pause_writer(p, f)
         elif f.kind == "redis_full":
             await fault_kinds.redis_full(p, f)
+        elif f.kind == "backend_503":
+            await fault_kinds.backend_503(p, f)
         f.restarted_at_ns = time.time_ns()
 
     async def _restart_redis(self, p: Pipeline) -> None:
@@ -351,7 +361,9 @@ class Injection:
         if self._undo is not None and self._undo.done() and not self._undo.cancelled() and self._undo.exception():
             exc = self._undo.exception()
             raise PipelineError(f"fault {f.kind}: {type(exc).__name__}: {exc}")
-        if self._flowing_ns is None and int(snap["committed"]) > 0:
+        # the flow the fault must hit: the backend's, forwarding (it may run ahead of, or behind, the commits)
+        path = "forwarded" if f.kind in NEEDS_BACKEND else "committed"
+        if self._flowing_ns is None and int(snap[path]) > 0:
             self._flowing_ns = time.time_ns()
         if f.injected_at_ns is None and not f.note and int(snap["streams_completed"]) >= 1:
             f.note = f"not injected: the stream ended before {f.at_s:g} s of flow"

@@ -27,7 +27,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import argv
-from harness.accounting import Accounting, RunResult
+from harness.accounting import Accounting, RunResult, Uncommitted
 from harness.faults import FAULTS, Fault, Injection
 from harness.lifeline import RunRecord
 from harness.plan import PipelineConfig
@@ -35,10 +35,13 @@ from harness.probes import WsProbe
 from harness.process import POLL_S, READY_TIMEOUT_S, PipelineError, Stage, free_port
 from harness.scrape import Scrape, scrape
 from harness.services import Services
+from harness.supervisor import Supervisor
 from pipeline import db
 from pipeline.config import BackendSettings
 from pipeline.knobs import Stage as StageKind
+from pipeline.queues import QUEUES
 from pipeline.registry import PLUGINS_ENV
+from pipeline.rows import COLUMNS
 
 __all__ = ["FAULTS", "Accounting", "Fault", "Monitor", "Orchestrator", "PipelineError", "RunResult", "Stage"]
 
@@ -68,6 +71,7 @@ class Orchestrator:
         preferred_ports: dict[str, int] | None = None,
         fault: Fault | None = None,
         api_token: str | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.cfg, self.services, self.workdir, self.schema = cfg, services, workdir, schema
         self.queue_key = queue_key
@@ -76,6 +80,9 @@ class Orchestrator:
         self.monitor = monitor
         self.fault = fault  # its kind is checked by Fault itself
         self.injection = Injection(fault) if fault is not None else None
+        # live: a stage that dies is restarted (harness.supervisor); without one, a dead stage ends the run
+        self.supervisor = supervisor
+        self._generator_stopped = False
         # the backend's token, as the stages would read it (TELEMETRY_API_TOKEN or .env) unless given: the backend
         # and forwarder get it explicitly, and our websocket clients present it
         self.api_token = api_token if api_token is not None else BackendSettings().api_token
@@ -127,7 +134,9 @@ class Orchestrator:
         backend_url = f"http://127.0.0.1:{self._port('backend')}" if c.forwarding else ""
         order = []
         if c.forwarding:
-            wiring = {"port": self.ports["backend"], "host": "127.0.0.1"}
+            wiring: dict[str, object] = {"port": self.ports["backend"], "host": "127.0.0.1"}
+            if self.injection is not None and self.injection.backend_hook:  # the backend_503 fault's one fake
+                wiring["fault_hook"] = True
             backend = Stage(
                 "backend",
                 [sys.executable, *self.python_prefix("backend"), "-m", "pipeline.backend",
@@ -212,20 +221,50 @@ class Orchestrator:
 
     async def _poll(self) -> dict[str, Any]:
         await self._scrape_all()
-        if self.fault is not None and time.monotonic() - self._db_committed[1] >= 0.5:
+        if self._counts_from_table and time.monotonic() - self._db_committed[1] >= 0.5:
             # with a stage killed, its counters die with it: the table is the truth for the drain
             with contextlib.suppress(Exception):
                 counts = await asyncio.to_thread(db.table_counts, self.services.pg_dsn, self.schema)
                 self._db_committed = (counts.distinct, time.monotonic())
         snap = self.snapshot()
-        if self.injection is not None:
+        if self._counts_from_table:
             snap["committed"] = self._db_committed[0]
+        if self.injection is not None:
             await self.injection.watch(self, snap)
         if self.on_progress:
             self.on_progress(snap)
         if self.monitor:
             await self.monitor.sample(self, snap)
         return snap
+
+    @property
+    def _counts_from_table(self) -> bool:
+        """A stage was killed (a fault) or died and was restarted: its counters died with it, the table counts."""
+        return self.fault is not None or (self.supervisor is not None and self.supervisor.any)
+
+    async def _watch(self, names: list[str]) -> None:
+        """Without a supervisor: a stage of ``names`` that died ends the run (``PipelineError``). With ``live``'s
+        supervisor, every stage that should be running is watched instead: a dead one is started again with the
+        same command (``Stage.restart``, as the fault cells do) while the supervisor allows it, else the run ends."""
+        sup = self.supervisor
+        if sup is None:
+            self._check_alive(names)
+            return
+        for name, st in list(self.stages.items()):
+            if st.alive or st.proc is None:
+                continue
+            rc = st.proc.poll()
+            if (name == "generator" and self._generator_stopped) or (name == "ingest" and rc == 0):
+                continue  # stopped on purpose; ingest (split) exits 0 once it queued its whole stream
+            if name == "ingest" and self._generator_stopped:  # its stream is over: nothing to resume from
+                raise PipelineError(f"ingest exited with status {rc} after the stream ended: not restarted, the "
+                                    f"generator has stopped\n{st.log_tail()}")  # fmt: skip
+            if not sup.allows(name):
+                raise PipelineError(f"{name} exited with status {rc}{sup.why_not(name)}:\n{st.log_tail()}")
+            await st.wait(0)  # its final counters, if it wrote them
+            st.restart()
+            sup.restarted(name, rc)
+            await self.ready(st)
 
     def _check_alive(self, names: list[str]) -> None:
         for n in names:
@@ -239,7 +278,7 @@ class Orchestrator:
         snap = await self._poll()
         last, moved = snap, time.monotonic()
         while not done(snap):
-            self._check_alive(alive)
+            await self._watch(alive)
             await asyncio.sleep(POLL_S)
             snap = await self._poll()
             if snap != last:
@@ -304,12 +343,13 @@ class Orchestrator:
                     continue
                 if snap["streams_completed"] >= 1 and (inj is None or inj.settled):
                     break
-                self._check_alive(everyone)
+                await self._watch(everyone)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_requested.wait(), POLL_S)
             # 2. the generator stops first (its streams end cleanly), then each stage drains in flow order; its
             # exit (a graceful gRPC shutdown, the interpreter's teardown: ~0.5 s) overlaps the drain
             await self._poll()
+            self._generator_stopped = True
             generator_stop = asyncio.create_task(self.stages["generator"].stop())
             stream_ended = time.time_ns()
             stall = c.flush_interval + 10.0
@@ -318,7 +358,14 @@ class Orchestrator:
                 # ingest exits at the end of the stream once it has queued everything (it may wait on the queue's
                 # cap while the writers drain): wait as long as it makes progress
                 ingest = self.stages["ingest"]
-                await self._wait_for("ingest", lambda s: not ingest.alive, stall, [])
+                # supervised, an ingest that died is restarted (by _watch) and resumes: wait for its clean exit
+                supervised = self.supervisor is not None
+
+                def ingest_ended(_snap: dict[str, Any]) -> bool:
+                    rc = ingest.proc.poll() if ingest.proc is not None else None
+                    return rc is not None and (rc == 0 or not supervised)
+
+                await self._wait_for("ingest", ingest_ended, stall, [])
                 rc = await ingest.wait(0.1)
                 if rc is None:
                     failures.append("ingest made no progress and did not finish its stream: stopped")
@@ -354,11 +401,51 @@ class Orchestrator:
             record.remove()  # every process stopped (a failed stop leaves the record, for the next run to reap)
         stopped = time.time_ns()
         acct = self._account()
-        if self.fault is not None and self.fault.kind == "kill_backend":
+        restarted_backend = self.supervisor is not None and "backend" in self.supervisor.restarts
+        if (self.fault is not None and self.fault.kind == "kill_backend") or restarted_backend:
             acct.broadcast_best_effort = True
+        if self.supervisor is not None and acct.lost > 0:
+            try:
+                acct.uncommitted = await self._uncommitted(acct)
+            except Exception as exc:  # Redis or PostgreSQL gone: the readings are then just "lost", as before
+                log.error("could not tell where the uncommitted readings are: %s", exc)
         failures.extend(acct.problems())
         return RunResult(c, acct, started, stream_ended, drained, failures, dict(self.ports), self.fault,
                          begun_ns=begun, stopped_ns=stopped)  # fmt: skip
+
+    async def _uncommitted(self, acct: Accounting) -> Uncommitted | None:
+        """Where the readings generated and not committed are (a run that stopped with a stage dead): still held by
+        the writer queue and not in the table (recoverable); sent and never queued (ingest's saved stream position,
+        written with each put, or its counter); the rest is lost. The queue keeps them after the run. None if the
+        queue variant can't say what it holds (``Queue.held``)."""
+        import psycopg
+        import redis.asyncio as aioredis
+        from psycopg import sql
+
+        client = aioredis.Redis.from_url(self.services.redis_url)
+        try:
+            held = await QUEUES[self.cfg.queue].held(client, self.queue_key)
+            position = await client.hget(f"{self.queue_key}:progress", "next")
+        finally:
+            await client.aclose()
+        if held is None:
+            return None
+        sid, seq = COLUMNS.index("sensor_id"), COLUMNS.index("sequence_number")
+        keys = sorted({(str(r[sid]), int(r[seq])) for r in held})
+        in_queue = 0
+        if keys:
+            query = sql.SQL(
+                "SELECT count(*) FROM unnest(%s::text[], %s::int[]) AS h(s, q) WHERE NOT EXISTS "
+                "(SELECT 1 FROM {} t WHERE t.sensor_id = h.s AND t.sequence_number = h.q)"
+            ).format(sql.Identifier(self.schema, "telemetry_data"))
+            async with await psycopg.AsyncConnection.connect(self.services.pg_dsn) as conn:
+                cur = await conn.execute(query, ([k[0] for k in keys], [k[1] for k in keys]))
+                row = await cur.fetchone()
+                in_queue = int(row[0]) if row else 0
+        queued = int(position) if position is not None else acct.queued
+        in_flight = max(0, acct.generated - queued)
+        lost = acct.generated - acct.committed - in_queue - in_flight
+        return Uncommitted(in_queue=in_queue, in_flight=in_flight, lost=lost, queue_key=self.queue_key)
 
     async def _clear_queues(self) -> None:
         import redis.asyncio as aioredis

@@ -66,6 +66,11 @@ class Stage:
         """SIGKILL (no flush, no goodbye), then the same command again."""
         self.signal(signal.SIGKILL)
         await self.wait(10)
+        self.restart()
+
+    def restart(self) -> None:
+        """A dead stage started again with the same command (a fault cell's kill, ``live``'s supervisor); the
+        counters of the dead incarnation, as last scraped (or as it wrote them on exit), are carried over."""
         for c in STAGES:
             self.carry[c] = self.carry.get(c, 0) + self.last.readings(c)
         self.last = Scrape()

@@ -171,6 +171,7 @@ class BackendSettings(StageSettings):
     max_ws_clients: int = knob("max_ws_clients")
     ws_buffer: int = knob("ws_buffer")
     backend_behaviour: BackendBehaviour = knob("backend_behaviour")
+    fault_hook: bool = knob("fault_hook")
 
     @model_validator(mode="after")
     def _no_wildcard_cors(self) -> BackendSettings:

@@ -201,6 +201,8 @@ KNOBS: dict[str, Knob] = _k(
     Knob("backend_behaviour", BackendBehaviour, "fast", "fast: validated from the raw body, queued fan-out; seed: "
          "the seed's pydantic model, a print and the broadcast awaited client by client per POST, access log on",
          ("backend",), plan=Plan()),
+    Knob("fault_hook", bool, False, "testing only (the backend_503 fault): SIGUSR1 makes POSTs of readings answer "
+         "503 until SIGUSR2 (pipeline/backend/fault_hook.py); off: no handler, no cost", ("backend",)),
     Knob("seed_prints", bool, False, "node: print the seed's two lines per reading (received, queue length)",
          ("node",), plan=Plan()),
 )  # fmt: skip

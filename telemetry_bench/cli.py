@@ -29,6 +29,7 @@ from rich.table import Table
 
 from harness.lifeline import graceful_stop_signals, reap_leftovers
 from harness.plan import SEED, PipelineConfig
+from harness.supervisor import DEFAULT_MAX_RESTARTS
 from pipeline.config import format_validation_error
 
 console = Console(stderr=True, soft_wrap=True)  # no wrapping: error lines stay one line
@@ -83,18 +84,34 @@ def cmd_live(argv: list[str]) -> int:
     parser.add_argument("--pg-dsn", default=None, help="PostgreSQL DSN (default: local, else a throwaway one)")
     parser.add_argument("--redis-url", default=None, help="Redis URL (default: local, else a throwaway one)")
     parser.add_argument("--embedded", action="store_true", help="always use throwaway PostgreSQL and Redis")
+    parser.add_argument("--max-restarts", default=str(DEFAULT_MAX_RESTARTS), metavar="N",
+                        help="restart a stage that dies, at most N times per stage; then the run stops "
+                        f"(default: {DEFAULT_MAX_RESTARTS})")  # fmt: skip
+    parser.add_argument("--no-restart", action="store_true",
+                        help="a stage that dies stops the run (the accounting says where every uncommitted reading "
+                        "is: in the queue, in flight, or lost)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, SEED)
     except ValidationError as exc:
         console.print(format_validation_error(exc, "live"), style="red", markup=False, highlight=False)
         return 2
+    try:
+        max_restarts = int(args.max_restarts)
+        if max_restarts < 0:
+            raise ValueError
+    except ValueError:
+        console.print(f"live: --max-restarts = {args.max_restarts!r}: must be an integer ≥ 0 (0: never restart, "
+                      "as --no-restart)", style="red", markup=False, highlight=False)  # fmt: skip
+        return 2
+    args.max_restarts = 0 if args.no_restart else max_restarts
     return asyncio.run(_live(cfg, args))
 
 
 async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from harness.orchestrator import Orchestrator
     from harness.services import ServiceError, find_services
+    from harness.supervisor import Supervisor
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,8 +124,13 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="telemetry-live-"))
             t0 = time.monotonic()
             with Live(console=console, refresh_per_second=4, transient=False) as live:
+                # a stage that dies is restarted (one line each), up to --max-restarts times; 0: the run stops
+                supervisor = Supervisor(
+                    args.max_restarts,
+                    on_restart=lambda line: console.print(line, style="yellow", markup=False, highlight=False),
+                )
                 orch = Orchestrator(
-                    cfg, services, workdir, preferred_ports=LIVE_PORTS,
+                    cfg, services, workdir, preferred_ports=LIVE_PORTS, supervisor=supervisor,
                     on_progress=lambda snap: live.update(_progress_table(snap, time.monotonic() - t0)),
                 )  # fmt: skip
                 task = asyncio.create_task(orch.run(stop))
@@ -123,12 +145,21 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         return 1
     a = result.accounting
     unsent = f" (unsent {a.unsent:,}: the generator fell behind)" if a.unsent else ""
+    # stopped with a stage dead: what is not committed is not necessarily lost (the failure line says where it is)
+    missing = (
+        f"lost {a.lost:,}"
+        if a.uncommitted is None
+        else f"not committed {a.lost:,}, of which lost {a.uncommitted.lost:,}"
+    )
     console.print(
         f"accounting: generated {a.generated:,}{unsent} · committed {a.committed:,} (rows {a.rows:,}, duplicated "
-        f"{a.duplicated:,}, lost {a.lost:,}) · forwarded {a.forwarded:,} · broadcast {a.broadcast:,} to "
+        f"{a.duplicated:,}, {missing}) · forwarded {a.forwarded:,} · broadcast {a.broadcast:,} to "
         f"{a.ws_clients} client(s) · logs in {workdir}",
         markup=False, highlight=False,
     )  # fmt: skip
+    if supervisor.restarts:
+        restarts = ", ".join(f"{name} {n}×" for name, n in supervisor.restarts.items())
+        console.print(f"restarted: {restarts}", markup=False, highlight=False)
     if result.failures:
         for f in result.failures:
             console.print(f"FAILED: {f}", style="bold red", markup=False, highlight=False)

@@ -619,3 +619,67 @@ def test_behaviour_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--backend-behaviour", "slow"]) == 2
     err = capsys.readouterr().err
     assert "slow" in err and "fast" in err and "seed" in err
+
+
+# --- the fault hook (the backend_503 fault's one fake): off by default, SIGUSR1 → 503 until SIGUSR2 -----------------
+
+
+def test_fault_hook_is_off_by_default() -> None:
+    from harness import fault_kinds
+    from pipeline.backend.fault_hook import OFF, ON, Unavailable
+
+    assert (fault_kinds.HOOK_ON, fault_kinds.HOOK_OFF) == (ON, OFF)  # the harness signals what the hook expects
+
+    assert not BackendSettings.from_cli([]).fault_hook
+    assert not any(m.cls is Unavailable for m in create_app(BackendSettings.from_cli([])).user_middleware)
+    hooked = create_app(BackendSettings.from_cli(["--fault-hook"]))
+    assert next(m.cls for m in hooked.user_middleware) is Unavailable  # outermost
+
+
+@pytest.mark.parametrize("behaviour", ["fast", "seed"])
+async def test_fault_hook_answers_503_between_sigusr1_and_sigusr2(
+    server_factory: Callable[..., Server], http: httpx.AsyncClient, behaviour: str
+) -> None:
+    """With ``--fault-hook``: SIGUSR1 makes both reading POSTs answer 503 (nothing received, nothing broadcast, the
+    connection kept), everything else answers as usual; SIGUSR2 ends it. Each 503 is counted."""
+    import signal
+
+    server = server_factory(f"hook-{behaviour}", "--fault-hook", "--backend-behaviour", behaviour)
+    one = json.dumps(seed_body("TEMPERATURE"))
+
+    async def received() -> float:
+        return (await scrape(http, server)).get("telemetry_readings_total{stage=received}", 0.0)
+
+    async with connect(server.ws_url + "?batch=1") as ws:
+        await wait_ws_clients(http, server, 1)
+        assert (await http.post(server.url + "/telem_data", content=one, headers=JSON)).status_code == 200
+        assert len(await recv_json(ws)) == 1
+        server.proc.send_signal(signal.SIGUSR1)
+        for _ in range(200):  # the signal is handled by the server's event loop
+            r = await http.post(server.url + "/telem_data", content=one, headers=JSON)
+            if r.status_code == 503:
+                break
+            assert len(await recv_json(ws)) == 1  # answered normally before the switch: broadcast as usual
+            await asyncio.sleep(0.01)
+        before = await received()
+        r = await http.post(server.url + "/telem_data/batch", json=batch_of(3))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json() == {"status": "error", "message": "backend unavailable (fault hook: SIGUSR1 until SIGUSR2)"}
+        assert (await http.post(server.url + "/latency", json={"latency": 0.1})).status_code == 200
+        assert (await http.get(server.url + "/healthz")).status_code == 200
+        assert await received() == before
+        samples = await scrape(http, server)
+        assert samples["telemetry_errors_total{kind=unavailable,stage=backend}"] == 2.0
+        server.proc.send_signal(signal.SIGUSR2)
+        for _ in range(200):
+            r = await http.post(server.url + "/telem_data/batch", json=batch_of(2))
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503
+            await asyncio.sleep(0.01)
+        got: list[int] = []
+        while len(got) < 2:  # seed: one message per reading, even to a batched client
+            got += [x["sequence_number"] for x in await recv_json(ws)]
+        assert got == [0, 1]  # nothing from the 503s came through
+        assert await received() == before + 2
+    assert server.proc.poll() is None  # the signals switched the hook; they did not stop the server

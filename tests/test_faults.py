@@ -27,6 +27,9 @@ from pipeline import db
 from tests.helpers import expected_readings, table_readings
 
 FAULTS = {c.id: c for c in load("faults").cells if c.fault}
+# backend_503, per forwarder variant that POSTs: the readings it loses when the backend answers 503 for
+# fault_kinds.UNAVAILABLE_S. Both retry a 5xx with backoff for RETRY_FOR_S (longer than the fault): none.
+LOST_TO_503 = {"async": 0, "sync": 0}
 
 
 def test_fault_times_are_drawn_per_repeat_from_the_seed_within_the_window() -> None:
@@ -42,6 +45,14 @@ def test_fault_times_are_drawn_per_repeat_from_the_seed_within_the_window() -> N
     assert Fault.model_validate(faults[0].as_dict()).drawn_from_s == (1.2, 4.0)  # results.json round trip
     fixed = dataclasses.replace(cell, fault_at_s=1.5)
     assert fixed.fault_for(cfg, 3) == Fault("kill_writer", 1.5)
+
+
+def test_backend_503_runs_for_every_forwarder_variant_that_posts() -> None:
+    """Each variant that POSTs has a backend_503 cell and a stated expectation (LOST_TO_503)."""
+    from pipeline.forwarders import FORWARDERS
+
+    posting = {name for name in FORWARDERS.names() if name != "none"}
+    assert {c.params.forwarder for c in FAULTS.values() if c.fault == "backend_503"} == posting == set(LOST_TO_503)
 
 
 def test_every_fault_cell_runs_under_load_at_random_moments_five_times() -> None:
@@ -66,6 +77,11 @@ def test_every_fault_cell_runs_under_load_at_random_moments_five_times() -> None
         ("fault = 'chaos'\nchaos = ['kill_writer']", "chaos = ['kill_writer']: at least two different kinds"),
         ("fault = 'chaos'\nchaos = ['kill_writer', 'chaos']", "at least two different kinds, each one of"),
         ("fault = 'kill_writer'\nchaos = ['kill_writer', 'lock_table']", "only for fault = 'chaos'"),
+        ("fault = 'backend_503'\nforwarder = 'none'", "fault 'backend_503' strikes the backend, but forwarder"),
+        (
+            "fault = 'chaos'\nchaos = ['kill_writer', 'kill_backend']\nforwarder = 'none'",
+            "fault 'kill_backend' strikes the backend",
+        ),
     ],
 )
 def test_fault_cells_are_checked_when_the_matrix_loads(cell: str, error: str, tmp_path: Path) -> None:
@@ -146,6 +162,17 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
         assert "writes refused with OOM" in fault.detail and fault.recovery_s >= fault_kinds.FULL_S
     if cell.fault == "lock_table":
         assert fault.recovery_s >= fault_kinds.LOCK_S and "ACCESS EXCLUSIVE lock" in fault.detail
+    if cell.fault == "backend_503":
+        # the backend's hook answered 503 to every POST of readings for 2 s (nothing received meanwhile); the
+        # variant tried each refused POST again (post_retried counts POSTs) and gave up on none
+        lost = LOST_TO_503[cfg.forwarder]
+        answered = orch.stages["backend"].last.get("telemetry_errors_total", stage="backend", kind="unavailable")
+        fwd = orch.stages["forwarder"].last
+        retried = fwd.get("telemetry_errors_total", stage="forwarder", kind="post_retried")
+        failed = fwd.get("telemetry_errors_total", stage="forwarder", kind="post_failed")
+        assert answered > 0 and retried == answered and failed == lost, (answered, retried, failed)
+        assert a.forwarded == a.received == 15_000 - lost and a.ws_received == a.forwarded * a.ws_clients
+        assert fault.recovery_s >= fault_kinds.UNAVAILABLE_S and "answered 503" in fault.detail
     if cfg.forwarding:
         assert a.forwarded == 15_000
     with db.connect_sync(services.pg_dsn, pg_schema) as conn:

@@ -62,8 +62,8 @@ def _forwarded() -> float:
     return REGISTRY.get_sample_value("telemetry_readings_total", {"stage": "forwarded"}) or 0.0
 
 
-def _failed() -> float:
-    labels = {"stage": "forwarder", "kind": "post_failed"}
+def _failed(kind: str = "post_failed") -> float:
+    labels = {"stage": "forwarder", "kind": kind}
     return REGISTRY.get_sample_value("telemetry_errors_total", labels) or 0.0
 
 
@@ -72,12 +72,13 @@ async def test_5xx_is_retried_4xx_given_up(backend: Scripted, variant: str) -> N
     fwd = FORWARDERS[variant](backend.url)
     await fwd.start()
     try:
-        before_ok, before_failed = _forwarded(), _failed()
+        before_ok, before_failed, before_retried = _forwarded(), _failed(), _failed("post_retried")
         backend.statuses[:] = [503, 502]  # a restarting backend: retried with backoff, then delivered
         await fwd.send([ROW])
         await fwd.close()
         assert len(backend.paths) == 3 and set(backend.paths) == {"/telem_data"}
         assert _forwarded() - before_ok == 1 and _failed() == before_failed
+        assert _failed("post_retried") - before_retried == 2  # each 5xx answer: one POST tried again
 
         await fwd.start()
         backend.paths.clear()
@@ -87,5 +88,6 @@ async def test_5xx_is_retried_4xx_given_up(backend: Scripted, variant: str) -> N
         assert len(backend.paths) == 2  # one POST each, none repeated
         assert _failed() - before_failed == 1  # the refused reading, given up
         assert _forwarded() - before_ok == 2  # the second reading was accepted
+        assert _failed("post_retried") - before_retried == 2  # a 4xx is not tried again
     finally:
         await fwd.close()

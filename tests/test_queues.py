@@ -136,3 +136,37 @@ async def test_reliable_list_gives_back_what_a_dead_consumer_held(client: aiored
     assert got == _rows(4)  # redelivered first, in order, then the rest
     assert await restarted.length() == 0
     await client.delete(restarted.processing)
+
+
+@pytest.mark.parametrize("name", list(QUEUES))
+async def test_held_is_what_a_writer_started_on_the_queue_would_get(
+    name: str, client: aioredis.Redis, queue_key: str
+) -> None:
+    """``Queue.held`` (what ``live`` reports as recoverable): the waiting entries, and — reliable variants — what a
+    consumer took and never acknowledged; never what was acknowledged, nor what the seed's list let a consumer pop."""
+    q = QUEUES[name](client, queue_key, entry="batch", consumer="writer-1")  # type: ignore[arg-type]
+    await q.setup()
+    for start in (0, 3, 6):
+        await q.put(_rows(3, start=start))
+    taken, _never_acked = await q.get(3, 1.0)  # one entry, never acknowledged (its consumer dies)
+    acked, token2 = await q.get(3, 1.0)
+    await q.ack(token2)
+    held = await QUEUES[name].held(client, queue_key)
+    assert held is not None
+    reliable = name != "list"
+    remaining = [r for r in _rows(9) if r not in taken and r not in acked]
+    assert sorted(held) == sorted(remaining + (taken if reliable else []))
+    if reliable:  # a writer started on the queue gets exactly those
+        fresh = QUEUES[name](client, queue_key, entry="batch", consumer="writer-1")  # type: ignore[arg-type]
+        await fresh.setup()
+        got: list[tuple] = []
+        for _ in range(10):
+            rows, token = await fresh.get(100, 0.2)
+            if not rows:
+                break
+            got.extend(rows)
+            await fresh.ack(token)
+        assert sorted(got) == sorted(held)
+    leftover = [k async for k in client.scan_iter(match=f"{queue_key}*")]
+    if leftover:
+        await client.delete(*leftover)

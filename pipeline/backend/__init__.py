@@ -20,6 +20,9 @@ also need ``Authorization: Bearer <token>``.
   ``GET /static/<file>``: its assets. Public, like ``/healthz``: the page holds no data until its websocket
   (which needs the token) connects. Open it as ``/?token=<token>`` when ``--api-token`` is set.
 
+Testing only, off by default: with ``--fault-hook``, SIGUSR1 makes both reading POSTs answer 503 until SIGUSR2
+(``fault_hook``: the ``backend_503`` fault, the backend's one fake).
+
 Errors are JSON ``{"status": "error", "message": "...", ...}``: 401 missing or wrong token, 413 body over
 ``--max-body-bytes``, 415 not JSON, 422 invalid body (``detail`` lists the first errors), 404/405 unknown
 route, 500 (never expected) without a traceback.
@@ -39,7 +42,8 @@ Two behaviours (``--backend-behaviour``), the same endpoints and bodies:
 Modules: ``schema`` (the reading's columns, defined once, and the bodies derived from them), ``errors``,
 ``guard`` (token, content type, body size), ``hub`` (websocket fan-out), ``ws`` (one subscriber's connection),
 ``routes`` (the fast behaviour's and the shared routes), ``seed`` (the seed behaviour's routes), ``static`` (the
-dashboard's files), ``app`` (``create_app``), ``server`` (``main``: settings, logging, uvicorn).
+dashboard's files), ``fault_hook`` (the 503 fake, off by default), ``app`` (``create_app``), ``server``
+(``main``: settings, logging, uvicorn).
 """
 
 from pipeline.backend.app import create_app

@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from pipeline import metrics
 from pipeline.backend.errors import ApiError, json_response
+from pipeline.backend.fault_hook import FaultHook, Unavailable
 from pipeline.backend.guard import Guard
 from pipeline.backend.hub import Hub
 from pipeline.backend.routes import add_common_routes, add_reading_routes
@@ -33,9 +34,15 @@ def create_app(settings: BackendSettings) -> FastAPI:
     for stage in ("received", "broadcast"):  # exposed at 0 from the start
         metrics.readings().labels(stage)
 
+    hook = FaultHook() if settings.fault_hook else None  # off by default: the backend_503 fault's fake
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if hook is not None:
+            hook.install()
         yield
+        if hook is not None:
+            hook.uninstall()
         for task in list(tasks):
             task.cancel()
         if tasks:
@@ -54,6 +61,9 @@ def create_app(settings: BackendSettings) -> FastAPI:
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+    if hook is not None:  # outermost: a 503 is answered before anything else reads the request
+        app.add_middleware(Unavailable, hook=hook)
+        app.state.fault_hook = hook
     _add_error_handlers(app, errors)
     if settings.backend_behaviour == "seed":
         add_seed_reading_routes(app, guard, hub, errors)

@@ -22,11 +22,14 @@ class Retryable(Exception):
 def retry_policy(transport_error: type[BaseException]) -> dict[str, Any]:
     """tenacity arguments (``Retrying(**…)`` or ``AsyncRetrying(**…)``) of every forwarder's POST: jittered
     exponential backoff for ``RETRY_FOR_S`` on a transport error of the variant's HTTP client or a 5xx answer,
-    then the last error is re-raised (and the variant gives up on those readings)."""
+    then the last error is re-raised (and the variant gives up on those readings). Every attempt that is tried
+    again is counted: ``telemetry_errors_total{stage="forwarder",kind="post_retried"}`` (POSTs, not readings)."""
+    retried = metrics.errors().labels("forwarder", "post_retried")
     return {
         "stop": stop_after_delay(RETRY_FOR_S),
         "wait": wait_random_exponential(multiplier=0.05, max=1.0),
         "retry": retry_if_exception_type((transport_error, Retryable)),
+        "before_sleep": lambda _state: retried.inc(),
         "reraise": True,
     }
 

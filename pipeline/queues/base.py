@@ -79,6 +79,12 @@ class Queue(ABC):
         """Every Redis key this variant keeps for the queue at ``key`` → its contents in one line (length, pending
         entries); keys that don't exist are left out. What a Redis restart must bring back unchanged."""
 
+    @classmethod
+    async def held(cls, client: aioredis.Redis, key: str) -> list[Row] | None:
+        """Every reading the queue at ``key`` still holds — waiting, or taken by a writer and not acknowledged:
+        what writers started on it would commit (``live`` says so when a run stops). None: the variant can't say."""
+        return None
+
     def _note_entry_size(self, n_rows: int, n_entries: int) -> None:
         if n_entries:
             self._rows_per_entry = 0.9 * self._rows_per_entry + 0.1 * (n_rows / n_entries)

@@ -45,6 +45,11 @@ class ListQueue(Queue):
         return int(await client.llen(key))
 
     @classmethod
+    async def held(cls, client: aioredis.Redis, key: str) -> list[Row] | None:
+        """What the list holds (a reading popped by a writer is no longer here: it lives or dies with it)."""
+        return [row for payload in await client.lrange(key, 0, -1) for row in decode(payload)]
+
+    @classmethod
     async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
         n = int(await client.llen(key))
         return {key: f"list of {n}"} if n else {}

@@ -42,6 +42,14 @@ class ReliableListQueue(ListQueue):
         return int(await self.r.llen(self.key)) + int(await self.r.llen(self.processing))
 
     @classmethod
+    async def held(cls, client: aioredis.Redis, key: str) -> list[Row] | None:
+        """The queue and every consumer's processing list (a restarted writer puts its own back)."""
+        rows = await super().held(client, key) or []
+        async for k in client.scan_iter(match=f"{key}:processing:*"):
+            rows += [row for payload in await client.lrange(k, 0, -1) for row in decode(payload)]
+        return rows
+
+    @classmethod
     async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
         """The queue and every consumer's processing list (what it took and has not acknowledged)."""
         out = await super().summary(client, key)

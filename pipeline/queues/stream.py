@@ -102,6 +102,12 @@ class StreamQueue(Queue):
         return int(await client.xlen(key))
 
     @classmethod
+    async def held(cls, client: aioredis.Redis, key: str) -> list[Row] | None:
+        """Every entry of the stream: waiting, or pending with a consumer (acknowledged entries are deleted)."""
+        entries: Any = await client.xrange(key, "-", "+")
+        return [row for _id, fields in entries if fields for row in decode(fields[FIELD])]
+
+    @classmethod
     async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
         """The stream's length and each consumer group's pending (read, not acknowledged) entries."""
         if not await client.exists(key):
