@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ConfigDict, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
-from harness.compat import DictReads
 from harness.faults import Fault
 from harness.plan import PipelineConfig
 
 
-class Accounting(DictReads):
+class Accounting(BaseModel):
     """Counts of one run, from the stages' counters and the table itself; ``duplicated`` and ``lost`` are derived
     (in ``results.json`` too: read back, they are recomputed)."""
 
