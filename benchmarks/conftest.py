@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pipeline.decoders import DECODERS
-from pipeline.generator import StreamParams, produce
+from pipeline.stream import StreamParams, produce
 
 
 def generated_batches(count: int, per_message: int = 100, sensors: int = 50) -> list[Any]:

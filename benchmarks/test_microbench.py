@@ -21,11 +21,11 @@ from harness.services import Services
 from pipeline import db
 from pipeline.decoders import DECODERS
 from pipeline.encoder import Pending
-from pipeline.generator import StreamParams, produce, produce_encoded
 from pipeline.proto import pb2
 from pipeline.queues.base import decode as queue_decode
 from pipeline.queues.base import encode as queue_encode
 from pipeline.sinks import SINKS
+from pipeline.stream import StreamParams, produce, produce_encoded
 
 
 # ----------------------------------------------------------------------------------------------------- decode

@@ -23,10 +23,10 @@ from harness.orchestrator import free_port
 from harness.plan import PipelineConfig
 from pipeline import db
 from pipeline.decoders import DECODERS
-from pipeline.generator import StreamParams, produce
 from pipeline.proto import GRPC_OPTIONS, pb2
 from pipeline.rows import row_to_dict
 from pipeline.sinks import SINKS
+from pipeline.stream import StreamParams, produce
 
 READINGS = 100_000
 BATCH = 10_000

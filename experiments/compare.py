@@ -25,6 +25,7 @@ from pathlib import Path
 from experiments import sampling, stats
 from experiments.results import Results, failed, loop_of, p99s, throughputs
 from experiments.storage import ROOT
+from harness.plan import PipelineConfig
 
 PROFILE_CHANGES = 8  # functions listed per stage
 
@@ -109,7 +110,9 @@ def compare(a: Results, b: Results, fail_above: float | None = None, roots: list
             ch.failed_a, ch.failed_b = failed(ca), failed(cb)
             skip = {"duration", "count"}
             ch.params_differ = sorted(
-                k for k in set(ca.params) | set(cb.params) if k not in skip and ca.params.get(k) != cb.params.get(k)
+                k
+                for k in PipelineConfig.model_fields
+                if k not in skip and getattr(ca.params, k) != getattr(cb.params, k)
             )
             if fail_above is not None:
                 ch.regressions = _regressions(ch, fail_above / 100.0)

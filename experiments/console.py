@@ -4,14 +4,13 @@ loops, faults, each comparison's winner sentence with its interval, the headline
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from experiments import stats
 from experiments.report.winners import group_view, plain
-from experiments.results import CellResult, RatioCI, Results, acct
+from experiments.results import CellResult, RatioCI, Results
 
 
 def _ci(v: list[float] | None) -> str:
@@ -39,32 +38,31 @@ def cell_line(c: CellResult) -> str:
 
 
 def _faults(console: Console, res: Results) -> None:
-    rows = [(c, r) for c in res.cells for r in c.repeats if r.fault]
+    rows = [(c, r, r.fault) for c in res.cells for r in c.repeats if r.fault is not None]
     if not rows:
         return
     t = Table(title="faults: recovery and accounting per repeat", header_style="bold")
     for col in ("cell", "fault", "at s", "recovery s", "generated", "committed", "lost", "dup", "result"):
         t.add_column(col, justify="left" if col in ("cell", "fault", "result") else "right")
-    for c, r in rows:
-        raw: Any = r.fault  # a dict today, a typed model once Repeat.fault is typed: both read the same
-        f = raw if isinstance(raw, dict) else raw.model_dump()
-        rec = f.get("recovery_s")
+    for c, r, f in rows:
+        a = r.accounting
+        rec = f.recovery_s
         style: str | None
-        if not f.get("injected"):
-            result, style = f.get("note") or "not injected", "yellow"
+        if not f.injected:
+            result, style = f.note or "not injected", "yellow"
         elif not r.ok:
             result, style = "FAILED", "red"
         else:
             result, style = ("expected loss (reported)", "yellow") if r.expected_failures else ("ok", None)
         t.add_row(
             c.id if r.index >= 0 else f"{c.id} (profiled)",
-            str(f.get("kind", "")),
-            f"{f.get('at_s', 0):g}",
+            f.kind,
+            f"{f.at_s:g}",
             f"{rec:.2f}" if rec is not None else "–",
-            f"{acct(r, 'generated'):,}",
-            f"{acct(r, 'committed'):,}",
-            f"{acct(r, 'lost'):,}",
-            f"{acct(r, 'duplicated'):,}",
+            f"{a.generated:,}",
+            f"{a.committed:,}",
+            f"{a.lost:,}",
+            f"{a.duplicated:,}",
             result,
             style=style,
         )

@@ -237,13 +237,6 @@ class Results(_M):
 
 
 # ------------------------------------------------------------------------------------- reading cells (one place)
-def acct(rep: Repeat, key: str) -> int:
-    """One accounting count of a repeat (a dict today, a typed model tomorrow: both read the same)."""
-    a: Any = rep.accounting
-    v = a.get(key, 0) if isinstance(a, dict) else getattr(a, key, 0)
-    return int(v or 0)
-
-
 def counted(cell: CellResult) -> list[Repeat]:
     """The timed repeats a cell's figures come from: every repeat but the pilots and the excluded sampled repeats
     (index < 0: profiled, not here)."""
@@ -273,7 +266,7 @@ def full_job(cell: CellResult) -> bool:
     if not cell.params.forwarding:
         return False
     reps = counted(cell)
-    return bool(reps) and all(acct(r, "ws_clients") >= 1 for r in reps)
+    return bool(reps) and all(r.accounting.ws_clients >= 1 for r in reps)
 
 
 def is_seed(cell: CellResult) -> bool:

@@ -36,10 +36,10 @@ from harness.process import free_port
 from pipeline import db
 from pipeline.decoders import DECODERS
 from pipeline.forwarders import FORWARDERS
-from pipeline.generator import StreamParams, produce
 from pipeline.queues import QUEUES
 from pipeline.rows import Row
 from pipeline.sinks import SINKS
+from pipeline.stream import StreamParams, produce
 
 READINGS = 50_000  # per stage and pass: about a second each at today's speeds
 STAGES = ("generator", "ingest", "queue", "writer_1", "writer_N", "forward")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import collections
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from experiments import stats
-from experiments.results import CellResult, Latency, StopReason, Summary, acct, counted, failed, loop_of
+from experiments.results import CellResult, Latency, StopReason, Summary, counted, failed, loop_of
+from harness.accounting import Accounting
 from harness.faults import recovery_of
 
 
@@ -35,15 +37,15 @@ def summarize(
     tps = [r.throughput_rps for r in reps if r.throughput_rps is not None]
     est = stats.estimate(tps)
     p99 = stats.estimate(r.latency_ms.p99 for r in reps)
-    cpu = [sum(s.cpu_s for s in r.resources.values()) / acct(r, "committed") for r in reps if acct(r, "committed")]
+    cpu = [sum(s.cpu_s for s in r.resources.values()) / r.accounting.committed for r in reps if r.accounting.committed]
     verdicts = [r.bottleneck for r in reps if r.bottleneck]
     bn = None
     if verdicts:  # the most frequent verdict over the repeats
         stage = collections.Counter(v.stage for v in verdicts).most_common(1)[0][0]
         bn = next(v for v in verdicts if v.stage == stage)
 
-    def total(key: str) -> int:  # accounting over every timed repeat, pilots included: each is a real run
-        return sum(acct(r, key) for r in cell.repeats)
+    def total(count: Callable[[Accounting], int]) -> int:  # over every timed repeat, pilots included: each ran
+        return sum(count(r.accounting) for r in cell.repeats)
 
     hw = est.half_width
     fault_cell = any(r.fault for r in reps)  # its figures are about the fault and the recovery: not judged here
@@ -69,13 +71,13 @@ def summarize(
         latency_p99_ci95=p99.ci,
         measure_s=reps[-1].measure_s if reps else None,
         fraction_of_ceiling=(med / ceiling) if med and ceiling else None,
-        readings_generated=total("generated"),
-        readings_committed=total("committed"),
-        lost=total("lost"),
-        duplicated=total("duplicated"),
-        forwarded=total("forwarded"),
-        broadcast=total("broadcast"),
-        unsent=total("unsent"),
+        readings_generated=total(lambda a: a.generated),
+        readings_committed=total(lambda a: a.committed),
+        lost=total(lambda a: a.lost),
+        duplicated=total(lambda a: a.duplicated),
+        forwarded=total(lambda a: a.forwarded),
+        broadcast=total(lambda a: a.broadcast),
+        unsent=total(lambda a: a.unsent),
         latency_ms=_latency(reps, "latency_ms"),
         latency_sent_ms=_latency(reps, "latency_sent_ms"),
         e2e_latency_ms=_latency(reps, "e2e_latency_ms"),

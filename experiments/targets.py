@@ -119,7 +119,7 @@ def perf(res: Results) -> list[dict[str, Any]]:
             _t(
                 name,
                 target,
-                f"{p99.text(',.0f', ' ms')} at {half.params.get('rate', 0):,.0f} readings/s offered (open loop)",
+                f"{p99.text(',.0f', ' ms')} at {half.params.rate:,.0f} readings/s offered (open loop)",
                 stats.at_most(p99, MAX_P99_MS),
                 f"p50 {half.summary.latency_ms.p50:,.0f} ms, max {half.summary.latency_ms.max:,.0f} ms",
                 ["half-rate"],
@@ -187,7 +187,7 @@ def perf(res: Results) -> list[dict[str, Any]]:
                 target,
                 f"worst: {stage} +{rel:.1%} ({growth / 2**20:.1f} MiB) after {warm:.0f} s",
                 ok,
-                f"offered {over.params.get('rate', 0):,.0f} readings/s for {over.params.get('duration', 0):.0f} s; "
+                f"offered {over.params.rate:,.0f} readings/s for {over.params.duration:.0f} s; "
                 f"backpressure: lost {over.summary.lost if over.summary else '?'}",
                 ["overload"],
             )

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ConfigDict, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
-from harness.compat import DictReads
 from harness.faults import Fault
 from harness.plan import PipelineConfig
 
 
-class Uncommitted(DictReads):
+class Uncommitted(BaseModel):
     """Where the readings generated but not committed are, when a run stopped with some (``live`` with a stage
     dead and not restarted): ``in_queue`` still in the writer queue (waiting, or taken by a dead writer and not
     acknowledged) and not in the table — recoverable, a writer started on the queue commits them; ``in_flight``
@@ -36,7 +35,7 @@ class Uncommitted(DictReads):
                 f"{self.lost:,} lost")  # fmt: skip
 
 
-class Accounting(DictReads):
+class Accounting(BaseModel):
     """Counts of one run, from the stages' counters and the table itself; ``duplicated`` and ``lost`` are derived
     (in ``results.json`` too: read back, they are recomputed)."""
 

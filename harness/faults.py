@@ -22,10 +22,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 from harness import fault_kinds
-from harness.compat import DictReads
 from harness.process import PipelineError, Stage
 from harness.servers import ThrowawayRedis
 from harness.services import Services
@@ -59,7 +58,7 @@ def draw_at_s(seed: int, key: str, index: int, lo_s: float, hi_s: float) -> floa
     return round(random.Random(int.from_bytes(digest[:8], "big")).uniform(lo_s, hi_s), 3)
 
 
-class Fault(DictReads):
+class Fault(BaseModel):
     """A fault injected ``at_s`` seconds after the stream is flowing (the first reading is in the table, so every
     stage holds readings when it strikes). ``Fault("kill_writer", 1.5)`` or by keyword.
 
@@ -129,7 +128,7 @@ class Fault(DictReads):
         return cls(kind, at, seed=seed, drawn_from_s=(round(lo_s, 3), round(hi_s, 3)))
 
 
-class Recovery(DictReads):
+class Recovery(BaseModel):
     """A fault cell's recovery times over its repeats (results.json: ``summary.recovery``): how many repeats had
     the fault, how many were injected and recovered, the median, min and max recovery time, and each one."""
 

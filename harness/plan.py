@@ -5,9 +5,8 @@ Unknown keys and unknown variant names fail here, before anything starts, naming
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-from harness.compat import DictReads
 from pipeline.knobs import (
     VARIANT_KINDS,
     BackendBehaviour,
@@ -22,7 +21,7 @@ from pipeline.knobs import (
 from pipeline.registry import check_variant
 
 
-class PipelineConfig(DictReads):
+class PipelineConfig(BaseModel):
     """A run plan. Every field is a run-plan knob of ``pipeline/knobs.py`` (type, run default, bounds, help, the
     stages it is passed to: declared there once); ``harness.argv`` turns a plan into each stage's flags."""
 

@@ -55,7 +55,7 @@ async def generated_messages(params: Any) -> list[Any]:
     """Every TelemetryResponse the generator's producer makes for ``params`` (a StreamParams), in order."""
     import asyncio
 
-    from pipeline.generator import produce
+    from pipeline.stream import produce
 
     buf: asyncio.Queue[Any] = asyncio.Queue()
     await produce(params, buf)

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from pipeline.decoders import DECODERS, DecodeError
-from pipeline.generator import StreamParams
 from pipeline.proto import pb2
 from pipeline.rows import COLUMNS
+from pipeline.stream import StreamParams
 from tests.helpers import f32, generated_messages
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from pipeline import metrics
 from pipeline.encoder import BatchEncoder, iso_bytes, varint9, walk
-from pipeline.generator import StreamParams, _IsoClock, fast_path_fits, produce, produce_encoded
 from pipeline.proto import pb2
 from pipeline.sensors import make_sensors
+from pipeline.stream import StreamParams, _IsoClock, fast_path_fits, produce, produce_encoded
 
 T0 = 1_700_000_000_123_456_789  # a fixed schedule origin in the past (all due at once): intended times compare exactly
 SENT = 1_800_000_005_000_000_001

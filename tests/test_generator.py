@@ -148,7 +148,7 @@ def test_invalid_request_is_invalid_argument(
 def test_owed_is_exactly_the_rest_of_the_schedule(rate: float, count: int, duration_s: float, idx: int) -> None:
     """What an overloaded generator counts as unsent: every reading of the schedule from ``idx`` on that is
     intended before the end (and below count) — the same count a brute-force walk of the schedule gives."""
-    from pipeline.generator import StreamParams, _owed, schedule
+    from pipeline.stream import StreamParams, _owed, schedule
 
     params = StreamParams(rate=rate, count=count, duration_s=duration_s, sensors=5)
     t0, end = 1_000_000_000, 1_000_000_000 + round(duration_s * 1e9)

@@ -140,9 +140,10 @@ def _stages_started(proc: subprocess.Popen[bytes], timeout: float = 90.0) -> set
     pytest.fail(f"the harness did not start its stages within {timeout:.0f} s")
 
 
-def _harness(args: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:
+def _harness(args: list[str], tmp_path: Path, services: Services) -> subprocess.Popen[bytes]:
+    """``telemetry-bench ARGS`` on the test run's servers (never the machine's default database and Redis db)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(PYTHONPATH=str(ROOT), TELEMETRY_PG_DSN=services.pg_dsn, TELEMETRY_REDIS_URL=services.redis_url)
     log = (tmp_path / "harness.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "telemetry_bench.cli", *args], stdout=log, stderr=log, env=env,
                             cwd=tmp_path)  # fmt: skip
@@ -151,10 +152,10 @@ def _harness(args: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:
 # each way once between live and run: live gets Ctrl-C (SIGINT) and SIGHUP, run SIGTERM and SIGKILL (all four take
 # the same paths in both commands: harness.lifeline.graceful_stop_signals, the loop's handlers, PR_SET_PDEATHSIG)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
-def test_live_stopped_from_outside_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+def test_live_stopped_from_outside_leaves_no_process(tmp_path: Path, services: Services, sig: signal.Signals) -> None:
     """``telemetry-bench live`` stopped mid-run by each signal: every process it started is gone afterwards."""
     proc = _harness(["live", "--topology", "split", "--rpc", "batched", "--rate", "2000", "--duration", "120",
-                     "--forwarder", "async"], tmp_path)  # fmt: skip
+                     "--forwarder", "async"], tmp_path, services)  # fmt: skip
     try:
         seen = _stages_started(proc)
         proc.send_signal(sig)
@@ -166,7 +167,7 @@ def test_live_stopped_from_outside_leaves_no_process(tmp_path: Path, sig: signal
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_run_stopped_from_outside_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
+def test_run_stopped_from_outside_leaves_no_process(tmp_path: Path, services: Services, sig: signal.Signals) -> None:
     """``telemetry-bench run`` stopped mid-cell: no process of the run survives; SIGTERM gives a non-zero exit
     after an orderly stop, with the results so far written."""
     matrix = tmp_path / "m.toml"
@@ -176,7 +177,7 @@ def test_run_stopped_from_outside_leaves_no_process(tmp_path: Path, sig: signal.
         '[cells.one]\ntitle = "one cell, long enough to be stopped mid-repeat"\n'
     )
     proc = _harness(["run", "--matrix", str(matrix), "--out", str(tmp_path / "reports"), "--profile", "none",
-                     "--profiles", str(tmp_path / "profiles")], tmp_path)  # fmt: skip
+                     "--profiles", str(tmp_path / "profiles")], tmp_path, services)  # fmt: skip
     try:
         seen = _stages_started(proc, timeout=300)
         proc.send_signal(sig)

@@ -378,7 +378,7 @@ def test_headline_intervals_loops_and_target_status(tmp_path: Path) -> None:
     full = res.cells[3].model_copy(deep=True)  # the baseline, forwarding to the backend with a websocket client
     full.id, full.params = "full", full.params.model_copy(update={"forwarder": "async"})
     for r in full.repeats:
-        r.accounting = {**r.accounting, "ws_clients": 1}
+        r.accounting = r.accounting.model_copy(update={"ws_clients": 1})
     res.cells.append(full)
     res.headline = headline_of(res)
     res.targets = [Target(name="instrumentation", target="±3 %", measured="x", status="cannot_tell", passed=None,

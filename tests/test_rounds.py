@@ -106,7 +106,7 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
     assert slow.repeats_taken == 3 and slow.measure_s == pytest.approx(12.5)
     assert [ms for c, _, ms in calls if c == "slow-commits"][1:] == [12.5, 12.5, 12.5]
     assert slow.throughput_rps == pytest.approx(50.2)  # the median of the counted repeats (50.5, 49.5, 50.2)
-    assert by["slow-commits"].params["duration"] == pytest.approx(0.5 + 12.5 + 0.5)
+    assert by["slow-commits"].params.duration == pytest.approx(0.5 + 12.5 + 0.5)
 
 
 def test_phases_and_time_spent() -> None:

@@ -163,7 +163,7 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
         rep = cell.repeats[0]
         assert rep.resources and all(r.cpu_s >= 0 for r in rep.resources.values())
         assert rep.pg.wal_bytes and rep.pg.wal_bytes > 0
-        if cell.params["forwarder"] != "none":
+        if cell.params.forwarding:
             assert s.forwarded == s.readings_generated and s.broadcast == s.forwarded
         # the profiled repeat wrote a loadable cProfile file per stage
         assert cell.profile is not None and cell.profile.failures == []

@@ -8,8 +8,8 @@ import pytest
 from harness.services import Services
 from pipeline import db
 from pipeline.decoders import DECODERS
-from pipeline.generator import StreamParams
 from pipeline.sinks import SINKS
+from pipeline.stream import StreamParams
 from tests.helpers import expected_readings, generated_messages, table_readings
 
 

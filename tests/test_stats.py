@@ -223,7 +223,7 @@ def test_headline_compares_like_with_like() -> None:
     full = res.cells[3].model_copy(deep=True)
     full.id, full.params = "full", full.params.model_copy(update={"forwarder": "async"})
     for r in full.repeats:
-        r.accounting = {**r.accounting, "ws_clients": 1}
+        r.accounting = r.accounting.model_copy(update={"ws_clients": 1})
     res.cells.append(full)
     h = headline_of(res)
     assert h.full_job_vs_seed is not None and h.full_job_vs_seed.numerator == "full"

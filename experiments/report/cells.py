@@ -12,7 +12,7 @@ from experiments.headline import headline_of
 from experiments.promql import quantiles
 from experiments.report.plots import timeline_plot
 from experiments.report.profiles import cell_profiles
-from experiments.results import CellResult, Repeat, Results, acct, counted, failed, loop_of
+from experiments.results import CellResult, Repeat, Results, counted, failed, loop_of
 
 
 def prom_hist(rep: Repeat, name: str, scale: float = 1000.0) -> dict[str, float | None]:
@@ -77,7 +77,7 @@ def headline(res: Results) -> dict[str, Any]:
         seed_rps=seed_tp,
         vs_seed=(tp / seed_tp) if seed_tp else None,
         seed_open_loop=bool(seed and loop_of(seed.params) == "open"),
-        seed_rate=seed.params.get("rate") if seed else None,
+        seed_rate=seed.params.rate if seed else None,
         seed_failed=bool(seed and failed(seed)),
         bottleneck=bn.stage if bn else None,
         bottleneck_reason=bn.reason if bn else None,
@@ -144,7 +144,9 @@ def flags(res: Results, min_commits: int) -> dict[str, list[dict[str, Any]]]:
 def _pg(cell: CellResult) -> dict[str, Any]:
     reps = counted(cell)
     per_row = [
-        r.pg.table_bytes / acct(r, "committed") for r in reps if r.pg.table_bytes is not None and acct(r, "committed")
+        r.pg.table_bytes / r.accounting.committed
+        for r in reps
+        if r.pg.table_bytes is not None and r.accounting.committed
     ]
     cps = [r.pg.checkpoints for r in reps if r.pg.checkpoints is not None]
     return {
@@ -158,27 +160,25 @@ def _pg(cell: CellResult) -> dict[str, Any]:
 
 def _params_line(cell: CellResult) -> str:
     p = cell.params
-    if not p:
-        return ""
-    rate = "max rate (closed loop)" if p.get("max_rate") else f"{p.get('rate', 0):,.0f}/s offered (open loop)"
-    fwd = p.get("forwarder", "none")
-    if fwd != "none":
-        fwd = f"{fwd} POSTs ×{p.get('forward_batch')} from {p.get('forward_from')}"
+    rate = "max rate (closed loop)" if p.max_rate else f"{p.rate:,.0f}/s offered (open loop)"
+    fwd = p.forwarder
+    if p.forwarding:
+        fwd = f"{fwd} POSTs ×{p.forward_batch} from {p.forward_from}"
     parts = [
-        f"{p.get('topology')}", f"{p.get('rpc')} RPC ×{p.get('readings_per_message')}", rate,
-        f"{p.get('decoder')} decode", f"{p.get('queue')} queue ({p.get('queue_entry')})",
-        f"{p.get('sink')} batch {p.get('batch_size') or 0:,}",
-        f"{p.get('workers')} writer(s)", f"forward: {fwd}",
+        p.topology, f"{p.rpc} RPC ×{p.readings_per_message}", rate,
+        f"{p.decoder} decode", f"{p.queue} queue ({p.queue_entry})",
+        f"{p.sink} batch {p.batch_size or 0:,}",
+        f"{p.workers} writer(s)", f"forward: {fwd}",
     ]  # fmt: skip
-    if p.get("backend"):  # the backend variant, where the plan has one (the seed's or ours)
-        parts.append(f"backend: {p['backend']}")
+    if p.forwarding:  # the backend's behaviour matters only where readings reach it (the seed's or ours)
+        parts.append(f"backend: {p.backend_behaviour}")
     return " · ".join(parts)
 
 
 def cell_view(cell: CellResult, res: Results, roots: list[Path], run_dir: Path) -> dict[str, Any]:
     s = cell.summary
     rep = representative(cell)
-    per_entry = int(cell.params.get("readings_per_message", 1)) if cell.params.get("queue_entry") == "batch" else 1
+    per_entry = cell.params.readings_per_message if cell.params.queue_entry == "batch" else 1
     order = _stage_order(cell)
     profiles = cell_profiles(cell, roots, run_dir, order)
     bn = s.bottleneck if s else None
@@ -211,8 +211,8 @@ def cell_view(cell: CellResult, res: Results, roots: list[Path], run_dir: Path) 
         "pg": _pg(cell),
         "cpu_us": s.cpu_s_per_reading * 1e6 if s and s.cpu_s_per_reading else None,
         "fraction": s.fraction_of_ceiling if s else None,
-        "sink": cell.params.get("sink", "–"),
-        "batch": cell.params.get("batch_size"),
+        "sink": cell.params.sink,
+        "batch": cell.params.batch_size,
         "faults": fault_lines(cell),
     }
 
@@ -229,24 +229,24 @@ def fault_lines(cell: CellResult) -> list[str]:
         out.append(f"{rec.kind} {when}, injected in {rec.injected} of {rec.repeats} repeats, recovered in "
                    f"{rec.recovered}: recovery {dist}")  # fmt: skip
     for r in cell.repeats:
-        f: Any = r.fault
-        if not f:
+        f = r.fault
+        if f is None:
             continue
-        f = f if isinstance(f, dict) else f.model_dump()
         label = "profiled repeat" if r.index < 0 else f"repeat {r.index + 1}"
-        if not f.get("injected"):
-            out.append(f"{label}: {f['kind']} {f.get('note') or 'not injected'}")
+        if not f.injected:
+            out.append(f"{label}: {f.kind} {f.note or 'not injected'}")
             continue
-        rec = f.get("recovery_s")
-        drawn = f.get("drawn_from_s")
-        at = f"{f['at_s']:g} s" + (f" (drawn from {drawn[0]:g}–{drawn[1]:g} s)" if drawn else "")
-        line = f"{label}: {f['kind']} at {at}, " + (
-            f"recovered in {rec:.2f} s" if rec is not None else "the affected path never moved again"
+        took = f.recovery_s
+        drawn = f.drawn_from_s
+        at = f"{f.at_s:g} s" + (f" (drawn from {drawn[0]:g}–{drawn[1]:g} s)" if drawn else "")
+        line = f"{label}: {f.kind} at {at}, " + (
+            f"recovered in {took:.2f} s" if took is not None else "the affected path never moved again"
         )
-        line += f"; generated {acct(r, 'generated'):,}, committed {acct(r, 'committed'):,}, lost {acct(r, 'lost'):,}"
-        line += f", duplicated {acct(r, 'duplicated'):,}"
-        if f.get("detail"):
-            line += f". {f['detail']}"
+        a = r.accounting
+        line += f"; generated {a.generated:,}, committed {a.committed:,}, lost {a.lost:,}"
+        line += f", duplicated {a.duplicated:,}"
+        if f.detail:
+            line += f". {f.detail}"
         if r.expected_failures:
             line += " (this design's loss, expected and reported: " + "; ".join(r.expected_failures) + ")"
         out.append(line)

@@ -17,10 +17,16 @@ from experiments import stats
 from experiments.report.cells import prom_hist
 from experiments.report.fmt import f_ms
 from experiments.results import CellResult, counted, failed, loop_of, p99s, throughputs
+from harness.plan import PipelineConfig
+
+
+def _value(cell: CellResult, key: str) -> Any:
+    """A group key's value in a cell: its plan's field, else what the matrix varied (a key outside the plan)."""
+    return getattr(cell.params, key) if key in PipelineConfig.model_fields else cell.varied.get(key)
 
 
 def label(cell: CellResult, keys: list[str]) -> str:
-    parts = [f"{k}={cell.params.get(k, cell.varied.get(k))}" for k in keys]
+    parts = [f"{k}={_value(cell, k)}" for k in keys]
     text = ", ".join(parts) if parts else cell.id
     return text + (" (baseline)" if cell.id == "baseline" else "")
 
@@ -46,7 +52,7 @@ def group_rows(group: dict[str, Any], by_id: dict[str, CellResult], ceiling: flo
                          (est.median or 0) / ceiling if ceiling and tps else None),
             "p50": s.latency_ms.p50 if s else None, "p99": s.latency_ms.p99 if s else None,
             "bottleneck": s.bottleneck.stage if s and s.bottleneck else None, "winner": False, "vs_best": None,
-            "rate": c.params.get("rate") or 0.0, "loop": loop_of(c.params),
+            "rate": c.params.rate or 0.0, "loop": loop_of(c.params),
         })  # fmt: skip
     return rows
 
@@ -54,7 +60,7 @@ def group_rows(group: dict[str, Any], by_id: dict[str, CellResult], ceiling: flo
 def group_view(group: dict[str, Any], by_id: dict[str, CellResult], ceiling: float | None) -> dict[str, Any]:
     rows = group_rows(group, by_id, ceiling)
     open_loop = bool(rows) and all(r["loop"] == "open" for r in rows)
-    forwarding = open_loop and any(r["cell"].params.get("forwarder", "none") != "none" for r in rows)
+    forwarding = open_loop and any(r["cell"].params.forwarding for r in rows)
     sentence, winner = verdict(rows, open_loop, forwarding)
     best = next((x for x in rows if x["id"] == winner), None)
     for r in rows:
