@@ -49,7 +49,12 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
         maxsize = max(1, self.settings.buffer_readings // params.readings_per_message)
         buf: asyncio.Queue[tuple[Any, int] | None] = asyncio.Queue(maxsize=maxsize)
         fast = builder == "numpy" and fast_path_fits(params)
-        producer = asyncio.create_task((produce_encoded if fast else produce)(params, buf, self.stopping))
+        # a resumed stream (its subscriber died, a new one asks from its saved position): what was sent before is
+        # sent again whatever the time — those readings exist; only readings never generated may go unsent
+        sent_before = self.next_index if params.start_index else 0
+        producer = asyncio.create_task(
+            (produce_encoded if fast else produce)(params, buf, self.stopping, sent_before=sent_before)
+        )
         wait_hist = metrics.generator_buffer_wait_seconds()
         delay_hist = metrics.generator_publish_delay_seconds()
         generated = metrics.readings().labels("generated")

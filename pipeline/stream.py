@@ -151,10 +151,15 @@ class _IsoClock:
 
 
 async def produce(
-    params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | None], stopping: asyncio.Event | None = None
+    params: StreamParams,
+    buf: asyncio.Queue[tuple[Any, int] | None],
+    stopping: asyncio.Event | None = None,
+    sent_before: int = 0,
 ) -> None:
     """Fill ``buf`` with TelemetryBatch messages on the schedule; None at the end (count, duration or
-    ``stopping``: the stream then ends cleanly, so the subscriber sees a normal end of stream)."""
+    ``stopping``: the stream then ends cleanly, so the subscriber sees a normal end of stream). A resumed stream
+    sends the readings below ``sent_before`` (sent once already, to a subscriber that died before keeping them)
+    even past the schedule's end and the overload stop: they were generated, only later ones can go unsent."""
     stopping = stopping or asyncio.Event()
     sensors = make_sensors(params.sensors, params.seed)
     iso = _IsoClock()
@@ -176,7 +181,7 @@ async def produce(
     unsent = 0
     while nxt is not None and not stopping.is_set():
         now = time.time_ns()
-        if overload_ns is not None and end_ns is not None and now >= overload_ns:
+        if overload_ns is not None and end_ns is not None and now >= overload_ns and idx >= sent_before:
             unsent = _owed(params, t0, end_ns, nxt, idx, sched)
             break
         built = 0
@@ -185,7 +190,7 @@ async def produce(
             i, intended = nxt
             if params.max_rate:
                 intended = now
-            if end_ns is not None and intended >= end_ns:
+            if end_ns is not None and intended >= end_ns and idx >= sent_before:
                 nxt = None
                 break
             msg = batch.readings.add()
@@ -202,7 +207,8 @@ async def produce(
             idx += 1
             if len(batch.readings) >= rpm:
                 # waits while the subscriber is slow (backpressure), but never past the overload stop
-                if not await _put_by(buf, (batch, time.time_ns()), overload_ns):
+                resent = idx - len(batch.readings) < sent_before
+                if not await _put_by(buf, (batch, time.time_ns()), None if resent else overload_ns):
                     assert end_ns is not None
                     unsent = len(batch.readings) + _owed(params, t0, end_ns, nxt, idx, sched)
                     batch = pb2.TelemetryBatch()
@@ -240,7 +246,10 @@ def fast_path_fits(params: StreamParams) -> bool:
 
 
 async def produce_encoded(
-    params: StreamParams, buf: asyncio.Queue[tuple[Any, int] | None], stopping: asyncio.Event | None = None
+    params: StreamParams,
+    buf: asyncio.Queue[tuple[Any, int] | None],
+    stopping: asyncio.Event | None = None,
+    sent_before: int = 0,
 ) -> None:
     """``produce``'s fast path, with the same stream: the same readings (``BatchEncoder``: built with numpy ahead,
     a chunk at a time, and encoded once), the same intended times, the same messages, the same end and the same
@@ -269,12 +278,12 @@ async def produce_encoded(
         msg = encoder.take(n)  # built before it is due
         now = time.time_ns()
         if params.max_rate:
-            if end_ns is not None and now >= end_ns:
+            if end_ns is not None and now >= end_ns and idx >= sent_before:
                 break
             msg.stamp_intended(now)
         else:
             intended = t0 + np.rint(np.arange(idx, idx + n) * step).astype(np.int64)
-            if overload_ns is not None and now >= overload_ns:
+            if overload_ns is not None and now >= overload_ns and idx >= sent_before:
                 unsent = stop_at - idx if stop_at is not None else 0
                 break
             due = int(intended[-1])
@@ -289,7 +298,7 @@ async def produce_encoded(
                     msg, intended = msg.head(n), intended[:n]
             msg.stamp_intended(intended)
         # waits while the subscriber is slow (backpressure), but never past the overload stop
-        if not await _put_by(buf, (msg, time.time_ns()), overload_ns):
+        if not await _put_by(buf, (msg, time.time_ns()), None if idx < sent_before else overload_ns):
             unsent = n if params.max_rate or stop_at is None else stop_at - idx  # this message and the rest
             break
         idx += n

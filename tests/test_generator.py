@@ -209,3 +209,34 @@ def test_generator_ceiling_measures_the_stage_alone() -> None:
     assert 0 < got["cpu_util"] < 2.5
     with pytest.raises(RuntimeError, match="builder"):
         asyncio.run(ceilings.generator(cfg, seconds=0.2, builder="fortran"))
+
+
+@pytest.mark.parametrize("path", ["produce", "produce_encoded"])
+@pytest.mark.parametrize("max_rate", [False, True])
+def test_resumed_stream_resends_what_was_sent_even_after_the_schedule(path: str, max_rate: bool) -> None:
+    """A subscriber that died before keeping readings [100, 700) resumes at 100 after the schedule's end and its
+    overload stop (the chaos cell: ingest killed while a held lock had the stream far behind): those readings were
+    generated, so they are sent again; only readings never generated (from 700 on) may go unsent."""
+    import asyncio
+
+    from pipeline import stream
+
+    now = time.time_ns()
+    kw: dict[str, object] = {"max_rate": True} if max_rate else {"rate": 1000.0}
+    # a 2 s schedule that began 10 s ago: its end and its overload stop (1 s later) have both passed
+    params = stream.StreamParams(**kw, duration_s=2.0, sensors=5, readings_per_message=50, start_index=100,
+                                 t0_ns=now - 10 * 10**9)  # type: ignore[arg-type]  # fmt: skip
+
+    async def run() -> list[int]:
+        buf: asyncio.Queue[tuple[object, int] | None] = asyncio.Queue(maxsize=2)  # the subscriber is slow
+        producer = asyncio.create_task(getattr(stream, path)(params, buf, None, sent_before=700))
+        counts = []
+        while (item := await buf.get()) is not None:
+            await asyncio.sleep(0.01)
+            msg = item[0]
+            counts.append(len(msg.readings) if isinstance(msg, pb2.TelemetryBatch) else msg.count)  # type: ignore[attr-defined]
+        await producer
+        return counts
+
+    counts = asyncio.run(run())
+    assert sum(counts) == 600  # 100 … 699, every one again; nothing new past the schedule
