@@ -36,10 +36,17 @@ PROGRESS_SUFFIX = ":progress"
 # No BDP probing: HTTP/2 flow control then keeps the default 64 KiB window instead of growing it to megabytes,
 # which otherwise lets ~70,000 readings sit in transport buffers, unseen by every queue and counter (measured).
 # Throughput is the same either way on loopback; in-flight is bounded by our own buffers, where it is measured.
-# gRPC's own reconnect backoff starts at 1 s and grows 1.6× (jittered): a stage started before the generator (as
-# the harness does) would wait up to ~2.5 s past the generator's readiness; 0.1 s steps up to 1 s instead
-CHANNEL_OPTIONS = [*GRPC_OPTIONS, ("grpc.http2.bdp_probe", 0), ("grpc.initial_reconnect_backoff_ms", 100),
-                   ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]  # fmt: skip
+#
+# Reconnect backoff 0.1 s growing to 1 s (gRPC's default: 1 s growing ×1.6 to 120 s). Ingest starts before the
+# generator and waits for it in channel_ready(): with the default schedule its tries fall at about 1, 2.6, 5.2 s
+# and 9.3 s, so a generator up after 3 s was found after 5 s, seconds of nothing at the start of every run.
+CHANNEL_OPTIONS = [
+    *GRPC_OPTIONS,
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 RECONNECT_FOR_S = 60.0  # a dropped stream is retried (jittered exponential backoff) for this long

@@ -1,23 +1,29 @@
-"""Builds a stage's parts from its settings: connections (with one-line errors) and variants by name."""
+"""Builds a stage's parts from its settings: connections (with one-line errors) and variants by name.
+
+PostgreSQL (psycopg, the sinks) and the forwarders (httpx, requests) are imported by the function that needs them:
+every stage imports this module, and ingest, say, needs neither — a stage's start-up (imports are most of it) stays
+as short as its own work allows.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from pipeline import db
 from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin, WriterMixin
 from pipeline.endpoints import LOCAL_PG_DSN, LOCAL_REDIS_URL, redact_dsn
-from pipeline.forwarders import FORWARDERS, Forwarder
 from pipeline.queues import QUEUES, Queue
 from pipeline.runtime import StageError
-from pipeline.sinks import SINKS, Sink
-from pipeline.sinks.base import TABLE_NAME
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from pipeline.forwarders import Forwarder
+    from pipeline.sinks import Sink
 
 STAGE = "telemetry_stage"  # the writer's per-session staging table when writes are idempotent (dedupe)
 
@@ -25,6 +31,10 @@ FORWARD_SUFFIX = ":forward"
 
 
 async def open_pg(settings: ServicesMixin) -> psycopg.AsyncConnection[Any]:
+    import psycopg
+
+    from pipeline import db
+
     dsn = settings.pg_dsn or LOCAL_PG_DSN
     try:
         return await db.connect(dsn, settings.db_schema)
@@ -69,10 +79,15 @@ async def make_queue(
 
 def make_sink(settings: WriterMixin) -> Sink:
     """The configured sink, writing into telemetry_data, or into the staging table when ``dedupe`` is on."""
+    from pipeline.sinks import SINKS
+    from pipeline.sinks.base import TABLE_NAME
+
     return SINKS[settings.sink](STAGE if settings.dedupe else TABLE_NAME)
 
 
 async def make_forwarder(settings: ForwarderMixin) -> Forwarder:
+    from pipeline.forwarders import FORWARDERS
+
     fwd = FORWARDERS[settings.forwarder](
         settings.backend_url, batch=settings.forward_batch, concurrency=settings.concurrency, token=settings.api_token
     )

@@ -5,7 +5,13 @@ a 2xx or a 4xx, never a 5xx, and stays up."""
 from __future__ import annotations
 
 import math
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -89,39 +95,32 @@ def bodies(draw: st.DrawFn) -> object:
 
 
 @pytest.fixture(scope="module")
-def backend_url() -> object:
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
+def backend() -> Iterator[httpx.Client]:
+    """A backend subprocess, and one HTTP client for the module (kept-alive connections: an example costs its two
+    requests, not a connection each)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.backend", "--port", str(port)], stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for _ in range(100):
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield client
     proc.terminate()
     proc.wait(10)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies(), batch=st.booleans())
-def test_backend_never_answers_5xx(backend_url: str, body: object, batch: bool) -> None:
-    import httpx
-
+def test_backend_never_answers_5xx(backend: httpx.Client, body: object, batch: bool) -> None:
     path = "/telem_data/batch" if batch else "/telem_data"
     payload = [body] if batch and not isinstance(body, list) else body
-    resp = httpx.post(f"{backend_url}{path}", json=payload, timeout=10)
+    resp = backend.post(path, json=payload)
     assert resp.status_code < 500, resp.text
     if resp.status_code >= 400:
         assert resp.json()["message"]  # the problem is named
-    assert httpx.get(f"{backend_url}/healthz").status_code == 200
+    assert backend.get("/healthz").status_code == 200
