@@ -107,6 +107,9 @@ def headline_lines(res: Results) -> list[str]:
     return [x for x in out if x]
 
 
+MARK = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "cannot_tell": "[yellow]CANNOT TELL[/yellow]"}
+
+
 def sampling_cost_line(res: Results) -> str | None:
     """The run's py-spy cost as the console states it (None when the run sampled nothing)."""
     mode = res.matrix.get("sampling", "off")
@@ -118,7 +121,7 @@ def sampling_cost_line(res: Results) -> str | None:
            f"sampling = {mode!r}")  # fmt: skip
     if not c:
         return f"sampling cost ({how}): not measured (no closed-loop cell with sampled and unsampled repeats)"
-    status = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]"}.get(c["status"], "[yellow]CANNOT TELL[/yellow]")
+    status = MARK.get(c["status"], MARK["cannot_tell"])
     excluded = (" · the sampled repeats are excluded from their cells' intervals" if c.get("excluded")
                 else " · the sampled repeats count in their cells' intervals" if mode == "one" else "")  # fmt: skip
     return f"{status} sampling cost ({how}): {c['text']} (target ≤ {c['bound'] * 100:g} %){excluded}"
@@ -169,11 +172,10 @@ def print_summary(console: Console, res: Results, name: str, results_path: Path,
         console.print(f"[bold]{g.get('title', g.get('name'))}[/bold]: {plain(view['sentence'])}", highlight=False)
     for line in headline_lines(res):
         console.print(f"[bold]{line}[/bold]", highlight=False)
-    mark = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "cannot_tell": "[yellow]CANNOT TELL[/yellow]"}
     if cost := sampling_cost_line(res):
         console.print(cost, highlight=False)
     for tg in res.targets:
-        console.print(f"{mark[tg.status]} {tg.name}: {tg.measured} (target {tg.target})", highlight=False)
+        console.print(f"{MARK[tg.status]} {tg.name}: {tg.measured} (target {tg.target})", highlight=False)
     if res.failed_cells:
         console.print(
             f"[bold red]FAILED cells (lost/duplicated readings or a stage error): "
