@@ -220,7 +220,7 @@ def cmd_run(argv: list[str]) -> int:
                         help="after the cells, one extra repeat of CELL (default: the overload cell, else the cell "
                              "whose stage memory grew most) with its most-growing stage under memray")  # fmt: skip
     args = parser.parse_args(argv)
-    from experiments.matrix import MatrixError, load
+    from experiments.plan.matrix import MatrixError, load
 
     if args.repeats is not None and args.repeats < 1:
         console.print(f"run: --repeats {args.repeats}: must be ≥ 1", style="red", markup=False)
@@ -254,7 +254,7 @@ def _reap_leftovers() -> None:
 
 
 async def _run(matrix: Any, args: argparse.Namespace) -> int:
-    from experiments.runner import ROOT, Runner
+    from experiments.run.runner import ROOT, Runner
     from harness.services import ServiceError, find_services
 
     _reap_leftovers()
@@ -276,7 +276,7 @@ async def _run(matrix: Any, args: argparse.Namespace) -> int:
 
 def _find_run(ref: str, reports: Path) -> Path | None:
     """A run directory from a run id (under ``reports``), a directory, or a results.json path."""
-    from experiments.storage import find_run
+    from experiments.results.storage import find_run
 
     return find_run(ref, reports)
 
@@ -292,7 +292,7 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument("--reports", type=Path, default=None, help="reports directory (default: reports/)")
     parser.add_argument("--all", action="store_true", help="rebuild every run's report")
     args = parser.parse_args(argv)
-    from experiments.report import ROOT, build_index, build_report
+    from experiments.present.report import ROOT, build_index, build_report
 
     reports = args.reports or ROOT / "reports"
     if args.run is not None:
@@ -302,7 +302,7 @@ def cmd_report(argv: list[str]) -> int:
             return 2
         runs = [run]
     else:
-        from experiments.storage import run_dirs
+        from experiments.results.storage import run_dirs
 
         found = run_dirs(reports)
         if not found:
@@ -333,8 +333,8 @@ def cmd_compare(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=None, help="Markdown file (default: compare-A-vs-B.md)")
     parser.add_argument("--reports", type=Path, default=None, help="reports directory (default: reports/)")
     args = parser.parse_args(argv)
-    from experiments import compare
-    from experiments.storage import ROOT, load
+    from experiments.analysis import compare
+    from experiments.results.storage import ROOT, load
 
     if args.fail_above is not None and args.fail_above < 0:
         console.print(f"compare: --fail-above {args.fail_above:g}: must be ≥ 0", style="red", markup=False)

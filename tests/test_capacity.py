@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.capacity import KEEP_UP, Probe, find_capacity
+from experiments.run.capacity import KEEP_UP, Probe, find_capacity
 
 
 def queueing_stage(limit: float, service_ms: float = 2.0):  # type: ignore[no-untyped-def]

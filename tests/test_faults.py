@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from experiments.matrix import MatrixError, load
+from experiments.plan.matrix import MatrixError, load
 from harness import fault_kinds
 from harness.faults import FAULT_MIN_REPEATS, draw_at_s, local_cluster
 from harness.orchestrator import Fault, Orchestrator
@@ -299,10 +299,10 @@ def test_recovery_distribution_in_the_summary_the_console_and_the_report() -> No
     time and the seed — in results.json's summary, the console's table and the report's sentences."""
     from rich.console import Console
 
-    from experiments import console as console_mod
-    from experiments.report.cells import fault_lines
-    from experiments.results import Results
-    from experiments.summary import summarize
+    from experiments.analysis.summary import summarize
+    from experiments.present import console as console_mod
+    from experiments.present.report.cells import fault_lines
+    from experiments.results.model import Results
 
     res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
     cell = res.cells[0]

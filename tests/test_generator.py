@@ -198,7 +198,7 @@ def test_generator_ceiling_measures_the_stage_alone() -> None:
     (figures only checked for shape: throughput claims live in results.json); a bad builder fails clearly."""
     import asyncio
 
-    from experiments import ceilings
+    from experiments.run import ceilings
     from harness.plan import PipelineConfig
 
     cfg = PipelineConfig(max_rate=True, sensors=50, readings_per_message=1000)

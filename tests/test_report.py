@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments import compare, sampling
-from experiments.report import build_index, build_report, headline
-from experiments.results import Results, Sampled
+from experiments.analysis import compare, sampling_cost
+from experiments.present import flamegraph
+from experiments.present.report import build_index, build_report, headline
+from experiments.results.model import Results, Sampled
 from harness.faults import Fault
 from telemetry_bench.cli import main
 from tests.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
@@ -353,7 +354,7 @@ def test_cli_compare_writes_markdown_and_fails_above_threshold(tmp_path: Path) -
 
 
 def test_microbench_table_keeps_every_benchmark_after_a_partial_save(tmp_path: Path) -> None:
-    from experiments.report import microbench
+    from experiments.present.report import microbench
 
     _layout(tmp_path)
     bench = tmp_path / ".benchmarks" / "Linux-CPython-3.11-64bit"
@@ -371,8 +372,8 @@ def test_microbench_table_keeps_every_benchmark_after_a_partial_save(tmp_path: P
 
 
 def test_headline_intervals_loops_and_target_status(tmp_path: Path) -> None:
-    from experiments.headline import headline_of
-    from experiments.results import Target
+    from experiments.analysis.headline import headline_of
+    from experiments.results.model import Target
 
     res = Results.model_validate_json((FIXTURES / "results.json").read_text())
     full = res.cells[3].model_copy(deep=True)  # the baseline, forwarding to the backend with a websocket client
@@ -412,7 +413,7 @@ def _with_samples(root: Path, res: Results, cell_id: str, hot: int, idle: int) -
         f = cell_dir / f"repeat-{rep.index + 1}" / "writer-1.collapsed"
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(f"{HOT_STACK} {hot}\n{IDLE_STACK} {idle}\n<module> (pipeline/writer.py);encode (x.py) 5\n")
-        views = sampling.write_cell_views(cell_dir)
+        views = flamegraph.write_cell_views(cell_dir)
         rel = {k: str(p.relative_to(root)) for k, p in views["writer-1"].items()}
         rep.sampled = Sampled(rate_hz=100, files={"writer-1": str(f.relative_to(root))}, views={"writer-1": rel})
         assert rep.throughput_rps is not None
@@ -440,7 +441,7 @@ def test_report_renders_the_sampled_flame_graph_top_functions_and_cost(tmp_path:
     assert f"flamegraph.pl profiles/{res.run_id}/baseline/writer-1.collapsed" in flame
     assert "(missing)" not in flame and "snakeviz" in card
     cost = _section(html, "bottlenecks")
-    measured = sampling.cost(res)
+    measured = sampling_cost.cost(res)
     assert measured is not None and measured.cells == ["baseline"] and (measured.sampled, measured.unsampled) == (2, 1)
     assert "Sampling cost" in cost and measured.text() in cost and "sampled ÷ unsampled − 1 = " in cost
 

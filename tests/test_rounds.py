@@ -12,9 +12,10 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from experiments import measure, runner
-from experiments.matrix import load
-from experiments.results import Results
+from experiments.measure import window as measure
+from experiments.plan.matrix import load
+from experiments.results.model import Results
+from experiments.run import runner
 from harness.services import Services
 from tests.test_report import FIXTURES
 
@@ -111,7 +112,7 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
 
 def test_phases_and_time_spent() -> None:
     """Each repeat's wall time split into start, stream, drain, stop; the console sums them over the run."""
-    from experiments.console import time_spent
+    from experiments.present.console import time_spent
     from harness.accounting import Accounting, RunResult
     from harness.plan import PipelineConfig
 

@@ -17,10 +17,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from experiments import measure
-from experiments.matrix import MatrixError, load
-from experiments.promql import histogram_quantile
-from experiments.results import Results
+from experiments.measure import window as measure
+from experiments.measure.promql import histogram_quantile
+from experiments.plan.matrix import MatrixError, load
+from experiments.results.model import Results
 from harness.lifeline import drop_keys
 from harness.services import Services
 
@@ -177,7 +177,7 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
     # the run's own schema (concurrent runs never share a table) is gone with it
     import psycopg
 
-    from experiments.runner import run_schema
+    from experiments.run.runner import run_schema
 
     with psycopg.connect(fresh_database) as conn:
         left = conn.execute(
@@ -217,11 +217,11 @@ def test_memory_profile_runs_the_most_growing_stage_under_memray_and_the_report_
 
     from rich.console import Console
 
-    from experiments import memory_profile
-    from experiments.repeat import cell_config
-    from experiments.report import build_report
-    from experiments.results import CellResult, StageResources
-    from experiments.runner import Runner
+    from experiments.present.report import build_report
+    from experiments.results.model import CellResult, StageResources
+    from experiments.run import memory_profile
+    from experiments.run.repeat import cell_config
+    from experiments.run.runner import Runner
 
     toml = tmp_path / "memory.toml"
     toml.write_text(MEMORY_MATRIX)
@@ -273,8 +273,8 @@ def test_cli_rejects_an_unknown_memory_profile_cell_before_anything_runs(tmp_pat
 
 
 def test_memory_profile_picks_the_overload_cell_else_the_most_growth() -> None:
-    from experiments import memory_profile
-    from experiments.results import StageResources
+    from experiments.results.model import StageResources
+    from experiments.run import memory_profile
 
     res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
     for k, cell in enumerate(res.cells):
@@ -304,7 +304,7 @@ def test_memory_profile_picks_the_overload_cell_else_the_most_growth() -> None:
 def test_profile_launcher_saves_a_loadable_profile(tmp_path: Path, profiler: str, suffixes: list[str]) -> None:
     out = tmp_path / "stage"
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.profile_stage", "--profiler", profiler, "--out", str(out),
+        [sys.executable, "-m", "experiments.run.profile_stage", "--profiler", profiler, "--out", str(out),
          "-m", "telemetry_bench.cli", "--help"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -315,7 +315,7 @@ def test_profile_launcher_saves_a_loadable_profile(tmp_path: Path, profiler: str
 
 
 def test_repeats_are_interleaved_round_robin() -> None:
-    from experiments.runner import run_order
+    from experiments.run.runner import run_order
 
     cells = load("perf").cells[:3]
     reps = {cells[0].id: 2, cells[1].id: 3, cells[2].id: 1}
@@ -340,7 +340,7 @@ def test_pg_stats_sizes_the_table(services: Services, pg_schema: str) -> None:
 
 
 def test_argv_in_results_has_no_password() -> None:
-    from experiments.runner import redact_argv
+    from experiments.run.runner import redact_argv
 
     argv = ["telemetry-bench", "run", "--pg-dsn", "postgresql://u:s3cret@h/db", "--redis-url=redis://:pw2@h:6379/0",
             "--matrix", "smoke"]  # fmt: skip

@@ -22,10 +22,13 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from experiments import sampling
-from experiments.matrix import load
-from experiments.repeat import run_repeat
-from experiments.results import Repeat, Results
+from experiments.analysis import sampling_cost
+from experiments.analysis import stacks as stack_analysis
+from experiments.measure import sampler as sampling
+from experiments.plan.matrix import load
+from experiments.present import flamegraph
+from experiments.results.model import Repeat, Results
+from experiments.run.repeat import run_repeat
 from harness.services import Services
 
 BUSY = textwrap.dedent(
@@ -70,12 +73,12 @@ def test_busy_stage_profile(tmp_path: Path, native: bool) -> None:
         proc.kill()
         proc.wait()
     assert sampler.problem is None, sampler.problem
-    stacks = sampling.read_collapsed(files["busy"])
+    stacks = stack_analysis.read_collapsed(files["busy"])
     assert sum(stacks.values()) > 100
-    hottest = sampling.top_self(stacks, n=3, busy_only=True)
+    hottest = stack_analysis.top_self(stacks, n=3, busy_only=True)
     assert hottest[0].function == "dominating_busy_function" and not hottest[0].idle
-    assert 0.0 < sampling.idle_share(stacks) < 0.5  # the sleeps are there, and told apart
-    views = sampling.write_views(files["busy"], "busy stage")
+    assert 0.0 < stack_analysis.idle_share(stacks) < 0.5  # the sleeps are there, and told apart
+    views = flamegraph.write_views(files["busy"], "busy stage")
     svg = views["svg"].read_text()
     assert svg.startswith("<svg") and "dominating_busy_function" in svg
     scope = json.loads(views["speedscope"].read_text())
@@ -85,9 +88,11 @@ def test_busy_stage_profile(tmp_path: Path, native: bool) -> None:
 
 
 def test_idle_is_told_from_busy() -> None:
-    assert sampling.is_idle("<module> (x.py);run (asyncio/base_events.py);0x7f (libc.so.6);epoll_wait (libc.so.6)")
-    assert sampling.is_idle("main (x.py);time_sleep (libpython3.11.so);clock_nanosleep (libc.so.6)")
-    assert not sampling.is_idle("main (x.py);decode (pipeline/decoders/direct.py)")
+    assert stack_analysis.is_idle(
+        "<module> (x.py);run (asyncio/base_events.py);0x7f (libc.so.6);epoll_wait (libc.so.6)"
+    )
+    assert stack_analysis.is_idle("main (x.py);time_sleep (libpython3.11.so);clock_nanosleep (libc.so.6)")
+    assert not stack_analysis.is_idle("main (x.py);decode (pipeline/decoders/direct.py)")
 
 
 def test_idle_is_told_from_busy_on_pure_python_stacks() -> None:
@@ -95,18 +100,18 @@ def test_idle_is_told_from_busy_on_pure_python_stacks() -> None:
     methods Class.method and shortens files to the package part)."""
     loop = "main (pipeline/runtime.py);run (asyncio/runners.py);Runner.run (asyncio/runners.py);"
     once = "BaseEventLoop._run_once (asyncio/base_events.py);"
-    assert sampling.is_idle(loop + once + "EpollSelector.select (selectors.py)")
-    assert sampling.is_idle("Thread._bootstrap (threading.py);Thread._bootstrap_inner (threading.py);"
+    assert stack_analysis.is_idle(loop + once + "EpollSelector.select (selectors.py)")
+    assert stack_analysis.is_idle("Thread._bootstrap (threading.py);Thread._bootstrap_inner (threading.py);"
                             "Thread.run (threading.py)")  # a C target: grpc's completion-queue poller  # fmt: skip
-    assert sampling.is_idle("Thread.run (threading.py);_worker (concurrent/futures/thread.py)")
-    assert sampling.is_idle("x (a.py);Event.wait (threading.py);Condition.wait (threading.py)")
-    assert sampling.is_idle("handle (http/server.py);readline (socket.py);SocketIO.readinto (socket.py)")
-    assert sampling.is_idle(loop.rstrip(";"))  # asyncio.run over a C loop (uvloop): the loop waits in C
+    assert stack_analysis.is_idle("Thread.run (threading.py);_worker (concurrent/futures/thread.py)")
+    assert stack_analysis.is_idle("x (a.py);Event.wait (threading.py);Condition.wait (threading.py)")
+    assert stack_analysis.is_idle("handle (http/server.py);readline (socket.py);SocketIO.readinto (socket.py)")
+    assert stack_analysis.is_idle(loop.rstrip(";"))  # asyncio.run over a C loop (uvloop): the loop waits in C
     # busy: a callback run by the loop, a decoder, the loop's own Python bookkeeping, a function called wait elsewhere
-    assert not sampling.is_idle(loop + "Handle._run (asyncio/events.py);decode (pipeline/decoders/direct.py)")
-    assert not sampling.is_idle(loop + once.rstrip(";"))
-    assert not sampling.is_idle("main (x.py);Connection.wait (psycopg/connection.py)")
-    assert not sampling.is_idle("main (x.py);select (pipeline/decoders/direct.py)")
+    assert not stack_analysis.is_idle(loop + "Handle._run (asyncio/events.py);decode (pipeline/decoders/direct.py)")
+    assert not stack_analysis.is_idle(loop + once.rstrip(";"))
+    assert not stack_analysis.is_idle("main (x.py);Connection.wait (psycopg/connection.py)")
+    assert not stack_analysis.is_idle("main (x.py);select (pipeline/decoders/direct.py)")
 
 
 def test_py_spy_command_samples_without_pausing_unless_native() -> None:
@@ -118,9 +123,9 @@ def test_py_spy_command_samples_without_pausing_unless_native() -> None:
 
 
 def test_diff_ranks_the_functions_whose_share_changed() -> None:
-    a = sampling.Stacks({"main (m.py);decode (d.py)": 50, "main (m.py);write (w.py)": 50})
-    b = sampling.Stacks({"main (m.py);decode (d.py)": 80, "main (m.py);write (w.py)": 20})
-    changes = sampling.diff(a, b, n=2)
+    a = stack_analysis.Stacks({"main (m.py);decode (d.py)": 50, "main (m.py);write (w.py)": 50})
+    b = stack_analysis.Stacks({"main (m.py);decode (d.py)": 80, "main (m.py);write (w.py)": 20})
+    changes = stack_analysis.diff(a, b, n=2)
     assert {c.function for c in changes} == {"decode", "write"}
     by = {c.function: c.delta for c in changes}
     assert by["decode"] == pytest.approx(0.3) and by["write"] == pytest.approx(-0.3)
@@ -129,9 +134,9 @@ def test_diff_ranks_the_functions_whose_share_changed() -> None:
 def test_diff_labels_waits_from_the_whole_stack() -> None:
     """A wait on a pure-Python stack is told by its file too (``select`` in selectors.py, not any ``select``)."""
     wait = "main (m.py);BaseEventLoop._run_once (asyncio/base_events.py);EpollSelector.select (selectors.py)"
-    a = sampling.Stacks({wait: 50, "main (m.py);decode (d.py)": 50})
-    b = sampling.Stacks({wait: 20, "main (m.py);decode (d.py)": 80})
-    by = {c.function: c for c in sampling.diff(a, b)}
+    a = stack_analysis.Stacks({wait: 50, "main (m.py);decode (d.py)": 50})
+    b = stack_analysis.Stacks({wait: 20, "main (m.py);decode (d.py)": 80})
+    by = {c.function: c for c in stack_analysis.diff(a, b)}
     assert by["EpollSelector.select"].idle and by["EpollSelector.select"].delta == pytest.approx(-0.3)
     assert not by["decode"].idle and by["decode"].delta == pytest.approx(0.3)
 
@@ -192,7 +197,7 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
     assert record.rate_hz == 50 and record.native is False  # the matrix's rate, Python frames, nonblocking
     assert set(record.files) == {"generator", "ingest", "writer-1"}
     for stage, stored in record.files.items():
-        stacks = sampling.read_collapsed(Path(stored))
+        stacks = stack_analysis.read_collapsed(Path(stored))
         assert sum(stacks.values()) > 10, stage
         views = record.views[stage]
         assert Path(views["svg"]).read_text().startswith("<svg") and Path(views["speedscope"]).exists()
@@ -203,7 +208,7 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
 
 
 def test_cost_is_a_ratio_of_medians_over_closed_loop_cells_with_its_interval() -> None:
-    from experiments.results import Results, Sampled
+    from experiments.results.model import Results, Sampled
 
     res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
     record = {"rate_hz": 100, "files": {"writer-1": "x.collapsed"}}
@@ -212,7 +217,7 @@ def test_cost_is_a_ratio_of_medians_over_closed_loop_cells_with_its_interval() -
             on = sampling.sampled("alternate", i, k)
             rep.throughput_rps = 1000.0 * (k + 1) * (1 + 0.002 * i) * (0.97 if on else 1.0)
             rep.sampled = Sampled(**record) if on else None
-    c = sampling.cost(res)
+    c = sampling_cost.cost(res)
     assert c is not None and c.ratio.ratio == pytest.approx(0.97, abs=0.01)
     assert "seed" not in c.cells and "baseline" in c.cells  # open-loop cells' throughput is their offered rate
     assert c.ratio.lo is not None and c.ratio.hi is not None and c.ratio.hi < 0.98
@@ -220,8 +225,8 @@ def test_cost_is_a_ratio_of_medians_over_closed_loop_cells_with_its_interval() -
 
 
 def test_sampling_cost_target_is_decided_on_the_interval() -> None:
-    from experiments.results import Results, Sampled
-    from experiments.targets import perf
+    from experiments.analysis.targets import perf
+    from experiments.results.model import Results, Sampled
 
     base = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
 
@@ -249,7 +254,7 @@ def test_sampling_cost_target_is_decided_on_the_interval() -> None:
 def _one_mode(ratios: list[float]) -> Results:
     """The fixture run with sampling = "one": every cell's second repeat sampled; each closed-loop cell's unsampled
     repeats have median 1000·(k + 1) and its sampled repeat is that × the next of ``ratios``."""
-    from experiments.results import Results, Sampled
+    from experiments.results.model import Results, Sampled
 
     res = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
     res.matrix["sampling"] = "one"
@@ -266,7 +271,7 @@ def _one_mode(ratios: list[float]) -> Results:
 
 def test_cost_is_paired_per_cell_with_a_t_interval_over_the_cells() -> None:
     res = _one_mode([0.97, 0.98, 0.99, 0.96, 1.00])
-    c = sampling.cost(res)
+    c = sampling_cost.cost(res)
     assert c is not None
     # closed-loop cells that didn't fail, each its own control; open-loop cells (offered rate) and failed ones out
     assert c.cells == ["sink-sink=insert", "sink-sink=copy", "baseline", "batch-batch_size=10000",
@@ -277,19 +282,19 @@ def test_cost_is_paired_per_cell_with_a_t_interval_over_the_cells() -> None:
     assert c.ratio.hi == pytest.approx(0.999729, abs=1e-5)
     assert c.status == "cannot_tell" and c.text().startswith("sampled ÷ unsampled − 1 = -2.0 % [-4.0 %, -0.0 %]")
     # not shown beyond 2 %: the sampled repeats count
-    cost, changed = sampling.apply_cost(res)
+    cost, changed = sampling_cost.apply_cost(res)
     assert cost is not None and not changed and not any(r.excluded for cell in res.cells for r in cell.repeats)
-    record = sampling.cost_record(res)
+    record = sampling_cost.cost_record(res)
     assert record is not None and record["status"] == "cannot_tell" and record["excluded"] is False
     assert record["ci95"] == [pytest.approx(0.960460, abs=1e-5), pytest.approx(0.999729, abs=1e-5)]
 
 
 def test_a_cost_shown_beyond_two_percent_excludes_the_sampled_repeats() -> None:
-    from experiments.results import counted
-    from experiments.summary import summarize
+    from experiments.analysis.summary import summarize
+    from experiments.results.model import counted
 
     res = _one_mode([0.90, 0.91, 0.92, 0.89, 0.93])
-    cost, changed = sampling.apply_cost(res)
+    cost, changed = sampling_cost.apply_cost(res)
     assert cost is not None and cost.status == "fail" and changed
     assert cost.ratio.hi is not None and cost.ratio.hi < 0.98
     baseline = res.cell("baseline")
@@ -299,32 +304,32 @@ def test_a_cost_shown_beyond_two_percent_excludes_the_sampled_repeats() -> None:
     s = summarize(baseline, None)
     assert s.repeats_taken == 2 and s.throughput_rps == pytest.approx(4000.0)  # the unsampled repeats only
     # the cost is still measured on the excluded repeats, and stated
-    again = sampling.cost(res)
+    again = sampling_cost.cost(res)
     assert again is not None and again.ratio.ratio == cost.ratio.ratio
-    record = sampling.cost_record(res)
+    record = sampling_cost.cost_record(res)
     assert record is not None and record["excluded"] is True and record["status"] == "fail"
     # with another mode nothing is excluded (alternate's sampled repeats are half of every cell)
     res.matrix["sampling"] = "alternate"
-    _, changed = sampling.apply_cost(res)
+    _, changed = sampling_cost.apply_cost(res)
     assert changed and not any(r.excluded for cell in res.cells for r in cell.repeats)
 
 
 def test_the_console_states_the_cost_and_whether_the_sampled_repeats_count() -> None:
-    from experiments.console import sampling_cost_line
+    from experiments.present.console import sampling_cost_line
 
     res = _one_mode([0.97, 0.98, 0.99, 0.96, 1.00])
     res.matrix.update(sampling_hz=50, sampling_native=False)
     assert "not measured" in (sampling_cost_line(res) or "")
-    sampling.apply_cost(res)
-    res.sampling_cost = sampling.cost_record(res)
+    sampling_cost.apply_cost(res)
+    res.sampling_cost = sampling_cost.cost_record(res)
     line = sampling_cost_line(res) or ""
     assert line.startswith("[yellow]CANNOT TELL[/yellow] sampling cost (py-spy 50 Hz, Python frames, nonblocking")
     assert "sampled ÷ unsampled − 1 = -2.0 % [-4.0 %, -0.0 %]" in line and "(target ≤ 2 %)" in line
     assert "count in their cells' intervals" in line
     res = _one_mode([0.90, 0.91, 0.92, 0.89, 0.93])
     res.matrix.update(sampling_hz=50, sampling_native=False)
-    sampling.apply_cost(res)
-    res.sampling_cost = sampling.cost_record(res)
+    sampling_cost.apply_cost(res)
+    res.sampling_cost = sampling_cost.cost_record(res)
     line = sampling_cost_line(res) or ""
     assert line.startswith("[red]FAIL[/red]") and "excluded from their cells' intervals" in line
     res.matrix["sampling"] = "off"

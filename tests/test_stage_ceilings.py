@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments import stage_ceilings
+from experiments.run import stage_ceilings
 from harness.plan import PipelineConfig
 from harness.services import Services
 

@@ -8,10 +8,11 @@ import statistics
 
 import pytest
 
-from experiments import measure, stats
-from experiments.promql import histogram_quantile
-from experiments.results import Results
-from experiments.summary import stop_reason
+from experiments.analysis import stats
+from experiments.analysis.summary import stop_reason
+from experiments.measure import window as measure
+from experiments.measure.promql import histogram_quantile
+from experiments.results.model import Results
 from tests.test_report import FIXTURES
 
 
@@ -187,7 +188,7 @@ def test_stop_rule() -> None:
 
 # --- targets and the headline ----------------------------------------------------------------------------------
 def test_instrumentation_target_is_decided_on_the_interval() -> None:
-    from experiments.targets import perf
+    from experiments.analysis.targets import perf
 
     res = Results.model_validate_json((FIXTURES / "results.json").read_text())
     base = res.cells[3]
@@ -212,7 +213,7 @@ def test_instrumentation_target_is_decided_on_the_interval() -> None:
 
 
 def test_headline_compares_like_with_like() -> None:
-    from experiments.headline import headline_of
+    from experiments.analysis.headline import headline_of
 
     res = Results.model_validate_json((FIXTURES / "results.json").read_text())
     h = headline_of(res)
@@ -232,7 +233,7 @@ def test_headline_compares_like_with_like() -> None:
 
 def test_headline_says_when_the_seed_kept_up_with_its_offered_rate() -> None:
     """An open-loop seed cell with nothing unsent measured its offered rate, not its capacity: a lower bound."""
-    from experiments.headline import headline_of, seed_kept_up
+    from experiments.analysis.headline import headline_of, seed_kept_up
 
     res = Results.model_validate_json((FIXTURES / "results.json").read_text())
     seed = res.cell("seed")

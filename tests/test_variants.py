@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from experiments.matrix import load
+from experiments.plan.matrix import load
 from harness.faults import queue_state
 from harness.orchestrator import Orchestrator
 from harness.plan import SEED

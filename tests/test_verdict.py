@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.verdict import bottleneck
+from experiments.measure.verdict import bottleneck
 from harness.plan import SEED, PipelineConfig
 
 FAST = PipelineConfig(max_rate=True, readings_per_message=100, queue_entry="batch", batch_size=1000)

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.measure import SERVERS  # sampled like stages, but C servers: memray cannot run them
-from experiments.results import CellResult, Results, counted
+from experiments.measure.window import SERVERS  # sampled like stages, but C servers: memray cannot run them
+from experiments.results.model import CellResult, Results, counted
+from experiments.results.storage import ROOT
 
 if TYPE_CHECKING:
-    from experiments.runner import Runner
+    from experiments.run.runner import Runner
 
-ROOT = Path(__file__).resolve().parent.parent
 INDEX = -2  # the memory-profiled repeat (timed repeats are ≥ 0, the cProfile repeat −1)
 
 
@@ -88,7 +88,7 @@ def flamegraph(binary: Path, html: Path) -> str | None:
 
 async def run(runner: Runner, named: str | None) -> dict[str, Any]:
     """The memory-profiled repeat of ``runner``'s run: ``results.memory_profile``."""
-    from experiments.repeat import run_repeat
+    from experiments.run.repeat import run_repeat
 
     if importlib.util.find_spec("memray") is None:
         return {"problem": "memray is not installed (pip install 'telemetry-bench[profiling]'): no memory profile"}
@@ -122,9 +122,3 @@ async def run(runner: Runner, named: str | None) -> dict[str, Any]:
 def _stored(p: Path) -> str:
     """As results.json keeps a path: relative to the repository when inside it."""
     return str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
-
-
-def commands(files: dict[str, str]) -> dict[str, str]:
-    """The command that opens each file (kind → as shown)."""
-    how = {"bin": "memray summary {}", "flamegraph": "xdg-open {}"}
-    return {k: how[k].format(v) for k, v in files.items() if k in how}

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from experiments import ceilings as machine
+from experiments.run import ceilings as machine
 from harness.lifeline import die_with_parent
 from harness.plan import PipelineConfig
 from harness.probes import WsProbe

@@ -15,8 +15,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from experiments import stats
-from experiments.results import CellResult, Latency, StopReason, Summary, counted, failed, loop_of
+from experiments.analysis import stats
+from experiments.results.model import CellResult, Latency, StopReason, Summary, counted, failed, loop_of
 from harness.accounting import Accounting
 from harness.faults import recovery_of
 

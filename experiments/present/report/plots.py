@@ -12,7 +12,7 @@ from typing import Any, cast
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments.results import Repeat
+from experiments.results.model import Repeat
 from pipeline.wiring import FORWARD_SUFFIX
 
 DPI = 144  # PNG pixels per inch; shown at 96 CSS px per inch (sharp on high-density screens)

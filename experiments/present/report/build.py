@@ -10,14 +10,16 @@ from typing import Any
 
 import jinja2
 
-from experiments import sampling, stats, storage
-from experiments.matrix import MIN_COMMITS_DEFAULT
-from experiments.report.cells import _stage_order, cell_latency, cell_view, flags, headline
-from experiments.report.fmt import _times, f_bytes, f_int, f_ms, f_pct, f_ratio, f_s
-from experiments.report.microbench import microbench
-from experiments.report.plots import group_plot, latency_plot
-from experiments.report.profiles import memory_profile, sampled_profiles, sampling_cost
-from experiments.report.winners import group_view
+from experiments.analysis import sampling_cost as cost_analysis
+from experiments.analysis import stats
+from experiments.analysis.fmt import _times, f_bytes, f_int, f_ms, f_pct, f_ratio, f_s
+from experiments.analysis.winners import group_view
+from experiments.plan.matrix import DEFAULT_RATE_HZ, MIN_COMMITS_DEFAULT
+from experiments.present.report.cells import _stage_order, cell_latency, cell_view, flags, headline
+from experiments.present.report.microbench import microbench
+from experiments.present.report.plots import group_plot, latency_plot
+from experiments.present.report.profiles import memory_profile, sampled_profiles, sampling_cost
+from experiments.results import storage
 
 ROOT = storage.ROOT
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -102,9 +104,9 @@ def build_report(run_dir: Path, *, root: Path | None = None) -> Path:
             rebuild=f"telemetry-bench report {shlex.quote(res.run_id)}",
             sampling_cost=sampling_cost(res),
             sampling_mode=res.matrix.get("sampling", "off"),
-            sampling_hz=res.matrix.get("sampling_hz", sampling.DEFAULT_RATE_HZ),
+            sampling_hz=res.matrix.get("sampling_hz", DEFAULT_RATE_HZ),
             sampling_native=bool(res.matrix.get("sampling_native", True)),  # runs before the key: native frames
-            sampling_max_cost=sampling.MAX_COST,
+            sampling_max_cost=cost_analysis.MAX_COST,
             memory=memory_profile(res, roots, run_dir),
         )
     )

@@ -1,6 +1,6 @@
 """What a repeat measures: the window's throughput (from commit events) and exact latencies (from the table),
 resources per stage, queue lengths over time, PostgreSQL deltas, and Prometheus quantiles of the same window.
-The bottleneck verdict drawn from them is ``experiments.verdict``."""
+The bottleneck verdict drawn from them is ``experiments.measure.verdict``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import redis.asyncio as aioredis
 
-from experiments.promql import quantiles
+from experiments.measure.promql import quantiles
 from pipeline import db
 from pipeline.queues import QUEUES
 from pipeline.wiring import FORWARD_SUFFIX

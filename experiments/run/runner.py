@@ -5,8 +5,8 @@ each cell's interval is tight enough, then a profiled repeat per cell.
 
 **Rounds.** Each round runs one repeat of every cell that still needs one (interleaved: slow drift of the machine —
 caches, WAL, checkpoints, clocks — spreads over every cell instead of biasing whichever runs later; with
-``interleave = false``, cell by cell). A cell needs another repeat until ``experiments.summary.stop_reason`` says
-why not: its minimum repeats taken and its throughput interval's half-width ≤ its target, or its cap, or the run's
+``interleave = false``, cell by cell). A cell needs another repeat until ``experiments.analysis.summary.stop_reason``
+says why not: its minimum repeats taken and its throughput interval's half-width ≤ its target, or its cap, or the run's
 time budget.
 
 **Window sizing.** A cell's first repeat is its pilot: if its measured window spans fewer than ``min_commits``
@@ -31,22 +31,36 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from experiments import capacity_runs, measure, memory_profile, metadata, sampling
-from experiments import ceilings as ceilings_mod
-from experiments import console as console_mod
-from experiments.headline import headline_of
-from experiments.matrix import Cell, Matrix
-from experiments.repeat import cell_config, run_repeat
-from experiments.report import build_index, build_report
-from experiments.results import Ceilings, CellResult, Profile, Repeat, Results, StopReason, Target, best, counted
-from experiments.summary import stop_reason, summarize
+from experiments.analysis import sampling_cost
+from experiments.analysis.headline import headline_of
+from experiments.analysis.summary import stop_reason, summarize
+from experiments.measure import sampler
+from experiments.measure import window as measure
+from experiments.plan.matrix import Cell, Matrix
+from experiments.present import console as console_mod
+from experiments.present.report import build_index, build_report
+from experiments.results import metadata
+from experiments.results.model import (
+    Ceilings,
+    CellResult,
+    Profile,
+    Repeat,
+    Results,
+    StopReason,
+    Target,
+    best,
+    counted,
+)
+from experiments.results.storage import ROOT
+from experiments.run import capacity_runs, memory_profile
+from experiments.run import ceilings as ceilings_mod
+from experiments.run.repeat import cell_config, run_repeat
 from harness.lifeline import drop_keys
 from harness.services import Services, redact_dsn, versions
 from pipeline import db
 
 log = logging.getLogger("telemetry_bench.runner")
 
-ROOT = Path(__file__).resolve().parent.parent
 PROFILE_SUFFIXES = {"cprofile": ".prof", "yappi_pstat": ".yappi.pstat", "yappi_callgrind": ".callgrind",
                     "yappi_text": ".yappi.txt"}  # fmt: skip
 
@@ -214,12 +228,12 @@ class Runner:
                 db.drop_schema(self.services.pg_dsn, self.schema)
         capacity_runs.bind(self)
         # the cost as the run ends (exclusions were applied after each sampled repeat, before the capacity searches)
-        self.results.sampling_cost = sampling.cost_record(self.results)
+        self.results.sampling_cost = sampling_cost.cost_record(self.results)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
         if self.m.targets:
-            from experiments.targets import TARGET_SETS
+            from experiments.analysis.targets import TARGET_SETS
 
             self.results.targets = [Target(**t) for t in TARGET_SETS[self.m.targets](self.results)]
         self.save()
@@ -278,7 +292,7 @@ class Runner:
 
         workdir = self.dir / "logs" / cell.id / f"repeat-{i + 1}"
         position = next((k for k, c in enumerate(self.m.cells) if c is cell), 0)
-        sample = sampling.sampled(self.m.sampling, i, position, single=self.max_repeats(cell) == 1)
+        sample = sampler.sampled(self.m.sampling, i, position, single=self.max_repeats(cell) == 1)
         rep_dict, _, window = await run_repeat(
             cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id),
             queue_key=self.queue_key, schema=self.schema, sample_dir=self.profile_dir / cell.id, sample=sample,
@@ -330,9 +344,9 @@ class Runner:
 
     def _sampling_cost(self) -> None:
         """Re-measure the run's sampling cost; with ``sampling = "one"`` a cost shown beyond 2 % excludes every
-        sampled repeat from its cell's figures (``sampling.apply_cost``), and the cells are summarized again."""
-        _, changed = sampling.apply_cost(self.results)
-        self.results.sampling_cost = sampling.cost_record(self.results)
+        sampled repeat from its cell's figures (``sampling_cost.apply_cost``), and the cells are summarized again."""
+        _, changed = sampling_cost.apply_cost(self.results)
+        self.results.sampling_cost = sampling_cost.cost_record(self.results)
         if not changed:
             return
         cells = {c.id: c for c in self.m.cells}
@@ -350,7 +364,7 @@ class Runner:
         out = self.profile_dir / cell.id
 
         def prefix(stage: str) -> list[str]:
-            return ["-m", "experiments.profile_stage", "--profiler", self.profile, "--out", str(out / stage)]
+            return ["-m", "experiments.run.profile_stage", "--profiler", self.profile, "--out", str(out / stage)]
 
         def on_progress(snap: dict[str, Any]) -> None:
             progress.update(task, description=f"{cell.id} · profiled ({self.profile}) · {snap['committed']:,}")

@@ -219,7 +219,7 @@ class Results(_M):
     headline: Headline = Field(default_factory=Headline)
     # py-spy's cost measured in this run (experiments.sampling.cost_record): ratio, ci95, status, cells, per_cell, ...
     sampling_cost: dict[str, Any] | None = None
-    # `run --memory-profile`: one extra repeat with a stage under memray (experiments.memory_profile)
+    # `run --memory-profile`: one extra repeat with a stage under memray (experiments.run.memory_profile)
     memory_profile: dict[str, Any] | None = None
 
     @property

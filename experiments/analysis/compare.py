@@ -1,7 +1,7 @@
 """Is a difference beyond the repeats' noise? Per-cell comparison of two runs (``telemetry-bench compare A B``).
 
-The rule is ``experiments.stats``'s, the one the report and the console use: B differs from A *beyond noise* when
-the 95 % interval of B ÷ A (Welch on the log scale) excludes 1. With a single repeat on either side the noise is
+The rule is ``experiments.analysis.stats``'s, the one the report and the console use: B differs from A *beyond noise*
+when the 95 % interval of B ÷ A (Welch on the log scale) excludes 1. With a single repeat on either side the noise is
 unknown: the change is reported as such, and ``--fail-above`` then judges on the ratio alone (as asv does without
 statistics).
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments import sampling, stats
-from experiments.results import Results, failed, loop_of, p99s, throughputs
-from experiments.storage import ROOT
+from experiments.analysis import stacks, stats
+from experiments.results.model import Results, failed, loop_of, p99s, throughputs
+from experiments.results.storage import ROOT
 from harness.plan import PipelineConfig
 
 PROFILE_CHANGES = 8  # functions listed per stage
@@ -33,7 +33,7 @@ CONFIDENCE = 0.95
 
 
 # ------------------------------------------------------------------------------------------------- statistics
-# the rule lives in experiments.stats; these names stay importable from here
+# the rule lives in experiments.analysis.stats; these names stay importable from here
 CONFIDENCE = stats.CONFIDENCE
 Diff = stats.Diff
 diff = stats.diff
@@ -54,7 +54,7 @@ class CellChange:
     params_differ: list[str] = field(default_factory=list)
     regressions: list[str] = field(default_factory=list)  # filled by ``compare`` when a threshold is given
     # stage → the functions whose share of samples changed most (throughput changed beyond noise, both sampled)
-    profile_changes: dict[str, list[sampling.Change]] = field(default_factory=dict)
+    profile_changes: dict[str, list[stacks.Change]] = field(default_factory=dict)
 
     def verdict(self) -> str:
         if not self.in_a:
@@ -117,8 +117,8 @@ def compare(a: Results, b: Results, fail_above: float | None = None, roots: list
             if fail_above is not None:
                 ch.regressions = _regressions(ch, fail_above / 100.0)
             if ch.throughput.significant:
-                sa, sb = sampling.cell_stacks(ca, roots), sampling.cell_stacks(cb, roots)
-                ch.profile_changes = {s: sampling.diff(sa[s], sb[s], PROFILE_CHANGES) for s in sb if s in sa}
+                sa, sb = stacks.cell_stacks(ca, roots), stacks.cell_stacks(cb, roots)
+                ch.profile_changes = {s: stacks.diff(sa[s], sb[s], PROFILE_CHANGES) for s in sb if s in sa}
         out.append(ch)
     return Comparison(a.run_id, b.run_id, out, fail_above)
 

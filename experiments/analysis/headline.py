@@ -14,8 +14,8 @@ label says so.
 
 from __future__ import annotations
 
-from experiments import stats
-from experiments.results import (
+from experiments.analysis import stats
+from experiments.results.model import (
     CellResult,
     Headline,
     RatioCI,

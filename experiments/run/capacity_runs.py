@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from experiments import stage_ceilings
-from experiments.capacity import Probe, find_capacity
-from experiments.matrix import Cell
-from experiments.repeat import run_repeat
-from experiments.results import Repeat
+from experiments.plan.matrix import Cell
+from experiments.results.model import Repeat
+from experiments.run import stage_ceilings
+from experiments.run.capacity import Probe, find_capacity
+from experiments.run.repeat import run_repeat
 
 if TYPE_CHECKING:
-    from experiments.runner import Runner
+    from experiments.run.runner import Runner
 
 CAPACITY_PROBES = 7  # probes per configuration: a bracket, then bisection to CAPACITY_TOLERANCE
 CAPACITY_TOLERANCE = 0.15

@@ -1,18 +1,18 @@
 """Performance targets, evaluated over a run's cells (``targets = "perf"`` in a matrix). Each target states what
 was measured, against what, and its ``status``: ``pass``, ``fail`` or ``cannot_tell``, decided on the 95 %
-intervals of ``experiments.stats`` (pass when the whole interval meets the bound, fail when the whole interval misses
-it, cannot_tell when it straddles the bound or a figure is missing). Where a target is not met, the cells'
-bottleneck verdicts and profiles are the explanation. The figures come from this run only (ceilings included)."""
+intervals of ``experiments.analysis.stats`` (pass when the whole interval meets the bound, fail when the whole
+interval misses it, cannot_tell when it straddles the bound or a figure is missing). Where a target is not met, the
+cells' bottleneck verdicts and profiles are the explanation. The figures come from this run only (ceilings included)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from experiments import sampling, stats
-from experiments.headline import headline_of
-from experiments.measure import SERVERS
-from experiments.results import CellResult, Results, best, throughputs
+from experiments.analysis import sampling_cost, stats
+from experiments.analysis.headline import headline_of
+from experiments.measure.window import SERVERS
+from experiments.results.model import CellResult, Results, best, throughputs
 
 MIN_RPS = 100_000
 MIN_CEILING_FRACTION = 0.20
@@ -252,8 +252,8 @@ def capacity_targets(res: Results) -> list[dict[str, Any]]:
 
 def _sampling_cost(res: Results) -> dict[str, Any]:
     name = "sampling cost"
-    target = f"py-spy sampled ÷ unsampled throughput ≥ {1 - sampling.MAX_COST:.0%} (its interval)"
-    c = sampling.cost(res)
+    target = f"py-spy sampled ÷ unsampled throughput ≥ {1 - sampling_cost.MAX_COST:.0%} (its interval)"
+    c = sampling_cost.cost(res)
     if c is None or c.ratio.ratio is None:
         return _missing(name, target, 'sampled and unsampled repeats of closed-loop cells (sampling = "one")')
     return _t(name, target, c.text(), c.status,

@@ -11,7 +11,7 @@
     max_measure_s = 60.0   # … but is never longer than this
     budget_s = 540         # optional: start no extra round after this many seconds of the run
     sampling = "one"       # py-spy flame graphs of every stage: "one" repeat per cell, "on", "off" (the default),
-                           # or "alternate" repeats (experiments/sampling.py; the cost is measured in the run)
+                           # or "alternate" repeats (experiments/measure/sampler.py; the cost is measured in the run)
     sampling_hz = 50       # py-spy's rate (samples per second per stage)
     sampling_native = false  # true: native frames too (py-spy pauses the process for every sample: costly)
     profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
@@ -53,14 +53,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from experiments.sampling import DEFAULT_RATE_HZ
 from harness.faults import CHAOS, FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, NEEDS_BACKEND, Fault
 from harness.plan import SEED, PipelineConfig
 from pipeline.knobs import VARIANT_KINDS
 from pipeline.registry import registry
 
-MATRICES = Path(__file__).resolve().parent / "matrices"
+MATRICES = Path(__file__).resolve().parent.parent / "matrices"
 PRESETS = {"seed": SEED, "base": None}
+DEFAULT_RATE_HZ = 50  # the matrix key sampling_hz's default: py-spy's own CPU grows with the rate
 MIN_COMMITS_DEFAULT = 20
 
 
@@ -117,7 +117,9 @@ class _Matrix(BaseModel):
     stage_ceilings: str | None = None  # a cell whose settings every stage is measured alone with, between rounds
     capacity_cells: list[str] = Field(default_factory=list)  # search these cells' max sustainable open-loop rate
     slo_ms: float = Field(1000.0, gt=0, description="the capacity search's p99 bound (intended → committed)")
-    sampling: Literal["off", "one", "on", "alternate"] = "off"  # py-spy during timed repeats (experiments/sampling.py)
+    sampling: Literal["off", "one", "on", "alternate"] = (
+        "off"  # py-spy during timed repeats (experiments/measure/sampler.py)
+    )
     sampling_hz: int = Field(DEFAULT_RATE_HZ, ge=1, le=1000, description="py-spy samples per second per stage")
     sampling_native: bool = False  # native frames: py-spy pauses every stage for every sample (costly)
     fault_seed: int = Field(1, description="the seed each fault cell's per-repeat fault times are drawn with")
@@ -194,7 +196,9 @@ class Matrix:
     stage_ceilings: str | None = None
     capacity_cells: list[str] = field(default_factory=list)
     slo_ms: float = 1000.0
-    sampling: str = "off"  # "one" | "on" | "off" | "alternate": py-spy during the timed repeats (experiments.sampling)
+    sampling: str = (
+        "off"  # "one" | "on" | "off" | "alternate": py-spy during the timed repeats (experiments.measure.sampler)
+    )
     sampling_hz: int = DEFAULT_RATE_HZ
     sampling_native: bool = False
     fault_seed: int = 1

@@ -9,8 +9,13 @@ positive) and its upper bound. If that bucket is +Inf, the answer is the largest
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from experiments.results.model import Repeat
 
 
 def _le(key: str | float) -> float:
@@ -58,3 +63,15 @@ def quantiles(buckets: Mapping[str, float], qs: tuple[float, ...] = (0.5, 0.95, 
         v = histogram_quantile(q, buckets)
         out[f"p{round(q * 100):d}"] = None if math.isnan(v) else v
     return out
+
+
+def prom_hist(rep: Repeat, name: str, scale: float = 1000.0) -> dict[str, float | None]:
+    """PromQL quantiles of histogram ``name`` in the repeat's measured window, over every stage that has it (buckets
+    summed by le), × scale."""
+    summed: dict[str, float] = collections.defaultdict(float)
+    for hists in rep.prometheus.values():
+        for le, count in hists.get(name, {}).items():
+            summed[le] += count
+    if not summed:
+        return {}
+    return {k: (v * scale if v is not None else None) for k, v in quantiles(summed).items()}

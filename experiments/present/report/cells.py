@@ -3,28 +3,15 @@ the flags to read first, and the headline."""
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 from typing import Any
 
-from experiments import stats
-from experiments.headline import headline_of
-from experiments.promql import quantiles
-from experiments.report.plots import timeline_plot
-from experiments.report.profiles import cell_profiles
-from experiments.results import CellResult, Repeat, Results, counted, failed, loop_of
-
-
-def prom_hist(rep: Repeat, name: str, scale: float = 1000.0) -> dict[str, float | None]:
-    """PromQL quantiles of histogram ``name`` in the repeat's measured window, over every stage that has it (buckets
-    summed by le), × scale."""
-    summed: dict[str, float] = collections.defaultdict(float)
-    for hists in rep.prometheus.values():
-        for le, count in hists.get(name, {}).items():
-            summed[le] += count
-    if not summed:
-        return {}
-    return {k: (v * scale if v is not None else None) for k, v in quantiles(summed).items()}
+from experiments.analysis import stats
+from experiments.analysis.headline import headline_of
+from experiments.measure.promql import prom_hist
+from experiments.present.report.plots import timeline_plot
+from experiments.present.report.profiles import cell_profiles
+from experiments.results.model import CellResult, Repeat, Results, counted, failed, loop_of
 
 
 def cell_latency(cell: CellResult) -> dict[str, Any]:

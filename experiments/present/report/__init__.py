@@ -9,21 +9,22 @@ files under ``profiles/`` and the latest pytest-benchmark save under ``.benchmar
 
 One job per module: ``build`` (the pages), ``cells`` (per-cell views, flags, the headline), ``winners`` (each
 comparison's winner and its sentence), ``plots``, ``profiles``, ``microbench``, ``fmt`` (number formats). The
-statistics (median, interval, the noise rule) are ``experiments.stats``'s, as everywhere else.
+statistics (median, interval, the noise rule) are ``experiments.analysis.stats``'s, as everywhere else.
 
 Rules, stated in the report too:
 
-- **winner of a comparison**: see ``experiments.report.winners``.
-- **within noise**: ``experiments.stats`` — the 95 % interval of the ratio of the two cells' throughputs holds 1.
+- **winner of a comparison**: see ``experiments.analysis.winners``.
+- **within noise**: ``experiments.analysis.stats`` — the 95 % interval of the ratio of the two cells' throughputs
+  holds 1.
 - **hottest function** of a stage: the most own time (cProfile ``tottime``) excluding idle waits (the event loop's
   ``epoll.poll``, ``select``, ``time.sleep``, lock waits).
 """
 
 from __future__ import annotations
 
-from experiments.report.build import ROOT, build_index, build_report
-from experiments.report.cells import headline
-from experiments.report.microbench import microbench
-from experiments.storage import load
+from experiments.present.report.build import ROOT, build_index, build_report
+from experiments.present.report.cells import headline
+from experiments.present.report.microbench import microbench
+from experiments.results.storage import load
 
 __all__ = ["ROOT", "build_index", "build_report", "headline", "load", "microbench"]

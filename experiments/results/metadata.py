@@ -12,7 +12,8 @@ from typing import Any
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from experiments.results.storage import ROOT
+
 PACKAGES = (
     "grpcio",
     "protobuf",

@@ -12,11 +12,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from experiments import sampling
-from experiments.memory_profile import commands as memory_commands
-from experiments.results import CellResult, Results
+from experiments.analysis import sampling_cost as cost_analysis
+from experiments.analysis import stacks as stack_analysis
+from experiments.plan.matrix import DEFAULT_RATE_HZ
+from experiments.present import flamegraph
+from experiments.present.flamegraph import memory_commands
+from experiments.results.model import CellResult, Results
+from experiments.results.storage import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 TOP_N = 10
 
 # own-time entries that are a process waiting, not working
@@ -116,7 +119,7 @@ def cell_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: lis
             "stage": stage, "files": [], "cprofile": None, "yappi": None, "missing": [], "snakeviz": None,
         }  # fmt: skip
         for kind, stored in kinds.items():
-            full = sampling.resolve(stored, roots)
+            full = stack_analysis.resolve(stored, roots)
             href = os.path.relpath(full, run_dir)
             entry["files"].append({"kind": kind, "href": href, "path": stored, "exists": full.exists()})
             if not full.exists():
@@ -142,31 +145,31 @@ def sampled_profiles(cell: CellResult, roots: list[Path], run_dir: Path, order: 
     if not reps:
         return None
     problems = sorted({r.sampled.problem for r in reps if r.sampled and r.sampled.problem})
-    stacks = sampling.cell_stacks(cell, roots)
+    stacks = stack_analysis.cell_stacks(cell, roots)
     views = next((r.sampled.views for r in reversed(reps) if r.sampled and r.sampled.views), {})
     stages = []
     for stage in sorted(stacks, key=lambda s: (order.index(s) if s in order else len(order), s)):
         st = stacks[stage]
         files = []
         for kind, stored in views.get(stage, {}).items():
-            full = sampling.resolve(stored, roots)
-            command = sampling.open_commands({kind: stored}).get(kind)
+            full = stack_analysis.resolve(stored, roots)
+            command = flamegraph.open_commands({kind: stored}).get(kind)
             files.append({"kind": kind, "href": os.path.relpath(full, run_dir), "path": stored,
                           "exists": full.exists(), "command": command})  # fmt: skip
-        busy = sampling.top_self(st, TOP_N, busy_only=True)
-        waits = [h for h in sampling.top_self(st, 3 * TOP_N) if h.idle][:5]
+        busy = stack_analysis.top_self(st, TOP_N, busy_only=True)
+        waits = [h for h in stack_analysis.top_self(st, 3 * TOP_N) if h.idle][:5]
         stages.append({
-            "stage": stage, "samples": sum(st.values()), "idle": sampling.idle_share(st), "busy": busy,
+            "stage": stage, "samples": sum(st.values()), "idle": stack_analysis.idle_share(st), "busy": busy,
             "waits": waits, "hottest": busy[0] if busy else None, "files": files,
-            "svg": sampling.flamegraph_svg(st, f"{cell.id} · {stage}", min_px=1.0),
+            "svg": flamegraph.flamegraph_svg(st, f"{cell.id} · {stage}", min_px=1.0),
         })  # fmt: skip
-    rate = reps[-1].sampled.rate_hz if reps[-1].sampled else sampling.DEFAULT_RATE_HZ
+    rate = reps[-1].sampled.rate_hz if reps[-1].sampled else DEFAULT_RATE_HZ
     return {"repeats": len(reps), "rate_hz": rate, "stages": stages, "problems": problems}
 
 
 def sampling_cost(res: Results) -> dict[str, Any] | None:
-    """The run's sampling cost (``sampling.cost``) as the report states it."""
-    return sampling.cost_record(res)
+    """The run's sampling cost (``experiments.analysis.sampling_cost.cost``) as the report states it."""
+    return cost_analysis.cost_record(res)
 
 
 def memory_profile(res: Results, roots: list[Path], run_dir: Path) -> dict[str, Any] | None:
@@ -177,7 +180,7 @@ def memory_profile(res: Results, roots: list[Path], run_dir: Path) -> dict[str, 
         return None
     files = []
     for kind, stored in mp.get("files", {}).items():
-        full = sampling.resolve(stored, roots)
+        full = stack_analysis.resolve(stored, roots)
         files.append({"kind": kind, "href": os.path.relpath(full, run_dir), "path": stored, "exists": full.exists(),
                       "command": memory_commands({kind: stored}).get(kind)})  # fmt: skip
     return {**mp, "links": files}

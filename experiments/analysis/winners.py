@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from experiments import stats
-from experiments.report.cells import prom_hist
-from experiments.report.fmt import f_ms
-from experiments.results import CellResult, counted, failed, loop_of, p99s, throughputs
+from experiments.analysis import stats
+from experiments.analysis.fmt import f_ms
+from experiments.measure.promql import prom_hist
+from experiments.results.model import CellResult, counted, failed, loop_of, p99s, throughputs
 from harness.plan import PipelineConfig
 
 

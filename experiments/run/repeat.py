@@ -1,5 +1,5 @@
 """One timed repeat of a cell: a fresh table and queue, the stages started by the orchestrator, the generator run
-for warm-up + measured window + tail, a clean stop, then what the repeat measured (``experiments.measure``)."""
+for warm-up + measured window + tail, a clean stop, then what the repeat measured (``experiments.measure.window``)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments import measure, sampling, verdict
-from experiments.matrix import Cell, Matrix
+from experiments.measure import sampler as sampling
+from experiments.measure import verdict
+from experiments.measure import window as measure
+from experiments.plan.matrix import Cell, Matrix
+from experiments.present import flamegraph
+from experiments.results.storage import ROOT
 from harness.orchestrator import Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
 
-ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, Runner.schema
 QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
 
@@ -158,7 +161,7 @@ def _stored(p: Path) -> str:
 def _sampled(sampler: sampling.StreamSampler, cell_dir: Path) -> dict[str, Any]:
     """Stop the repeat's py-spy samplers, rewrite the cell's merged views: the ``results.Sampled`` fields."""
     files, problem = sampler.finish()
-    views = sampling.write_cell_views(cell_dir) if files else {}
+    views = flamegraph.write_cell_views(cell_dir) if files else {}
     return {
         "rate_hz": sampler.rate_hz,
         "native": sampler.native,

@@ -1,6 +1,6 @@
 """Run a stage module under a profiler, and save the profile when the stage exits (it exits cleanly on SIGTERM).
 
-    python -m experiments.profile_stage --profiler cprofile --out profiles/RUN/CELL/writer-1 -m pipeline.writer ...
+    python -m experiments.run.profile_stage --profiler cprofile --out profiles/RUN/CELL/writer-1 -m pipeline.writer ...
 
 cprofile writes ``<out>.prof`` (open with ``snakeviz``). yappi (wall clock, coroutine-aware) writes
 ``<out>.yappi.pstat`` (pstats format: snakeviz opens it too), ``<out>.callgrind`` and ``<out>.yappi.txt``.

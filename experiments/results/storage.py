@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.results import Results
+from experiments.results.model import Results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (the one place that says so)
 REPORTS = ROOT / "reports"
 RESULTS = "results.json"
 

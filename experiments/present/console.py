@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from experiments import stats
-from experiments.report.winners import group_view, plain
-from experiments.results import CellResult, RatioCI, Results
+from experiments.analysis import stats
+from experiments.analysis.winners import group_view, plain
+from experiments.results.model import CellResult, RatioCI, Results
 
 
 def _ci(v: list[float] | None) -> str:

@@ -1,0 +1,97 @@
+"""What sampling profiles cost, measured in the same run: sampled ÷ unsampled throughput, paired per cell and
+pooled (see :mod:`experiments.measure.window.sampler` for how and when repeats are sampled)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from experiments.analysis import stats
+from experiments.analysis.stats import Ratio
+from experiments.plan.matrix import DEFAULT_RATE_HZ
+from experiments.results.model import CellResult, Results, failed, loop_of
+
+MAX_COST = 0.02  # the target: sampling costs at most 2 % of throughput (decided on the interval)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Sampled ÷ unsampled throughput, paired per cell and pooled (a ratio with its interval), and its source."""
+
+    ratio: Ratio
+    sampled: int  # sampled repeats, over every pair
+    unsampled: int  # unsampled repeats, over every pair
+    cells: list[str]  # the pairs: one closed-loop cell each
+    per_cell: dict[str, float]  # cell → its sampled median ÷ its unsampled median
+
+    @property
+    def status(self) -> str:
+        """pass / fail / cannot_tell against :data:`MAX_COST` (``stats.at_least`` on the ratio's interval)."""
+        return stats.at_least(self.ratio, 1.0 - MAX_COST)
+
+    def text(self) -> str:
+        if self.ratio.ratio is None:
+            return "not measured"
+        return (f"sampled ÷ unsampled − 1 = {self.ratio.text()} (paired in {len(self.cells)} closed-loop cell(s): "
+                f"sampled median ÷ unsampled median per cell, t interval over the cells; {self.sampled} "
+                f"sampled vs {self.unsampled} unsampled repeats)")  # fmt: skip
+
+
+def _pair(cell: CellResult) -> tuple[list[float], list[float]] | None:
+    """(sampled, unsampled) throughputs of a closed-loop cell's counted repeats without a fault — excluded ones
+    included: the cost is measured on them — or None when the cell cannot be paired."""
+    if loop_of(cell.params) != "closed" or failed(cell):
+        return None
+    reps = [r for r in cell.repeats if not r.pilot and r.throughput_rps and r.fault is None]
+    # sampled: py-spy recorded every stage; a repeat whose sampling failed is on neither side
+    s = [r.throughput_rps or 0.0 for r in reps if r.sampled and r.sampled.files and not r.sampled.problem]
+    u = [r.throughput_rps or 0.0 for r in reps if r.sampled is None]
+    return (s, u) if s and u else None
+
+
+def cost(res: Results) -> Cost | None:
+    """The sampling cost measured in ``res``, paired per cell: for each closed-loop cell without a fault that has
+    sampled and unsampled counted repeats, median(sampled) ÷ median(unsampled); pooled over those cells
+    (``stats.pooled_ratio``: the median of the log ratios, Student's t interval over the cells — each cell is its
+    own control, so cells of different speeds pool and no cell's interval mixes the two populations). None when
+    the run has no such cell; one cell gives a point without an interval."""
+    ratios: dict[str, float] = {}
+    n_s = n_u = 0
+    for c in res.cells:
+        pair = _pair(c)
+        if pair is None:
+            continue
+        s, u = pair
+        ratios[c.id] = (stats.median(s) or 0.0) / (stats.median(u) or 1.0)
+        n_s, n_u = n_s + len(s), n_u + len(u)
+    if not ratios:
+        return None
+    return Cost(stats.pooled_ratio(ratios.values()), n_s, n_u, list(ratios), ratios)
+
+
+def apply_cost(res: Results) -> tuple[Cost | None, bool]:
+    """With ``sampling = "one"``: exclude every sampled repeat from its cell's figures when the run's cost is
+    shown beyond :data:`MAX_COST` (status ``fail``: the whole interval below 98 %), include them otherwise.
+    Returns (the cost, whether any repeat's ``excluded`` changed: the cells' summaries are then stale)."""
+    c = cost(res)
+    exclude = res.matrix.get("sampling") == "one" and c is not None and c.status == "fail"
+    changed = False
+    for cell in res.cells:
+        for r in cell.repeats:
+            want = exclude and r.sampled is not None and not r.pilot
+            if r.excluded != want:
+                r.excluded, changed = want, True
+    return c, changed
+
+
+def cost_record(res: Results) -> dict[str, Any] | None:
+    """The cost as ``results.json`` keeps it (``sampling_cost``) and the report and console state it."""
+    c = cost(res)
+    if c is None:
+        return None
+    return {
+        "ratio": c.ratio.ratio, "ci95": c.ratio.ci, "status": c.status, "bound": MAX_COST, "text": c.text(),
+        "cells": c.cells, "per_cell": c.per_cell, "sampled": c.sampled, "unsampled": c.unsampled,
+        "rate_hz": res.matrix.get("sampling_hz", DEFAULT_RATE_HZ), "native": bool(res.matrix.get("sampling_native")),
+        "excluded": any(r.excluded for cell in res.cells for r in cell.repeats),
+    }  # fmt: skip
