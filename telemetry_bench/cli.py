@@ -1,12 +1,13 @@
 """``telemetry-bench``: the command line.
 
-    telemetry-bench run [--matrix default|smoke|seed|full|PATH] [--repeats N] [--profile cprofile|yappi|none]
-                        [--memory-profile [CELL]]
+telemetry-bench run [--matrix default|smoke|seed|full|PATH] [--repeats N] [--profile cprofile|yappi|none]
+                    [--memory-profile [CELL]]
 telemetry-bench live [--duration S] [--rate R] [--topology split|node] [--sink ...] ...
 telemetry-bench report [RUN] [--all]          # rebuild reports/RUN/index.html and reports/index.html
 telemetry-bench compare RUN_A RUN_B [--fail-above PCT] [--out FILE]
 telemetry-bench services
-telemetry-bench proto
+telemetry-bench proto                         # build the protobuf stubs from proto/
+telemetry-bench docs                          # regenerate docs/results-schema.md from the results models
 """
 
 from __future__ import annotations
@@ -365,6 +366,14 @@ def cmd_proto(argv: list[str]) -> int:
     return 0
 
 
+def cmd_docs(argv: list[str]) -> int:
+    """Regenerate the generated documentation: docs/results-schema.md from the results models."""
+    from experiments.present import schema_doc
+
+    print(f"written {schema_doc.write()}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "live": cmd_live,
@@ -372,6 +381,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "services": cmd_services,
     "proto": cmd_proto,
+    "docs": cmd_docs,
 }
 
 

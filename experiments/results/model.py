@@ -65,9 +65,9 @@ class Sampled(_M):
 
 
 class Repeat(_M):
-    index: int
-    ok: bool
-    failures: list[str]
+    index: int  # 0-based timed repeat; < 0: an uncounted repeat of another kind (profiled, memory, capacity probe)
+    ok: bool  # accounting exact and every stage healthy
+    failures: list[str]  # what failed, one line each
     throughput_rps: float | None  # rows of whole commits in the measured window ÷ its length (commit to commit)
     window_s: float | None  # length of the measured window actually available
     window_complete: bool  # False: the run ended before warmup + measure elapsed
@@ -136,29 +136,29 @@ class Summary(_M):
 
 
 class Profile(_M):
-    profiler: str
+    profiler: str  # cprofile | yappi
     files: dict[str, dict[str, str]]  # stage → kind (cprofile | yappi_pstat | yappi_callgrind | yappi_text) → path
-    failures: list[str]
+    failures: list[str]  # stages whose profile could not be written
 
 
 class CellResult(_M):
-    id: str
-    title: str
-    groups: list[str]
-    varied: dict[str, Any]
+    id: str  # the cell's id in the matrix (`--cells` selects by it)
+    title: str  # what it varies, in words
+    groups: list[str]  # the comparisons it belongs to
+    varied: dict[str, Any]  # the keys its groups vary, with this cell's values
     params: PipelineConfig  # every run-plan knob (pipeline/knobs.py)
-    repeats: list[Repeat]
-    summary: Summary | None = None
-    profile: Profile | None = None
+    repeats: list[Repeat]  # every repeat, pilots and uncounted kinds included
+    summary: Summary | None = None  # over the counted repeats
+    profile: Profile | None = None  # the cProfile/yappi repeat (profile_cells)
 
 
 class Ceilings(_M):
     copy_binary_rps: float  # binary COPY of pre-built rows, 10k-row batches, median of passes
-    copy_binary_passes: list[float]
+    copy_binary_passes: list[float]  # every pass (rows/s)
     redis_pushpop_rps: float  # LPUSH 1,000 values + RPOP 1,000, per-reading JSON payloads
-    redis_pushpop_passes: list[float]
+    redis_pushpop_passes: list[float]  # every pass
     decode_direct_rps: float  # direct field reads, one process
-    readings: int
+    readings: int  # readings per pass
     # each stage alone with the run's settings, measured between rounds: stage → {median, min, max, passes}
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stages_cell: str | None = None  # whose settings
@@ -168,13 +168,13 @@ TargetStatus = Literal["pass", "fail", "cannot_tell"]
 
 
 class Target(_M):
-    name: str
-    target: str
-    measured: str
+    name: str  # what is targeted
+    target: str  # the bound, in words
+    measured: str  # the figure with its 95 % interval
     status: TargetStatus = "cannot_tell"  # decided on intervals: cannot_tell when one straddles the bound
     passed: bool | None  # status as a boolean: None for cannot_tell (or not measured)
-    detail: str
-    cells: list[str]
+    detail: str  # how it was measured
+    cells: list[str]  # the cells it was measured on
 
     @model_validator(mode="before")
     @classmethod
@@ -202,22 +202,27 @@ class Headline(_M):
 
 
 class Results(_M):
-    schema_version: int = SCHEMA_VERSION
-    run_id: str
-    created: str
-    finished: str | None = None
-    git: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION  # this file's schema; older files load (derived fields recomputed)
+    run_id: str  # UTC time + short commit, e.g. 20261128T080340Z-fc1881c5
+    created: str  # ISO time the run started
+    finished: str | None = None  # ISO time it ended (None: interrupted or still running)
+    git: dict[str, Any]  # {commit, short, dirty}
+    # {hostname, cpu_model, cpu_logical, cpu_physical, cpu_mhz, memory_bytes, os, kernel, load_avg, ...}
     machine: dict[str, Any]
-    software: dict[str, Any]
-    services: dict[str, Any]
+    software: dict[str, Any]  # {python, python_implementation, telemetry_bench, packages{...}}
+    services: dict[str, Any]  # {postgresql{source, dsn (password masked)}, redis{...}, versions{...}}
+    # the matrix as run: name, path, source (the TOML text), its keys, groups[{name, title, keys, cells}]
     matrix: dict[str, Any]
-    settings: dict[str, Any]  # repeats, profile, warmup_s, measure_s, command line
-    ceilings: Ceilings | None = None
-    cells: list[CellResult] = Field(default_factory=list)
+    settings: dict[str, Any]  # repeats, max_repeats, ci_target, profile, warmup_s, measure_s, tail_s, argv (masked)
+    ceilings: Ceilings | None = None  # this machine's limits, measured in the same run
+    cells: list[CellResult] = Field(default_factory=list)  # one per cell, in the matrix's order
+    # cells that lost or duplicated a reading, forwarded or broadcast fewer than they should, or had a stage fail
+    # (the run exits 1); expect_loss cells report their loss under repeats[].expected_failures instead
     failed_cells: list[str] = Field(default_factory=list)
-    targets: list[Target] = Field(default_factory=list)  # matrices with `targets = "perf"` (experiments/targets.py)
-    headline: Headline = Field(default_factory=Headline)
-    # py-spy's cost measured in this run (experiments.sampling.cost_record): ratio, ci95, status, cells, per_cell, ...
+    # matrices with `targets = "perf"` (experiments/analysis/targets.py)
+    targets: list[Target] = Field(default_factory=list)
+    headline: Headline = Field(default_factory=Headline)  # like with like against the seed
+    # py-spy's cost measured in this run (experiments/analysis/sampling_cost.py): ratio, ci95, status, cells, ...
     sampling_cost: dict[str, Any] | None = None
     # `run --memory-profile`: one extra repeat with a stage under memray (experiments.run.memory_profile)
     memory_profile: dict[str, Any] | None = None
