@@ -402,7 +402,7 @@ class Orchestrator:
         stopped = time.time_ns()
         acct = self._account()
         restarted_backend = self.supervisor is not None and "backend" in self.supervisor.restarts
-        if (self.fault is not None and self.fault.kind == "kill_backend") or restarted_backend:
+        if (self.injection is not None and self.injection.broadcast_best_effort) or restarted_backend:
             acct.broadcast_best_effort = True
         if self.supervisor is not None and acct.lost > 0:
             try:
