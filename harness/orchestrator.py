@@ -348,6 +348,8 @@ class Orchestrator:
                     await asyncio.wait_for(stop_requested.wait(), POLL_S)
             # 2. the generator stops first (its streams end cleanly), then each stage drains in flow order; its
             # exit (a graceful gRPC shutdown, the interpreter's teardown: ~0.5 s) overlaps the drain
+            if self.supervisor is not None and stop_requested.is_set():  # first: no restart of what the user stops
+                self.supervisor.stop()
             await self._poll()
             self._generator_stopped = True
             generator_stop = asyncio.create_task(self.stages["generator"].stop())
