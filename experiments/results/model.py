@@ -64,8 +64,18 @@ class Sampled(_M):
     # Python frames only; None: recorded before this field (those runs sampled with --native)
 
 
+# What a repeat is for. `timed`: one of a cell's measured repeats (its figures come from these); `profiled`: the
+# stages under cProfile/yappi; `memory`: one stage under memray; `capacity`: a probe of the capacity search at an
+# offered rate. Only timed repeats are kept in `cells[].repeats` and counted; the others are separate runs (a
+# profiler or tracer changes what it measures).
+RepeatKind = Literal["timed", "profiled", "memory", "capacity"]
+# files written before `kind` marked the other kinds with a negative index: −1 profiled, −2 memory, −100−n probe n
+_OLD_KIND_INDEX: dict[int, RepeatKind] = {-1: "profiled", -2: "memory"}
+
+
 class Repeat(_M):
-    index: int  # 0-based timed repeat; < 0: an uncounted repeat of another kind (profiled, memory, capacity probe)
+    kind: RepeatKind = "timed"  # what the repeat is for (timed, profiled, memory, capacity); only timed ones count
+    index: int  # 0-based within its kind (the n-th timed repeat of the cell, the n-th capacity probe)
     ok: bool  # accounting exact and every stage healthy
     failures: list[str]  # what failed, one line each
     throughput_rps: float | None  # rows of whole commits in the measured window ÷ its length (commit to commit)
@@ -93,6 +103,18 @@ class Repeat(_M):
     sampled: Sampled | None = None  # py-spy sampled this repeat (matrix `sampling`); None: not sampled
     # a sampled repeat left out of its cell's figures: the run's sampling cost was shown beyond 2 % (sampling = "one")
     excluded: bool = False
+    commit_gap_s: float | None = None  # median time between commits after warm-up (sizes the cell's later windows)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_of_old_files(cls, data: Any) -> Any:
+        """Files without ``kind`` marked the other kinds by a negative index; they load as that kind, 0-based."""
+        if isinstance(data, dict) and "kind" not in data and isinstance(i := data.get("index"), int):
+            if i in _OLD_KIND_INDEX:
+                data = {**data, "kind": _OLD_KIND_INDEX[i], "index": 0}
+            elif i <= -101:
+                data = {**data, "kind": "capacity", "index": -101 - i}
+        return data
 
 
 Loop = Literal["open", "closed"]
@@ -243,9 +265,9 @@ class Results(_M):
 
 # ------------------------------------------------------------------------------------- reading cells (one place)
 def counted(cell: CellResult) -> list[Repeat]:
-    """The timed repeats a cell's figures come from: every repeat but the pilots and the excluded sampled repeats
-    (index < 0: profiled, not here)."""
-    return [r for r in cell.repeats if not r.pilot and not r.excluded]
+    """The timed repeats a cell's figures come from: every timed repeat but the pilots and the excluded sampled
+    repeats."""
+    return [r for r in cell.repeats if r.kind == "timed" and not r.pilot and not r.excluded]
 
 
 def throughputs(cell: CellResult) -> list[float]:

@@ -13,13 +13,14 @@ from experiments.measure import verdict
 from experiments.measure import window as measure
 from experiments.plan.matrix import Cell, Matrix
 from experiments.present import flamegraph
+from experiments.results.model import Repeat, RepeatKind
 from experiments.results.storage import ROOT
 from harness.orchestrator import Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
 
-SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, Runner.schema
+SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, RunContext.schema
 QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
 
 
@@ -36,7 +37,9 @@ async def run_repeat(
     m: Matrix,
     services: Services,
     workdir: Path,
-    index: int,
+    *,
+    kind: RepeatKind = "timed",
+    index: int = 0,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     python_prefix: Callable[[str], list[str]] | None = None,
     measure_s: float | None = None,
@@ -44,25 +47,25 @@ async def run_repeat(
     schema: str = SCHEMA,
     sample_dir: Path | None = None,
     sample: bool | None = None,
-) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
-    """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window).
+) -> Repeat:
+    """The ``index``-th repeat of ``kind`` of ``cell`` (a run asks for one through ``RunContext.repeat``).
 
     With ``sample_dir`` (the cell's ``profiles/<run>/<cell>/``) and ``sample`` (default: the matrix's ``sampling``
-    choosing this repeat, ``sampling.sampled``), py-spy samples every stage during the stream at the matrix's
-    ``sampling_hz`` (native frames with ``sampling_native``) into ``sample_dir/repeat-<n>/`` and the cell's merged
-    views are rewritten."""
+    choosing this repeat, ``sampling.sampled``; never for a kind other than timed), py-spy samples every stage
+    during the stream at the matrix's ``sampling_hz`` (native frames with ``sampling_native``) into
+    ``sample_dir/repeat-<n>/`` and the cell's merged views are rewritten."""
     measure_s = measure_s or m.measure_s
     cfg = cell_config(cell, m, measure_s)
     monitor = measure.ResourceMonitor(queue_key)
     position = next((i for i, c in enumerate(m.cells) if c is cell), 0)
     sampler = None
     if sample is None:
-        sample = sampling.sampled(m.sampling, index, position)
+        sample = kind == "timed" and sampling.sampled(m.sampling, index, position)
     if sample_dir is not None and sample:
         sampler = monitor.on_poll = sampling.StreamSampler(
             sample_dir / f"repeat-{index + 1}", m.sampling_hz, native=m.sampling_native
         )
-    fault = cell.fault_for(cfg, index)  # a fixed time, or drawn for this repeat from the cell's seed
+    fault = cell.fault_for(cfg, _draw_index(kind, index))  # a fixed time, or drawn from the cell's seed
     orch = Orchestrator(
         cfg,
         services,
@@ -120,6 +123,7 @@ async def run_repeat(
         expected = [f for f in failures if "lost" in f or "duplicated" in f]
         failures = [f for f in failures if f not in expected]
     repeat = {
+        "kind": kind,
         "index": index,
         "ok": not failures,
         "failures": failures,
@@ -149,8 +153,16 @@ async def run_repeat(
         "phases_s": result.phases_s,
         "bottleneck": bottleneck,
         "sampled": sampled,
+        "commit_gap_s": window.commit_gap_s if window else None,
     }
-    return repeat, orch, window
+    return Repeat.model_validate(repeat)
+
+
+def _draw_index(kind: RepeatKind, index: int) -> int:
+    """The repeat number a fault time is drawn for: the timed repeat's own; the other kinds keep the numbers they
+    drew with before kinds were named (−1 profiled, −2 memory, −101 − n capacity probe n), so a seed draws the
+    same moments as it always did."""
+    return {"timed": index, "profiled": -1, "memory": -2, "capacity": -101 - index}[kind]
 
 
 def _stored(p: Path) -> str:
