@@ -1,6 +1,6 @@
 """Sessions: ``nox -s bench`` (the main job: the default experiment matrix), ``nox -s tests`` (the test suite),
-``nox -s lint`` (ruff + mypy + the import contracts), ``nox -s live`` (the pipeline, live), ``nox -s microbench``
-(pytest-benchmark)."""
+``nox -s lint`` (ruff + mypy + the import contracts + no import loops), ``nox -s live`` (the pipeline, live),
+``nox -s microbench`` (pytest-benchmark)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("lint-imports")  # the layer contract in pyproject.toml ([tool.importlinter])
+    session.run("python", "tools/import_loops.py")  # no import loop between any two modules, TYPE_CHECKING included
 
 
 @nox.session(python=PYTHON)
