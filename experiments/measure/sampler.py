@@ -146,7 +146,7 @@ _warned: set[str] = set()
 
 
 class StreamSampler:
-    """The repeat's sampler hook (``measure.ResourceMonitor.on_poll``): at every poll of the orchestrator it gets the
+    """The repeat's sampler hook (``monitor.ResourceMonitor.on_poll``): at every poll of the orchestrator it gets the
     live stage pids and the snapshot; it starts a :class:`Sampler` on every stage at the first commit and interrupts
     it once the generator's stream has ended. :meth:`finish` (after the run) collects the files."""
 

@@ -2,7 +2,7 @@
 
 Which cell: the one named; else the matrix's ``overload`` cell (10× the best rate: where memory is at stake); else
 the cell whose stage memory grew most over its timed repeats. Which stage: the one whose RSS grew most in that
-cell's counted repeats (``measure.ResourceMonitor`` samples every stage's RSS about four times a second: growth = the
+cell's counted repeats (``monitor.ResourceMonitor`` samples every stage's RSS about four times a second: growth = the
 series' last RSS − its first; PostgreSQL and Redis are C servers memray cannot run, so they are never chosen). That
 stage is launched as ``python -m memray run --output <stage>.memray.bin -m pipeline.<stage> …`` (the orchestrator's
 ``python_prefix``, as the profiled repeat launches stages under cProfile); after the repeat ``memray flamegraph``

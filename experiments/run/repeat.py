@@ -11,6 +11,7 @@ from typing import Any
 from experiments.measure import sampler as sampling
 from experiments.measure import verdict
 from experiments.measure import window as measure
+from experiments.measure.monitor import ResourceMonitor
 from experiments.plan.matrix import Cell, Matrix
 from experiments.present import flamegraph
 from experiments.results.model import Repeat, RepeatKind
@@ -56,7 +57,7 @@ async def run_repeat(
     ``sample_dir/repeat-<n>/`` and the cell's merged views are rewritten."""
     measure_s = measure_s or m.measure_s
     cfg = cell_config(cell, m, measure_s)
-    monitor = measure.ResourceMonitor(queue_key)
+    monitor = ResourceMonitor(queue_key)
     position = next((i for i, c in enumerate(m.cells) if c is cell), 0)
     sampler = None
     if sample is None:
