@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from experiments.analysis import sampling_cost
 from experiments.analysis.headline import headline_of
 from experiments.analysis.summary import stop_reason, summarize
+from experiments.analysis.targets import TARGET_SETS
 from experiments.measure import sampler
 from experiments.measure import window as measure
 from experiments.plan.matrix import Cell, Matrix
@@ -236,8 +237,6 @@ class Runner:
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
         if self.m.targets:
-            from experiments.analysis.targets import TARGET_SETS
-
             self.results.targets = [Target(**t) for t in TARGET_SETS[self.m.targets](self.results)]
         self.save()
         self.report = build_report(self.dir)
