@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from experiments.measure import sampler as sampling
 from experiments.measure import verdict
@@ -162,8 +162,18 @@ async def run_repeat(
 def _draw_index(kind: RepeatKind, index: int) -> int:
     """The repeat number a fault time is drawn for: the timed repeat's own; the other kinds keep the numbers they
     drew with before kinds were named (−1 profiled, −2 memory, −101 − n capacity probe n), so a seed draws the
-    same moments as it always did."""
-    return {"timed": index, "profiled": -1, "memory": -2, "capacity": -101 - index}[kind]
+    same moments as it always did. (A new kind must be named here: mypy fails on a kind this match leaves out.)"""
+    match kind:
+        case "timed":
+            return index
+        case "profiled":
+            return -1
+        case "memory":
+            return -2
+        case "capacity":
+            return -101 - index
+        case _:
+            assert_never(kind)
 
 
 def _stored(p: Path) -> str:
