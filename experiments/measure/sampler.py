@@ -130,9 +130,10 @@ class Sampler:
 
 
 def sampled(mode: str, index: int, position: int, *, single: bool = False) -> bool:
-    """Is timed repeat ``index`` (0-based; < 0: the profiled repeat, never) of the cell at ``position`` in the
-    matrix sampled? ``one``: the repeat :data:`ONE_INDEX`, or the first of a cell capped at one repeat
-    (``single``); ``alternate`` flips parity from cell to cell, so every round has both kinds."""
+    """Is timed repeat ``index`` (0-based; a repeat of another kind is never sampled: ``run_repeat`` asks only for
+    timed ones, and a negative index, as older files marked the others, is never sampled) of the cell at
+    ``position`` in the matrix sampled? ``one``: the repeat :data:`ONE_INDEX`, or the first of a cell capped at one
+    repeat (``single``); ``alternate`` flips parity from cell to cell, so every round has both kinds."""
     if mode not in MODES:
         raise ValueError(f"sampling = {mode!r}: valid values are {', '.join(MODES)}")
     if index < 0 or mode == "off":
