@@ -1,0 +1,90 @@
+"""Stages on the hosts of a local 3-node Ray cluster (harness/cluster/): every reading accounted for, and a writer
+SIGKILLed on a remote host restarted by Ray with nothing lost.
+
+The cluster is started once for the module (127.0.0.2, .3, .4 — Ray maps a node address of 127.0.0.1 to the
+machine's outward address, so the nodes start at .2) and stopped at its end, every process of it with it. Skipped
+only where Ray cannot be imported (the ``cluster`` extra is not installed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'telemetry-bench[cluster]'")
+
+from harness.cluster.local import LocalCluster  # noqa: E402
+from harness.cluster.placement import Placement, PlacementError  # noqa: E402
+from harness.cluster.remote import RemoteStage  # noqa: E402
+from harness.faults import Fault  # noqa: E402
+from harness.orchestrator import Orchestrator  # noqa: E402
+from harness.plan import PipelineConfig  # noqa: E402
+from harness.services import Services  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+PLACEMENT = {"generator": ["a"], "ingest": ["b"], "writer": ["b", "c"]}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(nodes_wanted=3) as c:
+        placement = Placement(c.address, PLACEMENT).connect()
+        try:
+            yield c
+        finally:
+            placement.close()
+            ray.shutdown()
+    assert not any(c.temp_dir in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])), (
+        "a process of the local cluster survived cluster down"
+    )
+
+
+def test_stages_on_hosts_kill_writer_restarted_by_ray(
+    cluster: LocalCluster, services: Services, pg_schema: str, queue_key: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    assert cluster.hosts() == {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
+    placement = Placement(cluster.address, PLACEMENT).connect()
+    assert set(placement.clock) == {"a", "b", "c"}
+    for c in placement.clock.values():  # one machine: the offset is within its own uncertainty (plus a little)
+        assert abs(c["offset_ns"]) <= c["uncertainty_ns"] + 1_000_000
+    cfg = PipelineConfig(
+        topology="split", rate=4000, count=12_000, sensors=10, readings_per_message=100, queue="stream",
+        queue_entry="batch", sink="copy_binary", batch_size=500, flush_interval=0.2, dedupe=True, workers=2,
+        forwarder="none", ws_clients=0,
+    )  # fmt: skip
+    fault = Fault("kill_writer", 1.0)  # writer-1, on host b
+    orch = Orchestrator(cfg, services, tmp_path, schema=pg_schema, queue_key=queue_key, fault=fault,
+                        placement=placement)  # fmt: skip
+    result = asyncio.run(orch.run())
+    a = result.accounting
+    assert result.failures == [], "\n".join(result.failures)
+    assert fault.injected_at_ns is not None and fault.restarted_at_ns is not None
+    assert a.generated == cfg.count and a.committed == cfg.count and a.lost == 0 and a.duplicated == 0
+    stages = {n: st for n, st in orch.stages.items() if isinstance(st, RemoteStage)}
+    assert {n: st.ip for n, st in stages.items()} == {
+        "generator": "127.0.0.2", "ingest": "127.0.0.3", "writer-1": "127.0.0.3", "writer-2": "127.0.0.4"
+    }  # fmt: skip
+    assert stages["writer-1"].restarts == 1 and stages["writer-2"].restarts == 0
+    assert "--host 127.0.0.3" in " ".join(stages["writer-1"].argv)
+    assert orch.stages["ingest"].argv[orch.stages["ingest"].argv.index("--generator") + 1].startswith("127.0.0.2:")
+    window = (result.stream_ended_ns - result.started_ns) / 1e9
+    committed = {n: st.count("committed") for n, st in stages.items()}
+    figures = placement.figures(list(stages.values()), committed, window, latency_p50_ns=None)
+    assert sorted(figures["hosts"]) == ["a", "b", "c"] and figures["hosts"]["b"]["stages"] == ["writer-1", "ingest"]
+    assert all(figures["stages"][n]["cpu_s"] > 0 for n in stages)
+    assert not any(st.alive for st in stages.values())
+    placement.close()
+
+
+def test_placement_names_only_known_hosts_and_kinds(cluster: LocalCluster) -> None:
+    with pytest.raises(PlacementError, match="host 'z' is not in the cluster"):
+        Placement(cluster.address, {"writer": ["z"]}).connect()
+    with pytest.raises(PlacementError, match="'writers': not a stage kind"):
+        Placement(cluster.address, {"writers": ["a"]}).connect()
+    assert os.environ.get("RAY_USAGE_STATS_ENABLED") == "0"
