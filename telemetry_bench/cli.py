@@ -8,6 +8,7 @@ telemetry-bench compare RUN_A RUN_B [--fail-above PCT] [--out FILE]
 telemetry-bench services
 telemetry-bench proto                         # build the protobuf stubs from proto/
 telemetry-bench docs                          # regenerate docs/results-schema.md from the results models
+telemetry-bench cluster up [--nodes 3] | down # a local multi-node Ray cluster; run/live --cluster ADDRESS
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from harness.lifeline import graceful_stop_signals, reap_leftovers
 from harness.plan import SEED, PipelineConfig
 from harness.supervisor import DEFAULT_MAX_RESTARTS
 from pipeline.config import format_validation_error
+from telemetry_bench.cluster_cli import cmd_cluster
 
 console = Console(stderr=True, soft_wrap=True)  # no wrapping: error lines stay one line
 
@@ -91,6 +93,7 @@ def cmd_live(argv: list[str]) -> int:
     parser.add_argument("--no-restart", action="store_true",
                         help="a stage that dies stops the run (the accounting says where every uncommitted reading "
                         "is: in the queue, in flight, or lost)")  # fmt: skip
+    add_cluster_flags(parser, place=True)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, SEED)
@@ -106,6 +109,14 @@ def cmd_live(argv: list[str]) -> int:
                       "as --no-restart)", style="red", markup=False, highlight=False)  # fmt: skip
         return 2
     args.max_restarts = 0 if args.no_restart else max_restarts
+    try:
+        args.placement = placement_of(args.place)
+    except ValueError as exc:
+        console.print(f"live: {exc}", style="red", markup=False, highlight=False)
+        return 2
+    if args.placement and not args.cluster:
+        console.print("live: --place needs --cluster ADDRESS", style="red", markup=False)
+        return 2
     return asyncio.run(_live(cfg, args))
 
 
@@ -130,8 +141,13 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
                     args.max_restarts,
                     on_restart=lambda line: console.print(line, style="yellow", markup=False, highlight=False),
                 )
+                placement = None
+                if args.cluster:  # the stages on the cluster's hosts; Ray restarts a stage that dies there
+                    from harness.cluster.placement import Placement
+
+                    placement = Placement(args.cluster, args.placement, max_restarts=args.max_restarts).connect()
                 orch = Orchestrator(
-                    cfg, services, workdir, preferred_ports=LIVE_PORTS, supervisor=supervisor,
+                    cfg, services, workdir, preferred_ports=LIVE_PORTS, supervisor=supervisor, placement=placement,
                     on_progress=lambda snap: live.update(_progress_table(snap, time.monotonic() - t0)),
                 )  # fmt: skip
                 task = asyncio.create_task(orch.run(stop))
@@ -139,6 +155,8 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
                     await asyncio.sleep(0.05)
                 _print_endpoints(orch.ports, cfg, token=bool(orch.api_token))
                 result = await task
+                if placement is not None:
+                    placement.close()
             if not console.is_terminal:  # a terminal gets the newline from Live itself; a pipe or a log does not
                 console.line()
     except ServiceError as exc:
@@ -220,6 +238,7 @@ def cmd_run(argv: list[str]) -> int:
     parser.add_argument("--memory-profile", nargs="?", const="", default=None, metavar="CELL",
                         help="after the cells, one extra repeat of CELL (default: the overload cell, else the cell "
                              "whose stage memory grew most) with its most-growing stage under memray")  # fmt: skip
+    add_cluster_flags(parser, place=False)
     args = parser.parse_args(argv)
     from experiments.plan.matrix import MatrixError, load
 
@@ -236,6 +255,10 @@ def cmd_run(argv: list[str]) -> int:
         if not matrix.cells:
             console.print(f"run: no cell id contains {args.cells!r}", style="red", markup=False)
             return 2
+    if matrix.placement and not args.cluster:
+        console.print(f"run: matrix {matrix.name!r} places stages on hosts ([placement]): pass --cluster ADDRESS "
+                      "(telemetry-bench cluster up starts a local one)", style="red", markup=False)  # fmt: skip
+        return 2
     if args.memory_profile and args.memory_profile not in {c.id for c in matrix.cells}:
         console.print(f"run: --memory-profile {args.memory_profile!r}: no such cell; cells: "
                       f"{', '.join(c.id for c in matrix.cells)}", style="red", markup=False)  # fmt: skip
@@ -266,6 +289,7 @@ async def _run(matrix: Any, args: argparse.Namespace) -> int:
                 matrix, services, repeats=args.repeats, profile=args.profile, out=args.out or ROOT / "reports",
                 profiles=args.profiles or ROOT / "profiles",
                 console=console, argv=["telemetry-bench", "run", *sys.argv[2:]], memory_profile=args.memory_profile,
+                cluster=args.cluster,
             )  # fmt: skip
             results = await runner.run()
             runner.print_summary()
@@ -382,7 +406,32 @@ COMMANDS = {
     "services": cmd_services,
     "proto": cmd_proto,
     "docs": cmd_docs,
+    "cluster": cmd_cluster,
 }
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser, place: bool) -> None:
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run the stages on the hosts of this Ray cluster (host:port; telemetry-bench cluster "
+                        "up; docs/cluster.md); default: local processes")  # fmt: skip
+    if place:
+        parser.add_argument("--place", action="append", default=[], metavar="KIND=HOST[,HOST]",
+                            help="with --cluster: the hosts of a stage kind, e.g. --place writer=b,c (the i-th "
+                            "process of a kind on the i-th host); a kind not placed runs on the head's host",
+                            )  # fmt: skip
+
+
+def placement_of(places: list[str]) -> dict[str, list[str]]:
+    """``["writer=b,c", "ingest=a"]`` → ``{"writer": ["b", "c"], "ingest": ["a"]}``, checked."""
+    from harness.cluster import PlacementError, check_placement
+
+    out: dict[str, list[str]] = {}
+    for p in places:
+        kind, sep, hosts = p.partition("=")
+        if not sep or not hosts:
+            raise PlacementError(f"--place {p!r}: expected KIND=HOST[,HOST], e.g. writer=b,c")
+        out[kind] = hosts.split(",")
+    return check_placement(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,44 @@ class Sampled(_M):
     # Python frames only; None: recorded before this field (those runs sampled with --native)
 
 
+class ClusterHost(_M):
+    ip: str  # the node's own address (its stages bind and advertise it)
+    stages: list[str]  # the stage processes it ran
+    cpu_s: float  # CPU seconds of those processes, every incarnation, as last seen alive by their actors
+    rss_peak_bytes: int  # the sum of their peak resident memory
+    committed: int  # readings committed by its writers (their counters, every incarnation)
+    throughput_per_s: float | None  # committed ÷ the stream's length (start of stream → generator stopped)
+
+
+class ClockOffset(_M):
+    offset_ns: float  # the host's clock − the controller's: t_host − (t_send + t_receive) / 2, shortest round trip
+    uncertainty_ns: float  # ± half that round trip: the offset is known no better
+    rtt_ns: float  # the shortest of the round trips to the host's agent
+
+
+class ClusterStage(_M):
+    host: str  # the host (Ray node resource host-<name>) its actor was pinned to
+    ip: str  # that node's address
+    restarts: int  # times Ray restarted its actor (the process died unasked: a crash, a kill fault)
+    cpu_s: float  # CPU seconds, every incarnation
+    rss_peak_bytes: int  # peak resident memory over its incarnations
+
+
+class ClusterFigures(_M):
+    """A repeat whose stages ran on the hosts of a Ray cluster (``--cluster``; harness/cluster/, docs/cluster.md)."""
+
+    address: str  # the cluster's GCS address
+    head: str  # the head's host: stages of a kind the placement does not list run there
+    placement: dict[str, list[str]]  # stage kind → hosts (the matrix's [placement])
+    hosts: dict[str, ClusterHost]  # per host: CPU, memory, throughput
+    stages: dict[str, ClusterStage]  # per stage process: where it ran, its restarts
+    clock: dict[str, ClockOffset]  # per host: its clock's offset to the controller's, measured before the run
+    clock_uncertainty_share: float  # a host is flagged when its clock's uncertainty exceeds this share of p50 latency
+    clock_flagged: list[
+        str
+    ]  # hosts whose clock uncertainty is a large share of the latency: cross-host figures suspect
+
+
 class Repeat(_M):
     index: int  # 0-based timed repeat; < 0: an uncounted repeat of another kind (profiled, memory, capacity probe)
     ok: bool  # accounting exact and every stage healthy
@@ -93,6 +131,7 @@ class Repeat(_M):
     sampled: Sampled | None = None  # py-spy sampled this repeat (matrix `sampling`); None: not sampled
     # a sampled repeat left out of its cell's figures: the run's sampling cost was shown beyond 2 % (sampling = "one")
     excluded: bool = False
+    cluster: ClusterFigures | None = None  # stages on the hosts of a Ray cluster: per host, per stage, clocks
 
 
 Loop = Literal["open", "closed"]

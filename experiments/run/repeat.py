@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments.measure import sampler as sampling
 from experiments.measure import verdict
@@ -14,10 +14,14 @@ from experiments.measure import window as measure
 from experiments.plan.matrix import Cell, Matrix
 from experiments.present import flamegraph
 from experiments.results.storage import ROOT
+from harness.accounting import RunResult
 from harness.orchestrator import Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
+
+if TYPE_CHECKING:  # imports ray: only a cluster run loads it
+    from harness.cluster.placement import Placement
 
 SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, Runner.schema
 QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
@@ -44,6 +48,7 @@ async def run_repeat(
     schema: str = SCHEMA,
     sample_dir: Path | None = None,
     sample: bool | None = None,
+    placement: Placement | None = None,
 ) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
     """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window).
 
@@ -73,6 +78,7 @@ async def run_repeat(
         on_progress=on_progress,
         python_prefix=python_prefix,
         fault=fault,
+        placement=placement,
     )
     before = measure.pg_stats(services.pg_dsn, schema)  # WAL position and checkpoints (the table is recreated)
     t0 = time.time()
@@ -149,8 +155,20 @@ async def run_repeat(
         "phases_s": result.phases_s,
         "bottleneck": bottleneck,
         "sampled": sampled,
+        "cluster": _cluster(placement, orch, result, lat["intended"]) if placement is not None else None,
     }
     return repeat, orch, window
+
+
+def _cluster(placement: Placement, orch: Orchestrator, result: RunResult, lat: dict[str, Any]) -> dict[str, Any]:
+    """Per host and per stage figures of a cluster run, and the clocks measured before it (results' ``cluster``)."""
+    from harness.cluster.remote import RemoteStage
+
+    placed = [st for st in orch.stages.values() if isinstance(st, RemoteStage)]
+    committed = {st.name: st.count("committed") for st in placed if st.name.startswith("writer-")}
+    p50 = lat.get("p50")
+    stream_s = (result.stream_ended_ns - result.started_ns) / 1e9
+    return placement.figures(placed, committed, stream_s, p50 * 1e6 if p50 else None)
 
 
 def _stored(p: Path) -> str:

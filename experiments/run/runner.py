@@ -101,8 +101,11 @@ class Runner:
         console: Console | None = None,
         argv: list[str] | None = None,
         memory_profile: str | None = None,
+        cluster: str | None = None,
     ) -> None:
         self.m, self.services = m, services
+        self.cluster = cluster  # a Ray cluster's address: the stages run on its hosts (the matrix's [placement])
+        self.placement: Any = None  # harness.cluster.placement.Placement, connected when the run starts
         self.memory_profile = memory_profile  # None: no; "": the overload cell or the most growth; else a cell id
         self.repeats_override = repeats
         self.repeats = repeats or m.repeats
@@ -209,6 +212,11 @@ class Runner:
             TimeElapsedColumn(),
             console=self.console,
         )
+        if self.cluster:  # the stages run on the cluster's hosts (harness.cluster); the clocks measured once here
+            from harness.cluster.placement import Placement
+
+            self.placement = Placement(self.cluster, self.m.placement).connect()
+            self.console.print(f"cluster {self.cluster}: hosts {self.placement.hosts}, placement {self.m.placement}")
         try:
             with progress:
                 overall = progress.add_task("all cells", total=total)
@@ -223,6 +231,8 @@ class Runner:
                     self.console.print(f"memory profile: {problem}", style="yellow", markup=False)
                 self.save()
         finally:
+            if self.placement is not None:
+                self.placement.close()
             drop_keys(self.services.redis_url, self.queue_key)
             with contextlib.suppress(Exception):  # the database may be what failed; the next run reaps it then
                 db.drop_schema(self.services.pg_dsn, self.schema)
@@ -296,6 +306,7 @@ class Runner:
         rep_dict, _, window = await run_repeat(
             cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id),
             queue_key=self.queue_key, schema=self.schema, sample_dir=self.profile_dir / cell.id, sample=sample,
+            placement=self.placement,
         )  # fmt: skip
         rep = Repeat(**rep_dict)
         cr.repeats.append(rep)

@@ -62,7 +62,8 @@ class StageHost:
         self.rss_peak = 0
         with self.log_path.open("ab" if self.incarnation else "wb") as log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd if Path(cwd).is_dir() else None,
+                start_new_session=True,
                 preexec_fn=die_with_parent(),
             )  # fmt: skip
         self._ps = psutil.Process(self.proc.pid)

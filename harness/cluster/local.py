@@ -104,7 +104,7 @@ class LocalCluster:
             raise
         return self
 
-    def down(self, timeout: float = 10.0) -> None:
+    def down(self, timeout: float = 3.0) -> None:
         """SIGTERM to every node's process group, SIGKILL to what is left after ``timeout``; the temp dir goes."""
         groups = [n.pgid for n in reversed(self.nodes)]
         for pgid in groups:
@@ -116,6 +116,9 @@ class LocalCluster:
         for pgid in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+        end = time.monotonic() + 5.0  # SIGKILL is not instant: until the kernel has removed them
+        while time.monotonic() < end and any(_group_alive(g) for g in groups):
+            time.sleep(0.05)
         self.nodes = []
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

@@ -23,30 +23,16 @@ from typing import Any
 
 import ray
 
+from harness.cluster import PlacementError, check_placement
 from harness.cluster.actors import NodeAgent
 from harness.cluster.local import RAY_ENV, host_resource
 from harness.cluster.remote import RemoteStage
 
 log = logging.getLogger("telemetry_bench.cluster")
 
-PLACED_KINDS = ("generator", "ingest", "writer", "forwarder", "backend", "node")
 CLOCK_ROUNDS = 7
 # a cross-host latency is flagged when its clock's uncertainty is more than this share of it
 UNCERTAINTY_SHARE = 0.1
-
-
-class PlacementError(ValueError):
-    pass
-
-
-def check_placement(placement: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Stage kinds and non-empty host lists, or a clear error naming the bad entry."""
-    for kind, hosts in placement.items():
-        if kind not in PLACED_KINDS:
-            raise PlacementError(f"[placement] {kind!r}: not a stage kind; valid: {', '.join(PLACED_KINDS)}")
-        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
-            raise PlacementError(f"[placement] {kind} = {hosts!r}: must be a non-empty list of host names")
-    return placement
 
 
 @dataclass

@@ -109,7 +109,9 @@ class RemoteStage(Stage):
 
     @property
     def pid(self) -> int | None:
-        return self.remote_pid or None
+        """Its pid where it is a process of this machine (a node on a loopback address): the local resource
+        monitor samples it; on another host its figures come from its actor (``figures``)."""
+        return (self.remote_pid or None) if self.ip.startswith("127.") else None
 
     @property
     def cpu_seconds(self) -> float:
