@@ -71,7 +71,7 @@ class LocalCluster:
     def address(self) -> str:
         return f"{self.nodes[0].ip}:{self.port}" if self.nodes else ""
 
-    def _start(self, host: str, ip: str, head: bool) -> Node:
+    def _spawn(self, host: str, ip: str, head: bool) -> subprocess.Popen[bytes]:
         cmd = [ray_command(), "start", "--node-ip-address", ip, "--num-cpus", "1",
                "--resources", json.dumps({host_resource(host): 1000}), "--object-store-memory",
                str(OBJECT_STORE_BYTES), "--temp-dir", self.temp_dir, "--disable-usage-stats"]  # fmt: skip
@@ -84,21 +84,25 @@ class LocalCluster:
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, **RAY_ENV},
         )  # fmt: skip
-        node = Node(host, ip, proc.pid)  # the group outlives `ray start` itself (it exits once the node is up)
-        self.nodes.append(node)
+        # the group outlives `ray start` itself (it exits once the node is up)
+        self.nodes.append(Node(host, ip, proc.pid))
+        return proc
+
+    def _started(self, proc: subprocess.Popen[bytes], host: str) -> None:
         out, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:
-            raise ClusterError(f"ray start for host {host} ({ip}) failed:\n{out.decode(errors='replace')[-2000:]}")
-        return node
+            raise ClusterError(f"ray start for host {host} failed:\n{out.decode(errors='replace')[-2000:]}")
 
     def up(self) -> LocalCluster:
-        """Start the head (host ``a``) and the other nodes; on any failure, stop what started."""
+        """Start the head (host ``a``), then the other nodes; on any failure, stop what started."""
         if not 1 <= self.nodes_wanted <= len(HOST_NAMES) or self.first_ip + self.nodes_wanted > 255:
             raise ClusterError(f"--nodes {self.nodes_wanted}: must be 1 … {len(HOST_NAMES)}")
         self.port = self.port or free_port()
         try:
+            # one at a time: nodes of one machine starting together share a session directory and time out
             for i in range(self.nodes_wanted):
-                self._start(HOST_NAMES[i], f"127.0.0.{self.first_ip + i}", head=i == 0)
+                host = HOST_NAMES[i]
+                self._started(self._spawn(host, f"127.0.0.{self.first_ip + i}", head=i == 0), host)
         except BaseException:
             self.down()
             raise
