@@ -461,3 +461,27 @@ def test_compare_lists_the_functions_whose_share_changed_most(tmp_path: Path) ->
     assert "### baseline" in md and "writer-1" in md and "`sampled_hot_function`" in md
     # cells within noise get no profile diff
     assert all(not c.profile_changes for c in result.cells if c.cell != "baseline")
+
+
+def test_report_shows_the_hosts_of_a_cluster_run(tmp_path: Path) -> None:
+    """A repeat run on a Ray cluster (harness/cluster/): its hosts, their stages, restarts, clocks and the flag."""
+    from experiments.results.model import ClusterFigures
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    host = {"stages": [], "cpu_s": 0.5, "rss_peak_bytes": 60_000_000, "committed": 0, "throughput_per_s": 0.0}
+    stage = {"restarts": 0, "cpu_s": 0.5, "rss_peak_bytes": 60_000_000}
+    res.cells[0].repeats[0].cluster = ClusterFigures.model_validate({
+        "address": "127.0.0.2:6379", "head": "a", "placement": {"writer": ["b"]},
+        "hosts": {"a": {**host, "ip": "127.0.0.2", "stages": ["generator"]},
+                  "b": {**host, "ip": "127.0.0.3", "stages": ["writer-1"], "committed": 6000,
+                        "throughput_per_s": 2000}},
+        "stages": {"generator": {**stage, "host": "a", "ip": "127.0.0.2"},
+                   "writer-1": {**stage, "host": "b", "ip": "127.0.0.3", "restarts": 1}},
+        "clock": {"a": {"offset_ns": 87_000, "uncertainty_ns": 437_000, "rtt_ns": 874_000},
+                  "b": {"offset_ns": -2_500_000, "uncertainty_ns": 4_000_000, "rtt_ns": 8_000_000}},
+        "clock_uncertainty_share": 0.1, "clock_flagged": ["b"],
+    })  # fmt: skip
+    html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
+    assert 'id="cluster"' in html and "127.0.0.3" in html
+    assert "restarted 1×" in html and "-2.500" in html and "large share of latency" in html
+    assert html.count("large share of latency") == 1  # host b only
