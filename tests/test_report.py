@@ -485,3 +485,19 @@ def test_report_shows_the_hosts_of_a_cluster_run(tmp_path: Path) -> None:
     assert 'id="cluster"' in html and "127.0.0.3" in html
     assert "restarted 1×" in html and "-2.500" in html and "large share of latency" in html
     assert html.count("large share of latency") == 1  # host b only
+
+
+def test_report_shows_the_scaling_steps_and_usl_fit(tmp_path: Path) -> None:
+    pytest.importorskip("scipy", reason="scipy is not installed: pip install 'telemetry-bench[cluster]'")
+    from experiments.analysis.usl import fit, usl
+    from experiments.results.model import Scaling
+
+    points = [(n, usl(n, 1000.0, 0.1, 0.01) * f) for n in (1, 2, 3, 4) for f in (0.99, 1.01)]
+    steps = [{"n": n, "cell": f"scaling-workers={n}", "median": usl(n, 1000.0, 0.1, 0.01),
+              "ci95": [usl(n, 1000.0, 0.1, 0.01) * 0.9, usl(n, 1000.0, 0.1, 0.01) * 1.1], "repeats": 2}
+             for n in (1, 2, 3, 4)]  # fmt: skip
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    res.scaling = Scaling.model_validate({"group": "scaling", "key": "workers", "steps": steps, "fit": fit(points)})
+    html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
+    assert 'id="scaling"' in html and "Universal Scalability Law" in html and "contention σ = 0.1" in html
+    assert "scaling-workers=4" in html and 'alt="throughput per step with the fitted USL curve"' in html

@@ -102,6 +102,39 @@ class ClusterFigures(_M):
     ]  # hosts whose clock uncertainty is a large share of the latency: cross-host figures suspect
 
 
+class UslCoefficient(_M):
+    value: float  # the least-squares estimate
+    ci95: list[float] | None  # ± t(df) × its standard error (from the fit's covariance); None: not estimable
+
+
+class UslFit(_M):
+    """X(N) = λN / (1 + σ(N−1) + κN(N−1)), fitted over every counted repeat of every step."""
+
+    points: int  # (N, throughput) points fitted: every counted repeat of every step
+    df: int  # points − 3
+    lam: UslCoefficient  # λ: one process's throughput (readings/s)
+    sigma: UslCoefficient  # σ: contention, the share of the work that queues for something shared
+    kappa: UslCoefficient  # κ: coherency, the cost of keeping N processes in agreement
+    peak_n: float | None  # N* = √((1 − σ)/κ), where throughput peaks; None when κ = 0
+    rmse: float  # root mean square of the residuals (readings/s)
+    curve: list[list[float]]  # [N, X(N)] along the fitted curve, for the report's plot
+
+
+class ScalingStep(_M):
+    n: int  # processes in this step (writers: the scaled key)
+    cell: str  # its cell
+    median: float | None  # median throughput over its counted repeats
+    ci95: list[float] | None  # its 95 % interval (Student's t over the repeats); None with one repeat
+    repeats: int  # counted repeats
+
+
+class Scaling(_M):
+    group: str  # the matrix group that varies only the scaled key
+    key: str  # the scaled key (workers)
+    steps: list[ScalingStep]  # throughput per step, N ascending
+    fit: UslFit | None  # None: too few points (≥ 4 over ≥ 3 distinct N) or scipy not installed (the cluster extra)
+
+
 class Repeat(_M):
     index: int  # 0-based timed repeat; < 0: an uncounted repeat of another kind (profiled, memory, capacity probe)
     ok: bool  # accounting exact and every stage healthy
@@ -265,6 +298,8 @@ class Results(_M):
     sampling_cost: dict[str, Any] | None = None
     # `run --memory-profile`: one extra repeat with a stage under memray (experiments.run.memory_profile)
     memory_profile: dict[str, Any] | None = None
+    # a scaling comparison (a group varying `workers` only) and its Universal Scalability Law fit (analysis/usl.py)
+    scaling: Scaling | None = None
 
     @property
     def ceiling_rps(self) -> float | None:

@@ -31,7 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from experiments.analysis import sampling_cost
+from experiments.analysis import sampling_cost, usl
 from experiments.analysis.headline import headline_of
 from experiments.analysis.summary import stop_reason, summarize
 from experiments.measure import sampler
@@ -46,6 +46,7 @@ from experiments.results.model import (
     Profile,
     Repeat,
     Results,
+    Scaling,
     StopReason,
     Target,
     best,
@@ -242,6 +243,8 @@ class Runner:
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
+        scaled = usl.scaling_of(self.results)  # a scaling comparison: its USL fit
+        self.results.scaling = Scaling.model_validate(scaled) if scaled else None
         if self.m.targets:
             from experiments.analysis.targets import TARGET_SETS
 
