@@ -31,7 +31,7 @@ PLACEMENT = {"generator": ["a"], "ingest": ["b"], "writer": ["b", "c"]}
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(nodes_wanted=3) as c:
+    with LocalCluster(nodes_wanted=3, attached=True) as c:  # dies with this process however it ends
         try:
             yield c
         finally:

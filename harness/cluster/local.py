@@ -7,7 +7,9 @@ resolve_ip_for_localhost``), so the nodes start at 127.0.0.2. The dashboard is o
 object store is small. ``ray start`` runs in a session of its own, and every daemon it starts (GCS, raylet, agents,
 workers) stays in its process group: :meth:`LocalCluster.down` signals those groups — the processes this cluster
 started, never another Ray on the machine. ``telemetry-bench cluster up`` writes the cluster's state to
-``<tmp>/telemetry-bench-cluster.json`` for ``cluster down``; :class:`LocalCluster` is also a context manager (tests).
+``<tmp>/telemetry-bench-cluster.json`` for ``cluster down``; :class:`LocalCluster` is also a context manager (tests:
+``attached``, each node's ``ray start --block`` dies with the test process, SIGKILL included, and takes its node's
+processes with it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.lifeline import die_with_parent
 from harness.process import free_port
 
 STATE = Path(tempfile.gettempdir()) / "telemetry-bench-cluster.json"
@@ -32,6 +35,7 @@ HOST_NAMES = "abcdefghijklmnopqrstuvwxyz"
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # Ray's minimum is 75 MiB; the stages pass nothing through it
 # no telemetry to Ray's servers, no dashboard
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+STARTED = "Ray runtime started."  # what `ray start` prints once its node runs
 
 
 class ClusterError(RuntimeError):
@@ -65,6 +69,9 @@ class LocalCluster:
     first_ip: int = 2  # 127.0.0.<first_ip> is the head
     temp_dir: str = field(default_factory=lambda: f"/tmp/tbray-{uuid.uuid4().hex[:8]}")  # short: socket paths
     port: int = 0  # the head's GCS port (0: a free one)
+    # True (tests): each `ray start --block` dies with this process (PR_SET_PDEATHSIG) and takes its node with it,
+    # however this process ends; False (`cluster up`): the nodes outlive the command until `cluster down`
+    attached: bool = False
     nodes: list[Node] = field(default_factory=list)
 
     @property
@@ -80,18 +87,33 @@ class LocalCluster:
                     "--ray-client-server-port", str(free_port())]  # fmt: skip
         else:
             cmd += ["--address", self.address]
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **RAY_ENV},
-        )  # fmt: skip
-        # the group outlives `ray start` itself (it exits once the node is up)
+        if self.attached:
+            cmd.append("--block")
+        Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+        with self._log(host).open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **RAY_ENV},
+                preexec_fn=die_with_parent() if self.attached else None,
+            )  # fmt: skip
+        # the group outlives a detached `ray start` (it exits once the node is up)
         self.nodes.append(Node(host, ip, proc.pid))
         return proc
 
-    def _started(self, proc: subprocess.Popen[bytes], host: str) -> None:
-        out, _ = proc.communicate(timeout=120)
-        if proc.returncode != 0:
-            raise ClusterError(f"ray start for host {host} failed:\n{out.decode(errors='replace')[-2000:]}")
+    def _log(self, host: str) -> Path:
+        return Path(self.temp_dir) / f"ray-start-{host}.log"
+
+    def _started(self, proc: subprocess.Popen[bytes], host: str, timeout: float = 120.0) -> None:
+        """Detached: `ray start` exited 0. Attached: `ray start --block` said the node runs, and still runs."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            rc = proc.poll()
+            if rc is not None and (rc != 0 or self.attached):
+                break
+            if rc == 0 or (self.attached and STARTED in self._log(host).read_text(errors="replace")):
+                return
+            time.sleep(0.1)
+        tail = self._log(host).read_text(errors="replace")[-2000:]
+        raise ClusterError(f"ray start for host {host} failed (exit status {proc.poll()}):\n{tail}")
 
     def up(self) -> LocalCluster:
         """Start the head (host ``a``), then the other nodes; on any failure, stop what started."""
