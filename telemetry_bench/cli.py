@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
                 task = asyncio.create_task(orch.run(stop))
                 while not orch.ports.get("generator_metrics") and not task.done():
                     await asyncio.sleep(0.05)
-                _print_endpoints(orch.ports, cfg, token=bool(orch.api_token))
+                _print_endpoints(orch.ports, cfg, token=bool(orch.api_token), host=orch.host)
                 result = await task
                 if placement is not None:
                     placement.close()
@@ -187,17 +188,20 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_endpoints(ports: dict[str, int], cfg: PipelineConfig, token: bool = False) -> None:
-    lines = [f"generator   grpc://127.0.0.1:{ports.get('generator')}"]
+def _print_endpoints(
+    ports: dict[str, int], cfg: PipelineConfig, token: bool = False, host: Callable[[str], str] | None = None
+) -> None:
+    """Where each stage answers; ``host``: a stage's address (its node's on a cluster, else 127.0.0.1)."""
+    at = host or (lambda _name: "127.0.0.1")
+    lines = [f"generator   grpc://{at('generator')}:{ports.get('generator')}"]
     if "backend" in ports:
-        b = ports["backend"]
+        b, h = ports["backend"], at("backend")
         q = "?token=<TELEMETRY_API_TOKEN>" if token else ""
-        lines.append(
-            f"backend     http://127.0.0.1:{b}/{q}   (dashboard; websocket ws://127.0.0.1:{b}/ws, metrics /metrics)"
-        )
+        lines.append(f"backend     http://{h}:{b}/{q}   (dashboard; websocket ws://{h}:{b}/ws, metrics /metrics)")
     for name, port in sorted(ports.items()):
         if name.endswith("_metrics"):
-            lines.append(f"metrics     http://127.0.0.1:{port}/metrics   ({name.removesuffix('_metrics')})")
+            stage = name.removesuffix("_metrics")
+            lines.append(f"metrics     http://{at(stage)}:{port}/metrics   ({stage})")
     console.print("\n".join(lines), markup=False, highlight=False)
 
 
