@@ -1,5 +1,5 @@
 """Stages on the hosts of a local 3-node Ray cluster (harness/cluster/): every reading accounted for, and a writer
-SIGKILLed on a remote host restarted by Ray with nothing lost.
+SIGKILLed on a remote host restarted by Ray with nothing lost; the cluster talks to loopback addresses only.
 
 The cluster is started once for the module (127.0.0.2, .3, .4 — Ray maps a node address of 127.0.0.1 to the
 machine's outward address, so the nodes start at .2) and stopped at its end, every process of it with it. Skipped
@@ -7,6 +7,7 @@ only where Ray cannot be imported (the ``cluster`` extra is not installed)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,33 @@ def test_stages_on_hosts_kill_writer_restarted_by_ray(
     assert sorted(figures["hosts"]) == ["a", "b", "c"] and figures["hosts"]["b"]["stages"] == ["writer-1", "ingest"]
     assert all(figures["stages"][n]["cpu_s"] > 0 for n in stages)
     assert not any(st.alive for st in stages.values())
+    assert _peers(cluster) and all(_loopback(ip) for ip in _peers(cluster)), _peers(cluster)
     placement.close()
+
+
+def _loopback(ip: str) -> bool:
+    return ip.removeprefix("::ffff:").startswith("127.") or ip == "::1"
+
+
+def _peers(cluster: LocalCluster) -> set[str]:
+    """Every address the cluster's processes (and this driver) are connected to or listen on by name. Ray 2.60's
+    GCS and raylets listen on the wildcard address (docs/cluster.md): a listener on a named address must be
+    loopback, and every connection's peer too."""
+    groups = {n.pgid for n in cluster.nodes}
+    procs = [psutil.Process()]
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(p.pid) in groups:
+                procs.append(p)
+    found: set[str] = set()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            for conn in p.net_connections(kind="inet"):
+                if conn.raddr:
+                    found.add(conn.raddr.ip)
+                elif conn.laddr and conn.laddr.ip not in ("0.0.0.0", "::"):
+                    found.add(conn.laddr.ip)
+    return found
 
 
 def test_placement_names_only_known_hosts_and_kinds(cluster: LocalCluster) -> None:
