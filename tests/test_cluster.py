@@ -73,9 +73,13 @@ def test_stages_on_hosts_kill_writer_restarted_by_ray(
     assert "--host 127.0.0.3" in " ".join(stages["writer-1"].argv)
     assert orch.stages["ingest"].argv[orch.stages["ingest"].argv.index("--generator") + 1].startswith("127.0.0.2:")
     window = (result.stream_ended_ns - result.started_ns) / 1e9
-    committed = {n: st.count("committed") for n, st in stages.items()}
-    figures = placement.figures(list(stages.values()), committed, window, latency_p50_ns=None)
-    assert sorted(figures["hosts"]) == ["a", "b", "c"] and figures["hosts"]["b"]["stages"] == ["writer-1", "ingest"]
+    figures = placement.figures(list(stages.values()), window, latency_p50_ns=None)
+    hosts = figures["hosts"]
+    assert sorted(hosts) == ["a", "b", "c"] and hosts["b"]["stages"] == ["writer-1", "ingest"]
+    assert hosts["a"]["readings"] == {"generated": cfg.count}
+    assert hosts["b"]["readings"]["queued"] == cfg.count  # ingest
+    # the writers' counters (a SIGKILLed incarnation's as last scraped: the table is the exact count, above)
+    assert hosts["b"]["readings"]["committed"] > 0 and hosts["c"]["per_s"]["committed"] > 0
     assert all(figures["stages"][n]["cpu_s"] > 0 for n in stages)
     assert not any(st.alive for st in stages.values())
     assert _peers(cluster) and all(_loopback(ip) for ip in _peers(cluster)), _peers(cluster)

@@ -468,13 +468,14 @@ def test_report_shows_the_hosts_of_a_cluster_run(tmp_path: Path) -> None:
     from experiments.results.model import ClusterFigures
 
     res = Results.model_validate_json((FIXTURES / "results.json").read_text())
-    host = {"stages": [], "cpu_s": 0.5, "rss_peak_bytes": 60_000_000, "committed": 0, "throughput_per_s": 0.0}
+    host = {"stages": [], "cpu_s": 0.5, "rss_peak_bytes": 60_000_000, "readings": {}, "per_s": {}}
     stage = {"restarts": 0, "cpu_s": 0.5, "rss_peak_bytes": 60_000_000}
     res.cells[0].repeats[0].cluster = ClusterFigures.model_validate({
         "address": "127.0.0.2:6379", "head": "a", "placement": {"writer": ["b"]},
-        "hosts": {"a": {**host, "ip": "127.0.0.2", "stages": ["generator"]},
-                  "b": {**host, "ip": "127.0.0.3", "stages": ["writer-1"], "committed": 6000,
-                        "throughput_per_s": 2000}},
+        "hosts": {"a": {**host, "ip": "127.0.0.2", "stages": ["generator"], "readings": {"generated": 6000},
+                        "per_s": {"generated": 2000.0}},
+                  "b": {**host, "ip": "127.0.0.3", "stages": ["writer-1"], "readings": {"committed": 6000},
+                        "per_s": {"committed": 2000.0}}},
         "stages": {"generator": {**stage, "host": "a", "ip": "127.0.0.2"},
                    "writer-1": {**stage, "host": "b", "ip": "127.0.0.3", "restarts": 1}},
         "clock": {"a": {"offset_ns": 87_000, "uncertainty_ns": 437_000, "rtt_ns": 874_000},
@@ -484,6 +485,7 @@ def test_report_shows_the_hosts_of_a_cluster_run(tmp_path: Path) -> None:
     html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
     assert 'id="cluster"' in html and "127.0.0.3" in html
     assert "restarted 1×" in html and "-2.500" in html and "large share of latency" in html
+    assert "generated 6,000 (2,000/s)" in html and "committed 6,000 (2,000/s)" in html
     assert html.count("large share of latency") == 1  # host b only
 
 

@@ -69,8 +69,10 @@ class ClusterHost(_M):
     stages: list[str]  # the stage processes it ran
     cpu_s: float  # CPU seconds of those processes, every incarnation, as last seen alive by their actors
     rss_peak_bytes: int  # the sum of their peak resident memory
-    committed: int  # readings committed by its writers (their counters, every incarnation)
-    throughput_per_s: float | None  # committed ÷ the stream's length (start of stream → generator stopped)
+    # readings its stages handled, by each stage's own counter (generator: generated, ingest: queued, writer:
+    # committed, forwarder: forwarded), every incarnation
+    readings: dict[str, int]
+    per_s: dict[str, float]  # those ÷ the stream's length (start of stream → generator stopped)
 
 
 class ClockOffset(_M):

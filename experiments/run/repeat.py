@@ -165,10 +165,9 @@ def _cluster(placement: Placement, orch: Orchestrator, result: RunResult, lat: d
     from harness.cluster.remote import RemoteStage
 
     placed = [st for st in orch.stages.values() if isinstance(st, RemoteStage)]
-    committed = {st.name: st.count("committed") for st in placed if st.name.startswith("writer-")}
     p50 = lat.get("p50")
     stream_s = (result.stream_ended_ns - result.started_ns) / 1e9
-    return placement.figures(placed, committed, stream_s, p50 * 1e6 if p50 else None)
+    return placement.figures(placed, stream_s, p50 * 1e6 if p50 else None)
 
 
 def _stored(p: Path) -> str:

@@ -33,6 +33,9 @@ log = logging.getLogger("telemetry_bench.cluster")
 CLOCK_ROUNDS = 7
 # a cross-host latency is flagged when its clock's uncertainty is more than this share of it
 UNCERTAINTY_SHARE = 0.1
+# the counter that says how many readings a stage of each kind handled (pipeline.metrics.STAGES)
+ROLE_COUNTER = {"generator": "generated", "ingest": "queued", "writer": "committed", "node": "committed",
+                "forwarder": "forwarded", "backend": "broadcast"}  # fmt: skip
 
 
 @dataclass
@@ -116,13 +119,15 @@ class Placement:
             self.clock[host] = {"offset_ns": best[1], "uncertainty_ns": best[0] / 2, "rtt_ns": best[0]}
         return self.clock
 
-    def figures(self, placed: list[RemoteStage], committed: dict[str, int], window_s: float,
-                latency_p50_ns: float | None) -> dict[str, Any]:  # fmt: skip
-        """results.json's ``cluster``: the hosts (address, stages, CPU seconds, peak memory, readings committed by
-        their writers and that per second of the stream), each stage's host and restarts, the clock offsets, and
-        whether a clock's uncertainty is a large share of the run's median latency."""
-        per_host: dict[str, dict[str, Any]] = {h: {"ip": ip, "stages": [], "cpu_s": 0.0, "rss_peak_bytes": 0,
-                                                   "committed": 0} for h, ip in sorted(self.hosts.items())}  # fmt: skip
+    def figures(self, placed: list[RemoteStage], window_s: float, latency_p50_ns: float | None) -> dict[str, Any]:
+        """results.json's ``cluster``: the hosts (address, stages, CPU seconds, peak memory, the readings their
+        stages handled — generated, queued, committed, forwarded, by each stage's own counter — and that per second
+        of the stream), each stage's host and restarts, the clock offsets, and whether a clock's uncertainty is a
+        large share of the run's median latency."""
+        per_host: dict[str, dict[str, Any]] = {
+            h: {"ip": ip, "stages": [], "cpu_s": 0.0, "rss_peak_bytes": 0, "readings": {}, "per_s": {}}
+            for h, ip in sorted(self.hosts.items())
+        }
         stages = {}
         for st in placed:
             f = st.figures()
@@ -131,9 +136,11 @@ class Placement:
             h["stages"].append(st.name)
             h["cpu_s"] = round(h["cpu_s"] + f["cpu_s"], 3)
             h["rss_peak_bytes"] += f["rss_peak_bytes"]
-            h["committed"] += committed.get(st.name, 0)
+            counter = ROLE_COUNTER.get(st.name.partition("-")[0])
+            if counter:
+                h["readings"][counter] = h["readings"].get(counter, 0) + st.count(counter)
         for h in per_host.values():
-            h["throughput_per_s"] = round(h["committed"] / window_s, 1) if window_s > 0 else None
+            h["per_s"] = {c: round(n / window_s, 1) for c, n in h["readings"].items()} if window_s > 0 else {}
         flagged = []
         if latency_p50_ns:
             flagged = [h for h, c in self.clock.items() if c["uncertainty_ns"] > UNCERTAINTY_SHARE * latency_p50_ns]
