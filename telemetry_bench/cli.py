@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from harness.cluster import PlacementError
 from harness.lifeline import graceful_stop_signals, reap_leftovers
 from harness.plan import SEED, PipelineConfig
 from harness.supervisor import DEFAULT_MAX_RESTARTS
@@ -118,6 +119,8 @@ def cmd_live(argv: list[str]) -> int:
     if args.placement and not args.cluster:
         console.print("live: --place needs --cluster ADDRESS", style="red", markup=False)
         return 2
+    if args.cluster and not _ray_installed("live"):
+        return 2
     return asyncio.run(_live(cfg, args))
 
 
@@ -163,6 +166,9 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     except ServiceError as exc:
         console.print(f"live: {exc}", style="red", markup=False)
         return 1
+    except PlacementError as exc:
+        console.print(f"live: {exc}", style="red", markup=False, highlight=False)
+        return 2
     a = result.accounting
     unsent = f" (unsent {a.unsent:,}: the generator fell behind)" if a.unsent else ""
     # stopped with a stage dead: what is not committed is not necessarily lost (the failure line says where it is)
@@ -259,6 +265,8 @@ def cmd_run(argv: list[str]) -> int:
         if not matrix.cells:
             console.print(f"run: no cell id contains {args.cells!r}", style="red", markup=False)
             return 2
+    if args.cluster and not _ray_installed("run"):
+        return 2
     if matrix.placement and not args.cluster:
         console.print(f"run: matrix {matrix.name!r} places stages on hosts ([placement]): pass --cluster ADDRESS "
                       "(telemetry-bench cluster up starts a local one)", style="red", markup=False)  # fmt: skip
@@ -300,6 +308,9 @@ async def _run(matrix: Any, args: argparse.Namespace) -> int:
     except ServiceError as exc:
         console.print(f"run: {exc}", style="red", markup=False)
         return 1
+    except PlacementError as exc:
+        console.print(f"run: {exc}", style="red", markup=False, highlight=False)
+        return 2
     return 1 if results.failed_cells else 0
 
 
@@ -423,6 +434,16 @@ def add_cluster_flags(parser: argparse.ArgumentParser, place: bool) -> None:
                             help="with --cluster: the hosts of a stage kind, e.g. --place writer=b,c (the i-th "
                             "process of a kind on the i-th host); a kind not placed runs on the head's host",
                             )  # fmt: skip
+
+
+def _ray_installed(command: str) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        console.print(f"{command}: --cluster needs Ray: pip install 'telemetry-bench[cluster]'", style="red",
+                      markup=False, highlight=False)  # fmt: skip
+        return False
+    return True
 
 
 def placement_of(places: list[str]) -> dict[str, list[str]]:

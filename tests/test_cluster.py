@@ -117,3 +117,11 @@ def test_placement_names_only_known_hosts_and_kinds(cluster: LocalCluster) -> No
     with pytest.raises(PlacementError, match="'writers': not a stage kind"):
         Placement(cluster.address, {"writers": ["a"]}).connect()
     assert os.environ.get("RAY_USAGE_STATS_ENABLED") == "0"
+
+
+def test_run_with_no_cluster_at_the_address_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from telemetry_bench.cli import main
+
+    assert main(["run", "--matrix", "cluster", "--cluster", "127.0.0.9:1", "--out", str(tmp_path)]) == 2
+    said = " ".join((lambda c: c.out + c.err)(capsys.readouterr()).split())
+    assert "--cluster 127.0.0.9:1: no Ray cluster answers there" in said

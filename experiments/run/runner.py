@@ -195,6 +195,11 @@ class Runner:
             f"run {self.run_id}: matrix {self.m.name!r}, {len(self.m.cells)} cells × ≥ {self.repeats} repeats "
             f"({target}), profile {self.profile} → {self.results_path}"
         )
+        if self.cluster:  # the stages run on the cluster's hosts (harness.cluster); the clocks measured once here
+            from harness.cluster.placement import Placement
+
+            self.placement = Placement(self.cluster, self.m.placement).connect()
+            self.console.print(f"cluster {self.cluster}: hosts {self.placement.hosts}, placement {self.m.placement}")
         self.console.print("measuring this machine's ceilings (binary COPY, Redis push/pop, decode)…")
         c = await ceilings_mod.measure(self.services.pg_dsn, self.services.redis_url, self.schema)
         self.results.ceilings = Ceilings(**c)
@@ -213,11 +218,6 @@ class Runner:
             TimeElapsedColumn(),
             console=self.console,
         )
-        if self.cluster:  # the stages run on the cluster's hosts (harness.cluster); the clocks measured once here
-            from harness.cluster.placement import Placement
-
-            self.placement = Placement(self.cluster, self.m.placement).connect()
-            self.console.print(f"cluster {self.cluster}: hosts {self.placement.hosts}, placement {self.m.placement}")
         try:
             with progress:
                 overall = progress.add_task("all cells", total=total)

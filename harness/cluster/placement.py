@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,20 @@ ROLE_COUNTER = {"generator": "generated", "ingest": "queued", "writer": "committ
                 "forwarder": "forwarded", "backend": "broadcast"}  # fmt: skip
 
 
+def _answers(address: str) -> None:
+    """A clear error at once where no cluster answers (ray.init would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise PlacementError(f"--cluster {address!r}: expected HOST:PORT, the head's GCS address (e.g. 127.0.0.2:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        raise PlacementError(
+            f"--cluster {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+            "with telemetry-bench cluster up, or ray start --head (docs/cluster.md)"
+        ) from None
+
+
 @dataclass
 class Placement:
     address: str  # the cluster's GCS address (host:port)
@@ -53,6 +68,7 @@ class Placement:
         """Join the cluster as a driver (on the node whose address is the head's), find its hosts, check the
         placement names only hosts it has, start an agent per host and measure the clocks."""
         check_placement(self.stages)
+        _answers(self.address)
         os.environ.update(RAY_ENV)
         if not ray.is_initialized():
             head_ip = self.address.rsplit(":", 1)[0]
