@@ -17,7 +17,7 @@ PYTHON = "3.11"
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,cluster]")  # cluster: tests/test_cluster.py runs a local 3-node Ray cluster
     session.run("telemetry-bench", "proto")  # build the stubs from proto/ (also done on first import)
     session.run("pytest", *session.posargs)
 

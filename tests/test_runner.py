@@ -57,7 +57,7 @@ def test_histogram_quantile_edges() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- matrices
-@pytest.mark.parametrize("name", ["smoke", "seed", "default", "full", "perf", "faults"])
+@pytest.mark.parametrize("name", ["smoke", "seed", "default", "full", "perf", "faults", "cluster"])
 def test_shipped_matrices_load(name: str) -> None:
     m = load(name)
     assert m.cells and m.repeats >= 1
@@ -110,7 +110,7 @@ def test_bad_matrix_file_names_the_key_the_file_and_the_choices(tmp_path: Path, 
 
 
 def test_unknown_matrix_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(MatrixError, match="valid matrices: default, faults, full, perf, seed, smoke"):
+    with pytest.raises(MatrixError, match="valid matrices: cluster, default, faults, full, perf, seed, smoke"):
         load("nightly")
 
 

@@ -53,6 +53,8 @@ class RunContext:
     schema: str  # and PostgreSQL schema: concurrent runs never share a table
     console: Console
     measure_s: dict[str, float] = field(default_factory=dict)  # cell id → its measured window (sized by its pilot)
+    # harness.cluster.placement.Placement with --cluster: the timed repeats' stages run on the cluster's hosts
+    placement: Any = None
 
     @classmethod
     def for_run(
@@ -93,4 +95,5 @@ class RunContext:
             index=index, on_progress=on_progress, python_prefix=python_prefix, measure_s=self.measure_s.get(cell.id),
             queue_key=self.queue_key, schema=self.schema,
             sample_dir=self.profile_dir / cell.id if kind == "timed" else None, sample=sample,
+            placement=self.placement if kind == "timed" else None,
         )  # fmt: skip

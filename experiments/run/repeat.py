@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from experiments.measure import sampler as sampling
 from experiments.measure import verdict
@@ -16,10 +16,14 @@ from experiments.plan.matrix import Cell, Matrix
 from experiments.present import flamegraph
 from experiments.results.model import Repeat, RepeatKind
 from experiments.results.storage import ROOT
+from harness.accounting import RunResult
 from harness.orchestrator import Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
+
+if TYPE_CHECKING:  # imports ray: only a cluster run loads it
+    from harness.cluster.placement import Placement
 
 SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, RunContext.schema
 QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
@@ -48,6 +52,7 @@ async def run_repeat(
     schema: str = SCHEMA,
     sample_dir: Path | None = None,
     sample: bool | None = None,
+    placement: Placement | None = None,
 ) -> Repeat:
     """The ``index``-th repeat of ``kind`` of ``cell`` (a run asks for one through ``RunContext.repeat``).
 
@@ -77,6 +82,7 @@ async def run_repeat(
         on_progress=on_progress,
         python_prefix=python_prefix,
         fault=fault,
+        placement=placement,
     )
     before = measure.pg_stats(services.pg_dsn, schema)  # WAL position and checkpoints (the table is recreated)
     t0 = time.time()
@@ -155,6 +161,7 @@ async def run_repeat(
         "bottleneck": bottleneck,
         "sampled": sampled,
         "commit_gap_s": window.commit_gap_s if window else None,
+        "cluster": _cluster(placement, orch, result, lat["intended"]) if placement is not None else None,
     }
     return Repeat.model_validate(repeat)
 
@@ -174,6 +181,16 @@ def _draw_index(kind: RepeatKind, index: int) -> int:
             return -101 - index
         case _:
             assert_never(kind)
+
+
+def _cluster(placement: Placement, orch: Orchestrator, result: RunResult, lat: dict[str, Any]) -> dict[str, Any]:
+    """Per host and per stage figures of a cluster run, and the clocks measured before it (results' ``cluster``)."""
+    from harness.cluster.remote import RemoteStage
+
+    placed = [st for st in orch.stages.values() if isinstance(st, RemoteStage)]
+    p50 = lat.get("p50")
+    stream_s = (result.stream_ended_ns - result.started_ns) / 1e9
+    return placement.figures(placed, stream_s, p50 * 1e6 if p50 else None)
 
 
 def _stored(p: Path) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from experiments.analysis import sampling_cost
+from experiments.analysis import sampling_cost, usl
 from experiments.analysis.headline import headline_of
 from experiments.analysis.summary import stop_reason, summarize
 from experiments.analysis.targets import TARGET_SETS
@@ -46,6 +46,7 @@ from experiments.results.model import (
     Profile,
     Repeat,
     Results,
+    Scaling,
     StopReason,
     Target,
     best,
@@ -97,7 +98,9 @@ class Runner:
         console: Console | None = None,
         argv: list[str] | None = None,
         memory_profile: str | None = None,
+        cluster: str | None = None,
     ) -> None:
+        self.cluster = cluster  # a Ray cluster's address: the stages run on its hosts (the matrix's [placement])
         self.memory_profile = memory_profile  # None: no; "": the overload cell or the most growth; else a cell id
         self.repeats_override = repeats
         self.repeats = repeats or m.repeats
@@ -195,6 +198,11 @@ class Runner:
             f"run {self.run_id}: matrix {self.m.name!r}, {len(self.m.cells)} cells × ≥ {self.repeats} repeats "
             f"({target}), profile {self.profile} → {self.ctx.results_path}"
         )
+        if self.cluster:  # the stages run on the cluster's hosts (harness.cluster); the clocks measured once here
+            from harness.cluster.placement import Placement
+
+            self.ctx.placement = Placement(self.cluster, self.m.placement).connect()
+            self.ctx.say(f"cluster {self.cluster}: hosts {self.ctx.placement.hosts}, placement {self.m.placement}")
         self.console.print("measuring this machine's ceilings (binary COPY, Redis push/pop, decode)…")
         c = await ceilings_mod.measure(self.ctx.services.pg_dsn, self.ctx.services.redis_url, self.ctx.schema)
         self.results.ceilings = Ceilings(**c)
@@ -227,6 +235,8 @@ class Runner:
                     self.console.print(f"memory profile: {problem}", style="yellow", markup=False)
                 self.save()
         finally:
+            if self.ctx.placement is not None:
+                self.ctx.placement.close()
             drop_keys(self.ctx.services.redis_url, self.ctx.queue_key)
             with contextlib.suppress(Exception):  # the database may be what failed; the next run reaps it then
                 db.drop_schema(self.ctx.services.pg_dsn, self.ctx.schema)
@@ -236,6 +246,8 @@ class Runner:
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
+        scaled = usl.scaling_of(self.results)  # a scaling comparison: its USL fit
+        self.results.scaling = Scaling.model_validate(scaled) if scaled else None
         if self.m.targets:
             self.results.targets = [Target(**t) for t in TARGET_SETS[self.m.targets](self.results)]
         self.save()
