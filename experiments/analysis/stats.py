@@ -20,6 +20,13 @@ unknown and said so.
 
 **Paired ratios** (the sampling cost: each cell's sampled ÷ unsampled median, one ratio per cell): pooled on the
 log scale with the same t interval as a cell's figure (``pooled_ratio``: ``estimate`` over ln r, exponentiated).
+
+**Distributions** are scipy.stats's: Student's t quantiles (``t.isf``) and tail probabilities (``t.sf``), Welch's
+test (``ttest_ind``); no special function is written here. ``scipy.stats.bootstrap`` is not used: every interval in
+a run is over per-repeat figures (or per-cell ratios), 1 to ~15 of them, each an average over ≥ 20 commits — the
+case where the t interval is right and a bootstrap wrong (above). It would be the right tool for an interval over
+many skewed raw values (one repeat's per-reading latencies, say); no figure needs one: a repeat's percentiles are
+exact (``percentile_disc`` over every reading) and their noise is measured across repeats.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 DEFAULT_CI_TARGET = 0.05  # relative half-width a cell's throughput interval must reach (matrix `ci_target`)
@@ -52,84 +61,27 @@ def cv(values: Iterable[float | None]) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------------- Student's t
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-12:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
 def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
+    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom (``scipy.stats.t.sf``)."""
     if df <= 0 or math.isnan(t):
         return math.nan
-    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return float(2.0 * scipy_stats.t.sf(abs(t), df))
 
 
 def t_quantile(confidence: float, df: float) -> float:
-    """The two-sided critical value: P(|T| ≤ q) = ``confidence`` (e.g. 12.706 for 95 % and df = 1)."""
+    """The two-sided critical value: P(|T| ≤ q) = ``confidence`` (e.g. 12.706 for 95 % and df = 1;
+    ``scipy.stats.t.isf``, the normal's where df is infinite)."""
     if df <= 0 or not 0 < confidence < 1:
         raise ValueError(f"t_quantile: need df > 0 and 0 < confidence < 1, got df={df}, confidence={confidence}")
-    if math.isinf(df):
-        return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-    alpha = 1.0 - confidence
-    lo, hi = 0.0, 1.0
-    while t_two_sided_p(hi, df) > alpha:
-        hi *= 2.0
-    for _ in range(200):  # bisection: p falls as t grows
-        mid = (lo + hi) / 2.0
-        if t_two_sided_p(mid, df) > alpha:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-10 * max(1.0, hi):
-            break
-    return (lo + hi) / 2.0
+    return float(scipy_stats.t.isf((1.0 - confidence) / 2.0, df))
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p of Welch's t-test (informative only: the noise rule is the ratio's interval)."""
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return 1.0 if ma == mb else 0.0
-    t = (mb - ma) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / ((va * va / (len(a) - 1) if va else 0.0) + (vb * vb / (len(b) - 1) if vb else 0.0))
-    return t_two_sided_p(t, df)
+    """Two-sided p of Welch's t-test (``scipy.stats.ttest_ind``, unequal variances; informative only: the noise
+    rule is the ratio's interval). Two constant samples: 1 when they are equal, else 0."""
+    if statistics.variance(a) + statistics.variance(b) == 0:
+        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
+    return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 # --------------------------------------------------------------------------------------------- one quantity

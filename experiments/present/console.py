@@ -55,7 +55,7 @@ def _faults(console: Console, res: Results) -> None:
         else:
             result, style = ("expected loss (reported)", "yellow") if r.expected_failures else ("ok", None)
         t.add_row(
-            c.id if r.index >= 0 else f"{c.id} (profiled)",
+            c.id if r.kind == "timed" else f"{c.id} ({r.kind})",
             f.kind,
             f"{f.at_s:g}",
             f"{rec:.2f}" if rec is not None else "–",
