@@ -372,6 +372,8 @@ class Orchestrator:
                     await asyncio.wait_for(stop_requested.wait(), POLL_S)
             # 2. the generator stops first (its streams end cleanly), then each stage drains in flow order; its
             # exit (a graceful gRPC shutdown, the interpreter's teardown: ~0.5 s) overlaps the drain
+            if self.supervisor is not None and stop_requested.is_set():  # first: no restart of what the user stops
+                self.supervisor.stop()
             await self._poll()
             self._generator_stopped = True
             generator_stop = asyncio.create_task(self.stages["generator"].stop())
@@ -426,7 +428,7 @@ class Orchestrator:
         stopped = time.time_ns()
         acct = self._account()
         restarted_backend = self.supervisor is not None and "backend" in self.supervisor.restarts
-        if (self.fault is not None and self.fault.kind == "kill_backend") or restarted_backend:
+        if (self.injection is not None and self.injection.broadcast_best_effort) or restarted_backend:
             acct.broadcast_best_effort = True
         if self.supervisor is not None and acct.lost > 0:
             try:

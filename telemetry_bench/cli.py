@@ -130,9 +130,18 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from harness.supervisor import Supervisor
 
     stop = asyncio.Event()
+    # a stage that dies is restarted (one line each), up to --max-restarts times; 0: the run stops
+    supervisor = Supervisor(
+        args.max_restarts, on_restart=lambda line: console.print(line, style="yellow", markup=False, highlight=False)
+    )
+
+    def stopping() -> None:  # the supervisor first: no stage the user is stopping is started again
+        supervisor.stop()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # each stops the run in order
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     _reap_leftovers()
     try:
         with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
@@ -140,11 +149,6 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="telemetry-live-"))
             t0 = time.monotonic()
             with Live(console=console, refresh_per_second=4, transient=False) as live:
-                # a stage that dies is restarted (one line each), up to --max-restarts times; 0: the run stops
-                supervisor = Supervisor(
-                    args.max_restarts,
-                    on_restart=lambda line: console.print(line, style="yellow", markup=False, highlight=False),
-                )
                 placement = None
                 if args.cluster:  # the stages on the cluster's hosts; Ray restarts a stage that dies there
                     from harness.cluster.placement import Placement
@@ -170,7 +174,7 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         console.print(f"live: {exc}", style="red", markup=False, highlight=False)
         return 2
     a = result.accounting
-    unsent = f" (unsent {a.unsent:,}: the generator fell behind)" if a.unsent else ""
+    unsent = f" (unsent {a.unsent:,}: due, never sent — the generator fell behind or was stopped)" if a.unsent else ""
     # stopped with a stage dead: what is not committed is not necessarily lost (the failure line says where it is)
     missing = (
         f"lost {a.lost:,}"

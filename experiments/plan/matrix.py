@@ -35,7 +35,7 @@
     title = "every registered sink"
     vary = { sink = "*" }         # "*": every registered variant of that kind (decoder, queue, sink, forwarder)
 
-    [cells.kill_writer]    # a fault cell (harness/faults.py): at a time drawn per repeat from fault_between (shares
+    [cells.kill_writer]    # a fault cell (harness/faults/): at a time drawn per repeat from fault_between (shares
     fault = "kill_writer"  # of the stream; default 0.15–0.5) with the matrix's fault_seed, ≥ 5 repeats; or at a
     rate_of = "capacity"   # fixed fault_at_s. With rate_of, it offers fault_load (default 0.5) × that cell's rate
 
