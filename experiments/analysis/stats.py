@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
+POWER = 0.8  # the resolution (``mde``): the difference found beyond noise 4 times in 5
 DEFAULT_CI_TARGET = 0.05  # relative half-width a cell's throughput interval must reach (matrix `ci_target`)
 
 
@@ -82,6 +83,37 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     if statistics.variance(a) + statistics.variance(b) == 0:
         return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
     return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+def mde(
+    cv: float | None, n: int, *, paired: bool = False, confidence: float = CONFIDENCE, power: float = POWER
+) -> float | None:
+    """The **minimum detectable effect**: the smallest relative difference this many repeats at this noise tell from
+    noise (found beyond noise with probability ``power`` by the two-sided test at 1 − ``confidence``).
+
+    Two cells of ``n`` repeats each with coefficient of variation ``cv``: (t(1 − α/2, ν) + t(power, ν)) · cv · √(2/n),
+    ν = 2(n − 1) — the same normal-noise model as the ratio's interval (Welch on the log scale, where a relative
+    spread ``cv`` is ≈ the log's standard deviation). ``paired``: ``n`` paired log ratios whose spread is ``cv``:
+    (t(1 − α/2, n − 1) + t(power, n − 1)) · cv / √n. None with fewer than two values (the noise is unknown)."""
+    if cv is None or n < 2:
+        return None
+    df = n - 1 if paired else 2 * (n - 1)
+    t_alpha = float(scipy_stats.t.isf((1.0 - confidence) / 2.0, df))
+    t_beta = float(scipy_stats.t.ppf(power, df))
+    return (t_alpha + t_beta) * cv * (math.sqrt(1.0 / n) if paired else math.sqrt(2.0 / n))
+
+
+def pair_mde(cv_a: float | None, n_a: int, cv_b: float | None, n_b: int) -> float | None:
+    """The resolution of comparing two cells of different noise and repeats: the root mean square of each side's
+    half of :func:`mde` (each side contributes cv²/n)."""
+    if cv_a is None or cv_b is None or n_a < 2 or n_b < 2:
+        return None
+    var = cv_a**2 / n_a + cv_b**2 / n_b
+    df = n_a + n_b - 2
+    t_alpha = float(scipy_stats.t.isf((1.0 - CONFIDENCE) / 2.0, df))
+    t_beta = float(scipy_stats.t.ppf(POWER, df))
+    return (t_alpha + t_beta) * math.sqrt(var)
 
 
 # --------------------------------------------------------------------------------------------- one quantity

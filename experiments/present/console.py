@@ -172,6 +172,8 @@ def print_summary(console: Console, res: Results, name: str, results_path: Path,
         console.print(f"[bold]{g.get('title', g.get('name'))}[/bold]: {plain(view['sentence'])}", highlight=False)
     for line in headline_lines(res):
         console.print(f"[bold]{line}[/bold]", highlight=False)
+    if res.resolution:
+        console.print(f"resolution: {res.resolution['text']}", highlight=False)
     if cost := sampling_cost_line(res):
         console.print(cost, highlight=False)
     for tg in res.targets:

@@ -200,6 +200,9 @@ class Summary(_M):
     throughput_min_rps: float | None
     throughput_max_rps: float | None
     cv: float | None  # coefficient of variation of throughput over repeats (stdev / mean), for information
+    # the resolution: the smallest relative throughput difference from a cell of the same noise and repeats this
+    # cell could tell from noise (minimum detectable effect, α = 0.05 two-sided, power 0.8; stats.mde)
+    resolution: float | None = None
     unstable: bool  # the interval's half-width is above the cell's target (or unknown): flagged, with its interval
     throughput_ci95: list[float] | None = None  # [lo, hi], Student's t over repeats (experiments/stats.py)
     half_width: float | None = None  # (hi − lo) / 2 / median
@@ -318,6 +321,8 @@ class Results(_M):
     # matrices with `targets = "perf"` (experiments/analysis/targets.py)
     targets: list[Target] = Field(default_factory=list)
     headline: Headline = Field(default_factory=Headline)  # like with like against the seed
+    # the run's resolution: {median, best, worst (relative MDE over the cells with an interval), cells, text}
+    resolution: dict[str, Any] | None = None
     # py-spy's cost measured in this run (experiments/analysis/sampling_cost.py): ratio, ci95, status, cells, ...
     sampling_cost: dict[str, Any] | None = None
     # `run --memory-profile`: one extra repeat with a stage under memray (experiments.run.memory_profile)

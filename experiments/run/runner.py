@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from experiments.analysis import sampling_cost, usl
 from experiments.analysis.headline import headline_of
-from experiments.analysis.summary import stop_reason, summarize
+from experiments.analysis.summary import run_resolution, stop_reason, summarize
 from experiments.analysis.targets import TARGET_SETS
 from experiments.measure import sampler
 from experiments.measure import window as measure
@@ -246,6 +246,7 @@ class Runner:
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
+        self.results.resolution = run_resolution(self.results)
         scaled = usl.scaling_of(self.results)  # a scaling comparison: its USL fit
         self.results.scaling = Scaling.model_validate(scaled) if scaled else None
         if self.m.targets:
