@@ -11,6 +11,7 @@ from pipeline.knobs import (
     VARIANT_KINDS,
     BackendBehaviour,
     Builder,
+    DelayKind,
     ForwardFrom,
     QueueEntry,
     Rpc,
@@ -59,6 +60,15 @@ class PipelineConfig(BaseModel):
     ws_clients: int = plan_knob("ws_clients")
     backend_behaviour: BackendBehaviour = plan_knob("backend_behaviour")
     seed_prints: bool = plan_knob("seed_prints")
+    # deliberate delays (the what-if experiment): µs per reading per stage, and their kind
+    delay_kind: DelayKind = plan_knob("delay_kind")
+    delay_generator_us: float = plan_knob("delay_generator_us")
+    delay_ingest_us: float = plan_knob("delay_ingest_us")
+    delay_queue_us: float = plan_knob("delay_queue_us")
+    delay_writer_us: float = plan_knob("delay_writer_us")
+    delay_forwarder_us: float = plan_knob("delay_forwarder_us")
+    delay_backend_us: float = plan_knob("delay_backend_us")
+    delay_node_us: float = plan_knob("delay_node_us")
 
     @field_validator(*VARIANT_KINDS)
     @classmethod

@@ -17,7 +17,7 @@ from pydantic import ValidationError, ValidationInfo, field_validator, model_val
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline import knobs
-from pipeline.knobs import BackendBehaviour, Builder, ForwardFrom, QueueEntry, Rpc, knob
+from pipeline.knobs import BackendBehaviour, Builder, DelayKind, ForwardFrom, QueueEntry, Rpc, knob
 from pipeline.registry import check_variant
 
 T = TypeVar("T", bound="StageSettings")
@@ -110,6 +110,9 @@ class StreamMixin(_Settings):
     duration: float = knob("duration")
     seed: int = knob("seed")
     readings_per_message: int = knob("readings_per_message")
+    delay_ingest_us: float = knob("delay_ingest_us")
+    delay_kind: DelayKind = knob("delay_kind")
+    delay_queue_us: float = knob("delay_queue_us")
 
 
 class WriterMixin(_Settings):
@@ -117,6 +120,8 @@ class WriterMixin(_Settings):
     batch_size: int = knob("batch_size")
     flush_interval: float = knob("flush_interval")
     dedupe: bool = knob("dedupe")
+    delay_writer_us: float = knob("delay_writer_us")
+    delay_kind: DelayKind = knob("delay_kind")
 
 
 class ForwarderMixin(_Settings):
@@ -125,6 +130,8 @@ class ForwarderMixin(_Settings):
     forward_batch: int = knob("forward_batch")
     concurrency: int = knob("concurrency")
     api_token: str | None = knob("api_token")
+    delay_forwarder_us: float = knob("delay_forwarder_us")
+    delay_kind: DelayKind = knob("delay_kind")
 
 
 class DecoderMixin(_Settings):
@@ -140,6 +147,8 @@ class GeneratorSettings(StageSettings):
     seed: int = knob("seed")
     buffer_readings: int = knob("buffer_readings")
     builder: Builder = knob("builder")
+    delay_generator_us: float = knob("delay_generator_us")
+    delay_kind: DelayKind = knob("delay_kind")
 
 
 class IngestSettings(StageSettings, ServicesMixin, QueueMixin, StreamMixin, DecoderMixin):
@@ -161,6 +170,7 @@ class NodeSettings(StageSettings, ServicesMixin, QueueMixin, StreamMixin, Decode
     metrics_port: int = knob("metrics_port", "node")
     workers: int = knob("workers")
     seed_prints: bool = knob("seed_prints")
+    delay_node_us: float = knob("delay_node_us")
 
 
 class BackendSettings(StageSettings):
@@ -172,6 +182,8 @@ class BackendSettings(StageSettings):
     ws_buffer: int = knob("ws_buffer")
     backend_behaviour: BackendBehaviour = knob("backend_behaviour")
     fault_hook: bool = knob("fault_hook")
+    delay_backend_us: float = knob("delay_backend_us")
+    delay_kind: DelayKind = knob("delay_kind")
 
     @model_validator(mode="after")
     def _no_wildcard_cors(self) -> BackendSettings:

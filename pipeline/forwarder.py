@@ -32,7 +32,7 @@ async def run(settings: ForwarderSettings) -> None:
         while not stop.is_set():
             rows, token = await queue.get(max(READ_ROWS, settings.forward_batch), STOP_CHECK_S)
             if rows:
-                await forwarder.send(rows)
+                await forwarder.deliver(rows)
                 await queue.ack(token)
     finally:
         await forwarder.close()

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from pipeline import metrics
+from pipeline import delay, metrics
 from pipeline.config import GeneratorSettings
 from pipeline.proto import GRPC_OPTIONS, pb2, pb2_grpc
 from pipeline.runtime import StageError, stage_main, stop_event
@@ -57,6 +57,7 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
         self.stopping = asyncio.Event()  # set on SIGTERM: every stream ends cleanly
         self.drop_epoch = 0  # bumped on SIGUSR1: every open stream is aborted (UNAVAILABLE), as a dropped link would
         self.next_index = 0  # highest reading index sent + 1 over all streams: distinct readings generated
+        self.send_delay = delay.make(settings.delay_generator_us, settings.delay_kind)  # per message, before the send
 
     def drop_streams(self) -> None:
         log.warning("dropping every open stream (SIGUSR1)")
@@ -109,6 +110,8 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
                 if self.drop_epoch != epoch:
                     metrics.generator_streams().labels("dropped").inc()
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "stream dropped (fault injection)")
+                if self.send_delay is not None:
+                    await self.send_delay(count)
                 yield payload
                 generated.inc(count)
                 index += count

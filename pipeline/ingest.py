@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from pipeline import metrics
+from pipeline import delay, metrics
 from pipeline.config import IngestSettings, StreamMixin
 from pipeline.decoders import DECODERS, Decoder
 from pipeline.proto import GRPC_OPTIONS, pb2, pb2_grpc
@@ -84,6 +84,7 @@ async def stream_rows(s: StreamMixin, decoder: Decoder, resume: Resume) -> Async
     errors = metrics.errors().labels("ingest", "decode")
     drops = metrics.errors().labels("ingest", "stream_dropped")
     problems: list[str] = []
+    decode_delay = delay.make(s.delay_ingest_us, s.delay_kind)
     attempt, down_since = 0, None
     while True:
         async with grpc.aio.insecure_channel(s.generator, options=CHANNEL_OPTIONS) as channel:
@@ -106,6 +107,8 @@ async def stream_rows(s: StreamMixin, decoder: Decoder, resume: Resume) -> Async
                     t = time.perf_counter()
                     readings = [message] if s.rpc == "seed" else message.readings
                     rows = decoder.decode_many(readings, now, problems)
+                    if decode_delay is not None:
+                        await decode_delay(len(readings))
                     dict_hist.observe(time.perf_counter() - t)
                     if readings:
                         transport.observe((now - readings[0].sent_ns) / 1e9)
@@ -147,6 +150,7 @@ async def ingest_loop(
     resume = resume or Resume()
     ingested = metrics.readings().labels("ingested")
     rows_iter = stream_rows(s, decoder, resume)
+    put_delay = delay.make(s.delay_queue_us, s.delay_kind)
     stopper = asyncio.ensure_future(stop.wait())
     try:
         while True:
@@ -162,6 +166,8 @@ async def ingest_loop(
             except StopAsyncIteration:
                 break
             ingested.inc(len(rows))
+            if put_delay is not None:
+                await put_delay(len(rows))
             await put(rows)
             resume.next_index += len(rows)
             if room is not None:

@@ -32,6 +32,7 @@ QueueEntry = Literal["reading", "batch"]
 ForwardFrom = Literal["ingest", "writer"]
 Builder = Literal["numpy", "protobuf"]
 BackendBehaviour = Literal["fast", "seed"]
+DelayKind = Literal["sleep", "spin"]  # what a delay knob adds (pipeline/delay.py)
 VARIANT_KINDS = ("decoder", "queue", "sink", "forwarder")  # knobs naming a registered variant (pipeline.registry)
 
 _ALL: tuple[Stage, ...] = STAGES
@@ -205,6 +206,25 @@ KNOBS: dict[str, Knob] = _k(
          "503 until SIGUSR2 (pipeline/backend/fault_hook.py); off: no handler, no cost", ("backend",)),
     Knob("seed_prints", bool, False, "node: print the seed's two lines per reading (received, queue length)",
          ("node",), plan=Plan()),
+    # --------------------------------------------- deliberate delays (the what-if experiment; pipeline/delay.py)
+    Knob("delay_kind", DelayKind, "spin", "what a delay knob adds: spin holds the CPU (this thread's "
+         "CPU time, as slower code would), sleep frees it (as a slower remote service would)", _ALL, plan=Plan()),
+    Knob("delay_generator_us", float, 0.0, "extra µs per reading in the generator, once per stream message as it is "
+         "handed to gRPC (0: off)", ("generator",), ge=0, le=1e6, plan=Plan()),
+    Knob("delay_ingest_us", float, 0.0, "extra µs per reading in ingest's decode, once per stream message after "
+         "it is decoded (ingest, and the node's stream reader; 0: off)", _STREAM, ge=0, le=1e6, plan=Plan()),
+    Knob("delay_queue_us", float, 0.0, "extra µs per reading in the queue put, once per message before the rows "
+         "are put (ingest, and the node's stream reader; 0: off)", _STREAM, ge=0, le=1e6, plan=Plan()),
+    Knob("delay_writer_us", float, 0.0, "extra µs per reading in the writer's database write, once per "
+         "transaction inside it, before the sink writes (writer, and the node's writers; 0: off)", _WRITE, ge=0,
+         le=1e6, plan=Plan()),
+    Knob("delay_forwarder_us", float, 0.0, "extra µs per reading in the forwarder, once per batch before it is "
+         "sent to the backend (forwarder, and the node's forwarding; 0: off)", _FORWARD, ge=0, le=1e6, plan=Plan()),
+    Knob("delay_backend_us", float, 0.0, "extra µs per reading in the backend's POST handler, once per request "
+         "after it is validated (0: off)", ("backend",), ge=0, le=1e6, plan=Plan()),
+    Knob("delay_node_us", float, 0.0, "extra µs per reading in the node's loop, once per stream message in its "
+         "stream reader's put, beside ingest's and the queue's own (0: off)", ("node",), ge=0, le=1e6,
+         plan=Plan()),
 )  # fmt: skip
 
 

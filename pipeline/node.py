@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from pipeline import metrics
+from pipeline import delay, metrics
 from pipeline.config import NodeSettings
 from pipeline.decoders import DECODERS
 from pipeline.ingest import ingest_loop
@@ -29,7 +29,7 @@ log = logging.getLogger("telemetry_bench.node")
 
 
 def stream_writer(
-    queue: Queue, *, seed_prints: bool = False
+    queue: Queue, *, seed_prints: bool = False, loop_delay: delay.Delay | None = None
 ) -> tuple[Callable[[list[Row]], Awaitable[None]], Callable[[], Awaitable[None]]]:
     """The stream reader's ``put`` (rows onto the queue, its length into ``redis_queue_len``) and ``room``
     (backpressure). With ``seed_prints``, ``put`` also prints the seed's two lines per reading to stdout (the
@@ -40,6 +40,8 @@ def stream_writer(
 
     async def put(rows: list[Row]) -> None:
         nonlocal length
+        if loop_delay is not None:  # delay_node_us: the node's own loop, per stream message
+            await loop_delay(len(rows))
         if seed_prints:
             for row in rows:
                 print(f"Received: {row_to_dict(row)}")
@@ -62,7 +64,9 @@ async def run(settings: NodeSettings) -> None:
     queue = await make_queue(settings, client)
     await open_pg(settings)
     forwarder = await make_forwarder(settings)
-    put, room = stream_writer(queue, seed_prints=settings.seed_prints)
+    put, room = stream_writer(
+        queue, seed_prints=settings.seed_prints, loop_delay=delay.make(settings.delay_node_us, settings.delay_kind)
+    )
 
     writers = []
     for i in range(settings.workers):
@@ -74,8 +78,9 @@ async def run(settings: NodeSettings) -> None:
                 lambda: open_pg(settings),
                 batch_size=settings.batch_size,
                 flush_interval=settings.flush_interval,
-                on_dequeued=None if settings.forwarder == "none" else forwarder.send,
+                on_dequeued=None if settings.forwarder == "none" else forwarder.deliver,
                 dedupe=settings.dedupe,
+                delay=delay.make(settings.delay_writer_us, settings.delay_kind),
             )
         )
     port = metrics.serve(settings.metrics_port, settings.host)

@@ -14,6 +14,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from pipeline import delay
 from pipeline.config import ForwarderMixin, QueueMixin, ServicesMixin, WriterMixin
 from pipeline.endpoints import LOCAL_PG_DSN, LOCAL_REDIS_URL, redact_dsn
 from pipeline.queues import QUEUES, Queue
@@ -91,5 +92,6 @@ async def make_forwarder(settings: ForwarderMixin) -> Forwarder:
     fwd = FORWARDERS[settings.forwarder](
         settings.backend_url, batch=settings.forward_batch, concurrency=settings.concurrency, token=settings.api_token
     )
+    fwd.delay = delay.make(settings.delay_forwarder_us, settings.delay_kind)
     await fwd.start()
     return fwd

@@ -21,8 +21,9 @@ import psycopg
 from psycopg import sql
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from pipeline import metrics
+from pipeline import delay, metrics
 from pipeline.config import WriterSettings
+from pipeline.delay import Delay
 from pipeline.queues import Ack, Queue
 from pipeline.rows import COLUMNS, INTENDED, Row
 from pipeline.runtime import StageError, stage_main, stop_event
@@ -55,11 +56,13 @@ class Writer:
         on_dequeued: RowsHook | None = None,
         on_committed: RowsHook | None = None,
         dedupe: bool = False,
+        delay: Delay | None = None,
     ) -> None:
         self.queue, self.sink, self.connect = queue, sink, connect
         # dedupe: the sink writes into a per-session staging table (make_sink), the rows then move over in the same
         # transaction with duplicates skipped
         self.dedupe = dedupe
+        self.delay = delay  # delay_writer_us: inside each transaction, before the sink writes (None: off)
         self._staged: object = None  # the connection the staging table was created on
         self.batch_size, self.flush_interval = batch_size, flush_interval
         self.on_dequeued, self.on_committed = on_dequeued, on_committed
@@ -130,6 +133,8 @@ class Writer:
                     self._staged = self.conn
                 t = time.perf_counter()
                 async with self.conn.transaction():
+                    if self.delay is not None:
+                        await self.delay(len(rows))
                     await self.sink.write(self.conn, rows)
                     if self.dedupe:
                         cur = await self.conn.execute(MOVE_STAGED)
@@ -155,7 +160,7 @@ async def run(settings: WriterSettings) -> None:
     writer = Writer(
         queue, make_sink(settings), lambda: open_pg(settings),
         batch_size=settings.batch_size, flush_interval=settings.flush_interval, on_committed=on_committed,
-        dedupe=settings.dedupe,
+        dedupe=settings.dedupe, delay=delay.make(settings.delay_writer_us, settings.delay_kind),
     )  # fmt: skip
     port = metrics.serve(settings.metrics_port, settings.host)
     log.info("writer %s: metrics on :%d, %s → %s", settings.consumer, port, settings.queue, settings.sink)

@@ -6,6 +6,7 @@ import hmac
 
 from fastapi import Request
 
+from pipeline import delay
 from pipeline.backend.errors import ApiError
 from pipeline.config import BackendSettings
 
@@ -16,6 +17,8 @@ class Guard:
     def __init__(self, settings: BackendSettings) -> None:
         self.token = settings.api_token.encode() if settings.api_token else None
         self.max_body = settings.max_body_bytes
+        # delay_backend_us: the handlers await it per request, n readings × the setting, once validated (None: off)
+        self.delay = delay.make(settings.delay_backend_us, settings.delay_kind)
 
     def token_ok(self, presented: str | None) -> bool:
         return self.token is None or (presented is not None and hmac.compare_digest(presented.encode(), self.token))

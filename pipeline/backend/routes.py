@@ -28,6 +28,8 @@ def add_reading_routes(app: FastAPI, guard: Guard, hub: Hub) -> None:
     @app.post("/telem_data", openapi_extra=body(READING.json_schema(ref_template=REF)))
     async def telem_data(request: Request) -> Response:
         reading = await validated(guard, request, READING.validate_json, "reading")
+        if guard.delay is not None:
+            await guard.delay(1)
         metrics.count("received", 1)
         hub.publish([reading])
         return ok()
@@ -35,6 +37,8 @@ def add_reading_routes(app: FastAPI, guard: Guard, hub: Hub) -> None:
     @app.post("/telem_data/batch", openapi_extra=batch_body())
     async def telem_data_batch(request: Request) -> Response:
         readings = await read_batch(guard, request)
+        if guard.delay is not None:
+            await guard.delay(len(readings))
         if readings:
             metrics.count("received", len(readings))
             hub.publish(readings)

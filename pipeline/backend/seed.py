@@ -41,6 +41,8 @@ def add_seed_reading_routes(app: FastAPI, guard: Guard, hub: Hub, errors: Counte
 
     @app.post("/telem_data", dependencies=deps, response_model=None)
     async def telem_data(reading: SeedReading) -> dict[str, Any]:
+        if guard.delay is not None:
+            await guard.delay(1)
         text = reading.model_dump_json()
         print(text)
         metrics.count("received", 1)
@@ -50,6 +52,8 @@ def add_seed_reading_routes(app: FastAPI, guard: Guard, hub: Hub, errors: Counte
     @app.post("/telem_data/batch", openapi_extra=batch_body())
     async def telem_data_batch(request: Request) -> dict[str, Any]:
         readings = await read_batch(guard, request)
+        if guard.delay is not None:
+            await guard.delay(len(readings))
         metrics.count("received", len(readings))
         for r in readings:
             text = orjson.dumps(r).decode()

@@ -8,6 +8,7 @@ import orjson
 from tenacity import retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline import metrics
+from pipeline.delay import Delay
 from pipeline.rows import Row, row_to_dict
 
 log = logging.getLogger("telemetry_bench.forwarder")
@@ -53,6 +54,17 @@ class Forwarder(ABC):
             self.headers["authorization"] = f"Bearer {token}"
         self.forwarded = metrics.readings().labels("forwarded")
         self.failed = metrics.errors().labels("forwarder", "post_failed")
+        self.delay: Delay | None = None  # delay_forwarder_us (set by pipeline.wiring.make_forwarder; None: off)
+
+    async def deliver(self, rows: list[Row]) -> None:
+        """What the stages call: the deliberate delay (if any: blocking the event loop where ``send`` does), then
+        ``send``."""
+        if self.delay is not None:
+            if self.blocks_event_loop:
+                self.delay.block(len(rows))
+            else:
+                await self.delay(len(rows))
+        await self.send(rows)
 
     async def start(self) -> None:
         pass
