@@ -36,14 +36,19 @@ other stages (and at a measured stage ceiling ÷ throughput − 1 where one is g
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats as sps
 
+from experiments.results.model import Repeat, StageFit, WhatIf, WhatIfPrediction, WhatIfRun
+from harness.plan import PipelineConfig
+
 CONFIDENCE = 0.95
 BASELINE = "baseline"  # the stage name of an undelayed repeat
+VARIANT = "variant"  # the stage name of a repeat of the real faster variant
 
 # what each delay knob slows, in words (the knob is ``delay_<stage>_us``)
 STAGE_WORDS = {
@@ -328,3 +333,116 @@ def sentence(fits: Sequence[Sensitivity], k: float = 0.2, *, metric: str = "thro
 def fits_of(points: Iterable[tuple[str, float, float, int]], metric: str = "throughput") -> list[Sensitivity]:
     """``sensitivities`` from (stage, x, y, order) tuples."""
     return sensitivities([Obs(*p) for p in points], metric)
+
+
+# ------------------------------------------------------------------------------ the record of one experiment
+def observations(runs: Sequence[WhatIfRun], metric: str) -> list[Obs]:
+    """The fit's observations from the experiment's repeats (failed repeats and the variant's left out)."""
+    out = []
+    for r in runs:
+        y = r.throughput_rps if metric == "throughput" else r.p99_ms
+        if r.ok and y and r.stage != VARIANT:
+            out.append(Obs(r.stage, r.fraction, y, r.order))
+    return out
+
+
+def stage_fit(f: Sensitivity, time_us: float | None) -> StageFit:
+    return StageFit(
+        stage=f.stage, words=words(f.stage), time_us=time_us, s=f.s, ci95=f.ci, sensitive=f.sensitive, knee=f.knee,
+        beyond=f.beyond.slope if f.beyond else None, beyond_ci95=f.beyond.ci if f.beyond else None, repeats=f.n,
+        max_fraction=f.max_x, text=f.text(),
+    )  # fmt: skip
+
+
+def what_binds(params: PipelineConfig, baseline: Sequence[Repeat], fractions: Sequence[float]) -> str:
+    """When no stage is sensitive: what else sets the pace, with the evidence of the undelayed repeats."""
+    most = f"{max(fractions, default=0) * 100:.0f} %"
+    if not params.max_rate:
+        return (f"nothing binds at the offered {params.rate:,} readings/s: slowing any stage by up to {most} of its "
+                "time did not change throughput or p99 beyond noise (the pipeline has headroom)")  # fmt: skip
+    per_entry = params.readings_per_message if params.queue_entry == "batch" else 1
+    cap = params.effective_queue_cap
+    depths = [v[1] * per_entry for r in baseline for v in r.queue_len.get("bench:queue", [])]
+    at_cap = [d for d in depths if d >= 0.8 * cap]
+    cpu = [sum(s.cpu_util_window or 0.0 for s in r.resources.values()) for r in baseline]
+    busy = f"{statistics.median(cpu):.2f} cores busy" if cpu else "CPU not measured"
+    if depths and len(at_cap) >= 0.5 * len(depths):
+        return (f"the queue's cap: the writer queue held ≥ 80 % of its cap ({cap:,} readings) in "
+                f"{len(at_cap) / len(depths):.0%} of the samples, so ingest waits at it; slowing any stage by up to "
+                f"{most} of its time changed nothing beyond noise ({busy}): the writers' round trips to PostgreSQL "
+                "(commit latency, not CPU) set the pace")  # fmt: skip
+    return (f"the in-flight bound: at max rate at most {params.buffer_readings:,} readings wait in the generator and "
+            f"{cap:,} in the queue, and slowing any stage by up to {most} of its time changed nothing beyond noise "
+            f"({busy}): the round trips between stages (gRPC flow control, queue polls, commits), not a stage's "
+            "work, set the pace")  # fmt: skip
+
+
+def analyse(
+    w: WhatIf,
+    params: PipelineConfig,
+    baseline: Sequence[Repeat],
+    *,
+    k: float = 0.2,
+    ceilings: Mapping[str, float] | None = None,
+) -> WhatIf:
+    """Fill ``w``'s fits, bottleneck (or what binds), the comparison with the static verdict and the sentence from
+    its runs. ``baseline``: the undelayed repeats (their evidence, for ``what_binds``)."""
+    obs = observations(w.runs, w.metric)
+    fits = sensitivities(obs, w.metric) if any(o.stage == BASELINE for o in obs) else []
+    w.fits = [stage_fit(f, w.stage_time_us.get(f.stage)) for f in fits]
+    base = [o.y for o in obs if o.stage == BASELINE]
+    tp = statistics.median(base) if base and w.metric == "throughput" else None
+    top = fits[0] if fits else None
+    if top is not None and top.sensitive:
+        w.bottleneck, w.what_binds = top.stage, None
+    else:
+        w.bottleneck = "none"
+        w.what_binds = what_binds(params, baseline, w.fractions) if fits else "no repeat to fit"
+    w.sentence = sentence(fits, k, metric=w.metric, ceilings=ceilings, throughput=tp) if fits else None
+    w.agreement = agreement(w.static_verdict, w.bottleneck, w.fits)
+    for p in w.predictions:
+        _check(p, fits, w.metric, ceilings, tp)
+    return w
+
+
+def agreement(static: str | None, experiment: str | None, fits: Sequence[StageFit]) -> str:
+    """The static rules' verdict beside the experiment's, and which the evidence supports."""
+    fit = {f.stage: f for f in fits}
+    top = fit.get(experiment or "")
+    exp = f"{experiment} (sensitivity {top.text})" if top else "no stage"
+    if static is None:
+        return f"the experiment names {exp}; no static verdict to compare"
+    same = static == experiment or (static == "postgresql" and experiment == "writer")
+    if same:
+        return f"the static rules ({static}) and the experiment ({exp}) agree"
+    said = fit.get("writer" if static == "postgresql" else static)
+    their = f"; slowing {static} itself: sensitivity {said.text}" if said else ""
+    return (f"they disagree: the static rules said {static}, the experiment names {exp}{their}. The experiment "
+            "is the evidence: it changed each stage and measured what the pipeline lost; the static rules infer "
+            "from CPU shares and queue slopes")  # fmt: skip
+
+
+def _check(p: WhatIfPrediction, fits: Sequence[Sensitivity], metric: str, ceilings: Mapping[str, float] | None,
+           tp: float | None) -> None:  # fmt: skip
+    """A variant's prediction (from its measured k and the stage's sensitivity) beside its measured change."""
+    if p.k is None or not any(f.stage == p.stage for f in fits):
+        p.text = f"{p.stage}: no prediction (no fit, or the variant's stage time was not measured)"
+        return
+    if p.k <= 0:
+        p.text = (f"the variant {p.variant} did not make {words(p.stage)} faster (its time per reading changed by "
+                  f"{-p.k * 100:+.0f} %): nothing to predict")  # fmt: skip
+        return
+    pr = predict(fits, p.stage, min(p.k, 0.95), metric=metric, ceilings=ceilings, throughput=tp)
+    p.predicted, p.predicted_ci95, p.cap, p.capped_by = pr.gain, pr.ci, pr.cap, pr.capped_by
+    if p.measured_ci95 and p.predicted_ci95:
+        p.agree = p.measured_ci95[0] <= p.predicted_ci95[1] and p.predicted_ci95[0] <= p.measured_ci95[1]
+    pred = f"{_pct(pr.gain)}" + (f" [{_pct(pr.lo)}, {_pct(pr.hi)}]" if pr.lo is not None and pr.hi is not None else "")
+    meas = (
+        "–"
+        if p.measured is None
+        else _pct(p.measured)
+        + (f" [{_pct(p.measured_ci95[0])}, {_pct(p.measured_ci95[1])}]" if p.measured_ci95 else " (noise unknown)")
+    )
+    verdict = {True: "the intervals overlap", False: "the intervals do not overlap", None: "noise unknown"}[p.agree]
+    p.text = (f"{', '.join(f'{a} = {b}' for a, b in p.variant.items())}: {words(p.stage)} {p.k * 100:.0f} % less time "
+              f"per reading → predicted {pred}, measured {meas} ({verdict})")  # fmt: skip

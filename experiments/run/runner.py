@@ -52,7 +52,7 @@ from experiments.results.model import (
     counted,
 )
 from experiments.results.storage import ROOT
-from experiments.run import capacity_runs, memory_profile
+from experiments.run import capacity_runs, memory_profile, whatif_runs
 from experiments.run import ceilings as ceilings_mod
 from experiments.run.repeat import cell_config, run_repeat
 from harness.lifeline import drop_keys
@@ -217,6 +217,7 @@ class Runner:
                 for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
                     await self._run_phase(phase, progress, overall, task)
             await capacity_runs.capacities(self)
+            await whatif_runs.run_cells(self)  # the matrix's whatif_cells: each stage slowed on purpose (issue 20)
             if self.memory_profile is not None:
                 self.results.memory_profile = await memory_profile.run(self, self.memory_profile or None)
                 if problem := self.results.memory_profile.get("problem"):

@@ -1,0 +1,313 @@
+"""The what-if experiment (issue 20): slow each stage of a cell on purpose and measure what the pipeline loses.
+
+    telemetry-bench whatif --matrix perf --cell histograms-on      (or the matrix key whatif_cells = ["…"])
+
+**Plan.** Two undelayed pilot repeats measure each stage's own time per reading (CPU µs per committed reading of the
+stage's processes, sampled by the resource monitor: the writer's database write counts the writers and PostgreSQL,
+the queue put Redis). Then, for each stage the cell runs, its delay knob (``delay_<stage>_us``, kind ``spin`` by
+default: slower code holding the CPU) is set to each fraction of that time (+10/25/50 % by default), ``repeats``
+times each, in a random order (seeded), with an undelayed repeat before every ``BASELINE_EVERY`` delayed ones and one
+at the end; where a real variant makes a stage faster (``faster_variant``), it runs interleaved too. Every repeat is
+an ordinary repeat of the cell (``run_repeat``), uncounted in the cell's own figures. The time it will take is said
+before it starts (and again once the pilots measured a repeat's length) and recorded (``planned_s``, ``took_s``).
+The analysis is ``experiments/analysis/whatif.py``; the record ``results.json`` → ``whatif.<cell>``.
+
+A Coz-style virtual speed-up (delaying every other stage in proportion) is not run: the prediction comes from the
+sensitivities, and is checked against the real variant where there is one.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import random
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+from experiments.analysis import stats
+from experiments.analysis import whatif as analysis
+from experiments.analysis.summary import summarize
+from experiments.measure import window as measure
+from experiments.plan.matrix import Cell, Matrix
+from experiments.results.model import CellResult, Repeat, WhatIf, WhatIfPrediction, WhatIfRun
+from experiments.run.repeat import cell_config, run_repeat
+from harness.plan import PipelineConfig
+
+if TYPE_CHECKING:
+    from experiments.run.runner import Runner
+
+FRACTIONS = (0.1, 0.25, 0.5)  # of each stage's own time per reading
+REPEATS = 2  # per stage and amount
+BASELINE_EVERY = 3  # an undelayed repeat before every this many delayed ones
+PILOTS = 2  # undelayed repeats first: the stages' times per reading
+VARIANT_REPEATS = 3
+OVERHEAD_S = 6.0  # start-up, drain and stop of one repeat, until the pilots measured it
+K = 0.2  # the speed-up the sentence speaks of
+
+# the processes whose CPU is a stage's time per reading (a name matches itself and "<name>-<n>")
+PROCESSES = {
+    "generator": ("generator",),
+    "ingest": ("ingest",),
+    "queue": ("redis",),
+    "writer": ("writer", "postgresql"),
+    "forwarder": ("forwarder",),
+    "backend": ("backend",),
+    "node": ("node",),
+}
+
+
+def knob(stage: str) -> str:
+    return f"delay_{stage}_us"
+
+
+def stages_of(params: PipelineConfig) -> list[str]:
+    """The stages the cell runs whose delay knob exists."""
+    if params.topology == "node":
+        names = ["generator", "node", "writer"]
+    else:
+        names = ["generator", "ingest", "queue", "writer"]
+        if params.forwarding:
+            names.append("forwarder")
+    if params.forwarding:
+        names.append("backend")
+    return [s for s in names if knob(s) in PipelineConfig.model_fields]
+
+
+def cpu_us_per_reading(rep: Repeat) -> dict[str, float]:
+    """Stage → CPU µs per committed reading of its processes over the repeat."""
+    n = rep.accounting.committed
+    if not n:
+        return {}
+    out = {}
+    for stage, procs in PROCESSES.items():
+        names = [k for k in rep.resources if any(k == p or k.startswith(p + "-") for p in procs)]
+        if names:
+            out[stage] = sum(rep.resources[k].cpu_s for k in names) / n * 1e6
+    return out
+
+
+def faster_variant(params: PipelineConfig) -> tuple[str, dict[str, Any]] | None:
+    """(stage, knobs) of a real variant that makes one stage of the cell faster, or None."""
+    if params.sink != "copy_binary":
+        return "writer", {"sink": "copy_binary"}
+    if params.decoder == "dict":
+        return "ingest", {"decoder": "direct"}
+    if params.forwarder == "sync":
+        return ("node" if params.topology == "node" else "forwarder"), {"forwarder": "async"}
+    if params.topology == "split" and params.workers < 4:
+        return "writer", {"workers": params.workers * 2}
+    return None
+
+
+def schedule(stages: list[str], fractions: tuple[float, ...], repeats: int, seed: int,
+             variant: bool = False) -> list[tuple[str, float]]:  # fmt: skip
+    """The run order after the pilots: every (stage, fraction) ``repeats`` times and the variant's repeats, shuffled
+    with ``seed``, an undelayed repeat before every ``BASELINE_EVERY`` of them and one at the end."""
+    arms = [(s, f) for s in stages for f in fractions for _ in range(repeats)]
+    arms += [(analysis.VARIANT, 0.0)] * (VARIANT_REPEATS if variant else 0)
+    random.Random(seed).shuffle(arms)
+    out: list[tuple[str, float]] = []
+    for i, arm in enumerate(arms):
+        if i % BASELINE_EVERY == 0:
+            out.append((analysis.BASELINE, 0.0))
+        out.append(arm)
+    out.append((analysis.BASELINE, 0.0))
+    return out
+
+
+def planned(n: int, warmup_s: float, measure_s: float, tail_s: float, per_repeat_s: float | None = None) -> float:
+    """Seconds for ``n`` repeats: each its generation time plus start-up and drain (or as the pilots measured)."""
+    return n * (per_repeat_s or warmup_s + measure_s + tail_s + OVERHEAD_S)
+
+
+def _minutes(s: float) -> str:
+    return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def command(matrix: str, cell: str) -> str:
+    """The copy-paste command that runs the what-if of a cell."""
+    return f"telemetry-bench whatif --matrix {matrix} --cell {cell}"
+
+
+def describe(m: Matrix, cell: Cell, fractions: tuple[float, ...], repeats: int, stages: list[str], seed: int,
+             fast: tuple[str, dict[str, Any]] | None, measure_s: float | None = None) -> tuple[str, float]:  # fmt: skip
+    """What the experiment will run and how long it should take, in one line (said before it starts)."""
+    order = schedule(stages, fractions, repeats, seed, fast is not None)
+    total = PILOTS + len(order)
+    secs = planned(total, m.warmup_s, measure_s or m.measure_s, m.tail_s)
+    text = (
+        f"what-if {cell.id}: {PILOTS} undelayed pilots, then {len(stages)} stages ({', '.join(stages)}) × "
+        f"{len(fractions)} amounts ({', '.join(f'+{f:.0%}' for f in fractions)} of each stage's time) × {repeats}, "
+        f"{sum(1 for s, _ in order if s == analysis.BASELINE)} undelayed"
+        + (f", {VARIANT_REPEATS} of the variant {fast[1]}" if fast else "")
+        + f" = {total} repeats of ≈ {m.warmup_s + (measure_s or m.measure_s) + m.tail_s + OVERHEAD_S:.0f} s: "
+        f"about {_minutes(secs)} (a pilot longer than {m.measure_s:g} s of window lengthens it)"
+    )
+    return text, secs
+
+
+async def run_whatif(
+    r: Runner,
+    cell: Cell,
+    *,
+    fractions: tuple[float, ...] = FRACTIONS,
+    repeats: int = REPEATS,
+    seed: int = 1,
+    stages: list[str] | None = None,
+    delay_kind: str = "spin",
+    variant: bool = True,
+    cell_result: CellResult | None = None,
+) -> WhatIf:
+    """Run the experiment on ``cell`` with the runner's services, schema and keys; the record goes to
+    ``r.results.whatif[cell.id]`` (saved after every repeat). ``cell_result``: where the undelayed repeats also go
+    as the cell's own repeats (the standalone command, whose run has no other)."""
+    m = r.m
+    params = cell.params
+    metric = "throughput" if params.max_rate else "p99"
+    chosen = stages or stages_of(params)
+    missing = [s for s in chosen if knob(s) not in PipelineConfig.model_fields]
+    if missing:
+        have = ", ".join(s for s in PROCESSES if knob(s) in PipelineConfig.model_fields) or "none"
+        raise ValueError(f"what-if: no delay knob for {', '.join(missing)}; stages with one: {have}")
+    fast = faster_variant(params) if variant else None
+    measure_s = r.measure_s.get(cell.id) or m.measure_s
+    order = schedule(chosen, fractions, repeats, seed, fast is not None)
+    total = PILOTS + len(order)
+    text, planned_s = describe(m, cell, fractions, repeats, chosen, seed, fast, measure_s)
+    w = WhatIf(cell=cell.id, metric=metric, seed=seed, fractions=list(fractions), planned_s=planned_s,
+               command=command(m.name, cell.id))  # fmt: skip
+    r.console.print(text, markup=False, highlight=False)
+    r.results.whatif[cell.id] = w
+    t0 = time.monotonic()
+    base_reps: list[Repeat] = []
+    variant_reps: list[Repeat] = []
+
+    async def one(i: int, stage: str, fraction: float, delay_us: float, update: dict[str, Any]) -> Repeat:
+        p = params.model_copy(update={**update, "delay_kind": delay_kind} if delay_us else update)
+        c = dataclasses.replace(cell, params=p, fault=None)
+        rep_dict, _, _ = await run_repeat(
+            c, m, r.services, r.dir / "logs" / cell.id / f"whatif-{i + 1}", -200 - i, measure_s=measure_s,
+            queue_key=r.queue_key, schema=r.schema, sample=False,
+        )  # fmt: skip
+        rep = Repeat(**rep_dict)
+        w.runs.append(WhatIfRun(
+            order=i, stage=stage, fraction=fraction, delay_us=delay_us, throughput_rps=rep.throughput_rps,
+            p99_ms=rep.latency_ms.p99, ok=rep.ok, failures=rep.failures, duration_s=rep.duration_s,
+            cpu_us_per_reading=cpu_us_per_reading(rep), verdict=rep.bottleneck.stage if rep.bottleneck else None,
+        ))  # fmt: skip
+        figure = f"{rep.throughput_rps or 0:,.0f} readings/s" if metric == "throughput" else \
+            f"p99 {rep.latency_ms.p99 or 0:,.0f} ms"  # fmt: skip
+        what = "undelayed" if stage == analysis.BASELINE else "variant" if stage == analysis.VARIANT else \
+            f"{stage} +{fraction:.0%} ({delay_us:,.2f} µs/reading)"  # fmt: skip
+        r.console.print(f"what-if {cell.id} {i + 1}/{total}: {what} → {figure}" + ("" if rep.ok else " FAILED"),
+                        markup=False, highlight=False)  # fmt: skip
+        if stage == analysis.BASELINE:
+            base_reps.append(rep)
+            if cell_result is not None:
+                cell_result.repeats.append(rep.model_copy(update={"index": len(cell_result.repeats)}))
+        elif stage == analysis.VARIANT:
+            variant_reps.append(rep)
+        _analyse(w, params, base_reps, variant_reps, fast, r)
+        r.save()
+        return rep
+
+    for i in range(PILOTS):
+        rep = await one(i, analysis.BASELINE, 0.0, 0.0, {})
+        if i == 0 and r.m.min_commits and rep.window_commits < r.m.min_commits and rep.window_s:
+            gap = rep.window_s / max(1, rep.window_commits)
+            measure_s = measure.window_length(gap, m.measure_s, m.min_commits, m.max_measure_s)
+    times: dict[str, float] = {}
+    for s in chosen:
+        vals = [t[s] for run in w.runs if run.stage == analysis.BASELINE and s in (t := run.cpu_us_per_reading)]
+        if vals and statistics.median(vals) > 0:
+            times[s] = statistics.median(vals)
+        else:
+            w.skipped[s] = "its time per reading was not measured (no CPU sampled for its processes)"
+    w.stage_time_us = times
+    per = statistics.median(x.duration_s for x in w.runs if x.duration_s) if w.runs else None
+    left = planned(len(order), m.warmup_s, measure_s, m.tail_s, (per + 1.0) if per else None)
+    r.console.print(f"what-if {cell.id}: stage times per reading " +
+                    " · ".join(f"{s} {t:,.2f} µs" for s, t in times.items()) +
+                    f"; {len(order)} repeats left, about {_minutes(left)}", markup=False, highlight=False)  # fmt: skip
+    for j, (stage, fraction) in enumerate(order):
+        if stage in w.skipped:
+            continue
+        if stage == analysis.VARIANT and fast is not None:
+            await one(PILOTS + j, stage, 0.0, 0.0, fast[1])
+        elif stage == analysis.BASELINE:
+            await one(PILOTS + j, stage, 0.0, 0.0, {})
+        else:
+            us = fraction * times[stage]
+            await one(PILOTS + j, stage, fraction, us, {knob(stage): us})
+    w.took_s = time.monotonic() - t0
+    _analyse(w, params, base_reps, variant_reps, fast, r)
+    if cell_result is not None:
+        cell_result.summary = summarize(cell_result, r.results.ceiling_rps, r.ci_target(cell), "fixed")
+    r.save()
+    r.console.print(f"what-if {cell.id}: bottleneck {w.bottleneck}; {w.sentence or w.what_binds} "
+                    f"(took {_minutes(w.took_s)})", markup=False, highlight=False)  # fmt: skip
+    return w
+
+
+def _analyse(w: WhatIf, params: PipelineConfig, base: list[Repeat], var: list[Repeat],
+             fast: tuple[str, dict[str, Any]] | None, r: Runner) -> None:  # fmt: skip
+    """(Re)compute the record from the repeats so far: the static verdict, the variant's measured change, the fits."""
+    verdicts = [x.bottleneck.stage for x in base if x.bottleneck]
+    w.static_verdict = collections.Counter(verdicts).most_common(1)[0][0] if verdicts else None
+    w.predictions = []
+    if fast is not None and var:
+        stage, update = fast
+        mb = stats.median(run.cpu_us_per_reading.get(stage) for run in w.runs if run.stage == analysis.BASELINE)
+        mv = stats.median(run.cpu_us_per_reading.get(stage) for run in w.runs if run.stage == analysis.VARIANT)
+        k = 1.0 - mv / mb if mb and mv is not None else None
+        attr = "throughput_rps" if w.metric == "throughput" else "p99_ms"
+        ratio = stats.ratio([getattr(x, attr) for x in w.runs if x.stage == analysis.VARIANT and x.ok],
+                            [getattr(x, attr) for x in w.runs if x.stage == analysis.BASELINE and x.ok])  # fmt: skip
+        w.predictions.append(WhatIfPrediction(
+            stage=stage, variant=update, k=k, predicted=None, predicted_ci95=None,
+            measured=ratio.change,
+            measured_ci95=[ratio.lo - 1, ratio.hi - 1] if ratio.lo is not None and ratio.hi is not None else None,
+        ))  # fmt: skip
+    ceilings = r.results.ceilings.stages if r.results.ceilings else {}
+    caps: dict[str, float] = {}  # stage → its ceiling alone (writer_1 / writer_N: the larger; forward: forwarder)
+    for name, v in ceilings.items():
+        if isinstance(v, dict) and v.get("median"):
+            st = {"forward": "forwarder"}.get(name.split("_")[0], name.split("_")[0])
+            caps[st] = max(caps.get(st, 0.0), float(v["median"]))
+    with contextlib.suppress(ValueError):  # too few repeats yet
+        analysis.analyse(w, params, base, k=K, ceilings=caps or None)
+
+
+async def run_cells(r: Runner) -> None:
+    """The matrix's ``whatif_cells``, after the timed rounds (the cells' own figures stay as they were)."""
+    for cid in r.m.whatif_cells:
+        cell = next(c for c in r.m.cells if c.id == cid)
+        cr = r.results.cell(cid)
+        c = dataclasses.replace(cell, params=cr.params) if cr is not None else cell
+        await run_whatif(r, c)
+
+
+async def standalone(r: Runner, cell: Cell, **kw: Any) -> WhatIf:
+    """``telemetry-bench whatif``: a run of its own holding the cell (its undelayed repeats) and the experiment."""
+    from experiments.present.report import build_index, build_report
+    from harness.lifeline import drop_keys
+    from pipeline import db
+
+    r.dir.mkdir(parents=True, exist_ok=True)
+    cfg = cell_config(cell, r.m)
+    cr = CellResult(id=cell.id, title=cell.title, groups=cell.groups, varied=cell.varied, params=cfg, repeats=[])
+    r.results.cells.append(cr)
+    r.save()
+    try:
+        w = await run_whatif(r, cell, cell_result=cr, **kw)
+    finally:
+        drop_keys(r.services.redis_url, r.queue_key)
+        with contextlib.suppress(Exception):
+            db.drop_schema(r.services.pg_dsn, r.schema)
+    r.results.finished = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    r.save()
+    r.report = build_report(r.dir)
+    build_index(r.dir.parent)
+    return w
