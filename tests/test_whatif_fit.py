@@ -4,11 +4,16 @@ a bottleneck at 1, a stage with slack at 0, a stage that binds only past its sla
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
 from experiments.analysis import whatif
 from experiments.analysis.whatif import BASELINE, Obs
+from experiments.present.report import build_report
+from experiments.results.model import Results, WhatIf, WhatIfPrediction, WhatIfRun
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 Y0 = 10_000.0  # undelayed throughput
 AMOUNTS = (0.1, 0.25, 0.5, 0.75)
@@ -126,3 +131,56 @@ def test_bad_input_is_named() -> None:
         whatif.predict(whatif.sensitivities(synthetic()), "writer", 1.5)
     with pytest.raises(ValueError, match="no fit for stage 'x'"):
         whatif.predict(whatif.sensitivities(synthetic()), "x", 0.1)
+
+
+def _record(res: Results, cid: str) -> WhatIf:
+    """A what-if record of a fixture cell from the synthetic repeats (writer binds, ingest slack, queue past slack),
+    with a real variant that measured +20 % [+15 %, +25 %] while saving 20 % of the writer's time."""
+    obs = synthetic()
+    w = WhatIf(cell=cid, metric="throughput", seed=1, fractions=list(AMOUNTS), planned_s=600.0, took_s=590.0,
+               stage_time_us={"writer": 4.0, "ingest": 2.0, "queue": 0.5}, static_verdict="none found")  # fmt: skip
+    w.runs = [WhatIfRun(order=o.order, stage=o.stage, fraction=o.x, delay_us=o.x * 4.0, throughput_rps=o.y,
+                        p99_ms=None, ok=True) for o in obs]  # fmt: skip
+    w.predictions = [WhatIfPrediction(stage="writer", variant={"sink": "copy_binary"}, k=0.2, predicted=None,
+                                      predicted_ci95=None, measured=0.2, measured_ci95=[0.15, 0.25])]  # fmt: skip
+    cell = res.cell(cid)
+    assert cell is not None
+    return whatif.analyse(w, cell.params, cell.repeats)
+
+
+def test_the_verdict_comes_from_the_experiment_and_says_where_the_static_rules_disagree() -> None:
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    w = _record(res, "baseline")
+    assert w.bottleneck == "writer" and w.what_binds is None
+    assert w.agreement is not None and "they disagree: the static rules said none found" in w.agreement
+    p = w.predictions[0]
+    assert p.predicted == pytest.approx(0.25, rel=0.15) and p.predicted_ci95 and p.agree is True, p
+    b = whatif.bottleneck(w, None)
+    assert b.stage == "writer" and "sensitivity" in b.reason and b.evidence["by"] == "experiment"
+    # no stage sensitive: what binds instead, never "none found"
+    flat = w.model_copy(deep=True)
+    for r in flat.runs:
+        r.throughput_rps = Y0 * (1 + 0.01 * ((r.order * 7919) % 13 - 6) / 6)
+    flat = whatif.analyse(flat, res.cell("baseline").params, res.cell("baseline").repeats)  # type: ignore[union-attr]
+    assert flat.bottleneck == "none" and flat.what_binds
+    nb = whatif.bottleneck(flat, None)
+    assert nb.stage in ("queue cap", "in-flight bound") and "none found" not in nb.stage
+
+
+def test_report_shows_the_plot_the_ranking_the_prediction_and_the_sentence(tmp_path: Path) -> None:
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    res.cells = [c for c in res.cells if c.id in ("seed", "baseline")]  # a smaller page, built sooner
+    res.whatif["baseline"] = _record(res, "baseline")
+    run = tmp_path / "reports" / res.run_id
+    run.mkdir(parents=True)
+    res.write(run / "results.json")
+    html = build_report(run, root=tmp_path).read_text()
+    section = html[html.index('id="whatif-baseline"') :]
+    section = section[: section.index("What-if for this cell")]
+    assert "bottleneck by experiment <b>writer</b>" in section
+    assert "Speeding up the writer&#39;s database write by 20 % would raise throughput by about" in section
+    assert section.count('<img src="data:image/png;base64,') == 1
+    assert section.index("<td>writer") < section.index("<td>queue") and "slack up to +25 %, then binds" in section
+    assert "sink = copy_binary" in section and "intervals overlap" in section
+    # every cell, what-if or not, says how to run its what-if
+    assert html.count("telemetry-bench whatif --matrix default --cell ") == len(res.cells)

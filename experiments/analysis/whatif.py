@@ -39,11 +39,12 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
-from experiments.results.model import Repeat, StageFit, WhatIf, WhatIfPrediction, WhatIfRun
+from experiments.results.model import Bottleneck, Repeat, StageFit, WhatIf, WhatIfPrediction, WhatIfRun
 from harness.plan import PipelineConfig
 
 CONFIDENCE = 0.95
@@ -446,3 +447,25 @@ def _check(p: WhatIfPrediction, fits: Sequence[Sensitivity], metric: str, ceilin
     verdict = {True: "the intervals overlap", False: "the intervals do not overlap", None: "noise unknown"}[p.agree]
     p.text = (f"{', '.join(f'{a} = {b}' for a, b in p.variant.items())}: {words(p.stage)} {p.k * 100:.0f} % less time "
               f"per reading → predicted {pred}, measured {meas} ({verdict})")  # fmt: skip
+
+
+def bottleneck(w: WhatIf, static: Bottleneck | None) -> Bottleneck:
+    """The cell's verdict from its what-if run: the most sensitive stage with its sensitivity and interval, or —
+    no stage sensitive — what else binds (never "none found"); the static rules' verdict kept in the evidence."""
+    fit = next((f for f in w.fits if f.stage == w.bottleneck), None)
+    evidence: dict[str, Any] = {
+        "by": "experiment",
+        "sensitivities": {f.stage: {"s": f.s, "ci95": f.ci95, "knee": f.knee} for f in w.fits},
+        "static": static.model_dump() if static else None,
+    }
+    if fit is not None:
+        reason = (f"by experiment: slowing {words(fit.stage)} slows the pipeline (sensitivity {fit.text}); "
+                  f"{w.agreement}")  # fmt: skip
+        return Bottleneck(stage=fit.stage, reason=reason, evidence=evidence)
+    binds = w.what_binds or "no stage was sensitive"
+    stage = (
+        "queue cap" if binds.startswith("the queue's cap")
+        else "in-flight bound" if binds.startswith("the in-flight bound")
+        else "none"
+    )  # fmt: skip
+    return Bottleneck(stage=stage, reason=f"by experiment: {binds}; {w.agreement}", evidence=evidence)

@@ -245,6 +245,9 @@ async def run_whatif(
     _analyse(w, params, base_reps, variant_reps, fast, r)
     if cell_result is not None:
         cell_result.summary = summarize(cell_result, r.results.ceiling_rps, r.ci_target(cell), "fixed")
+    cr = r.results.cell(cell.id)
+    if cr is not None and cr.summary is not None:  # the verdict by experiment; the static one stays in its evidence
+        cr.summary.bottleneck = analysis.bottleneck(w, cr.summary.bottleneck)
     r.save()
     r.console.print(f"what-if {cell.id}: bottleneck {w.bottleneck}; {w.sentence or w.what_binds} "
                     f"(took {_minutes(w.took_s)})", markup=False, highlight=False)  # fmt: skip
