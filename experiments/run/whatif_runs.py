@@ -6,7 +6,7 @@
 stage's processes, sampled by the resource monitor: the writer's database write counts the writers and PostgreSQL,
 the queue put Redis). Then, for each stage the cell runs, its delay knob (``delay_<stage>_us``, kind ``spin`` by
 default: slower code holding the CPU) is set to each fraction of that time (+10/25/50 % by default), ``repeats``
-times each, in a random order (seeded), with an undelayed repeat before every ``BASELINE_EVERY`` delayed ones and one
+times each, in a random order (seeded), with an undelayed repeat after every ``BASELINE_EVERY`` delayed ones and one
 at the end; where a real variant makes a stage faster (``faster_variant``), it runs interleaved too. Every repeat is
 an ordinary repeat of the cell (``run_repeat``), uncounted in the cell's own figures. The time it will take is said
 before it starts (and again once the pilots measured a repeat's length) and recorded (``planned_s``, ``took_s``).
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 FRACTIONS = (0.1, 0.25, 0.5)  # of each stage's own time per reading
 REPEATS = 2  # per stage and amount
-BASELINE_EVERY = 3  # an undelayed repeat before every this many delayed ones
+BASELINE_EVERY = 3  # an undelayed repeat after every this many delayed ones
 PILOTS = 2  # undelayed repeats first: the stages' times per reading
 VARIANT_REPEATS = 3
 OVERHEAD_S = 6.0  # start-up, drain and stop of one repeat, until the pilots measured it
@@ -103,14 +103,14 @@ def faster_variant(params: PipelineConfig) -> tuple[str, dict[str, Any]] | None:
 
 def schedule(stages: list[str], fractions: tuple[float, ...], repeats: int, seed: int,
              variant: bool = False) -> list[tuple[str, float]]:  # fmt: skip
-    """The run order after the pilots: every (stage, fraction) ``repeats`` times and the variant's repeats, shuffled
-    with ``seed``, an undelayed repeat before every ``BASELINE_EVERY`` of them and one at the end."""
+    """The run order after the (undelayed) pilots: every (stage, fraction) ``repeats`` times and the variant's
+    repeats, shuffled with ``seed``, an undelayed repeat after every ``BASELINE_EVERY`` of them and at the end."""
     arms = [(s, f) for s in stages for f in fractions for _ in range(repeats)]
     arms += [(analysis.VARIANT, 0.0)] * (VARIANT_REPEATS if variant else 0)
     random.Random(seed).shuffle(arms)
     out: list[tuple[str, float]] = []
     for i, arm in enumerate(arms):
-        if i % BASELINE_EVERY == 0:
+        if i and i % BASELINE_EVERY == 0:
             out.append((analysis.BASELINE, 0.0))
         out.append(arm)
     out.append((analysis.BASELINE, 0.0))
