@@ -142,5 +142,5 @@ def test_matrix_key_whatif_cells_names_known_cells(tmp_path: Path) -> None:
     assert m.whatif_cells == ["tiny"] and m.as_dict()["whatif_cells"] == ["tiny"]
     bad = tmp_path / "bad.toml"
     bad.write_text(TINY.replace('name = "tiny"', 'name = "tiny"\nwhatif_cells = ["nope"]'))
-    with pytest.raises(MatrixError, match="whatif_cells: unknown cell.*'nope'; cells: tiny"):
+    with pytest.raises(MatrixError, match=r"whatif_cells: unknown cell.*'nope'; cells: tiny"):
         load(str(bad))
