@@ -165,6 +165,14 @@ def test_the_verdict_comes_from_the_experiment_and_says_where_the_static_rules_d
     assert flat.bottleneck == "none" and flat.what_binds
     nb = whatif.bottleneck(flat, None)
     assert nb.stage in ("queue cap", "in-flight bound") and "none found" not in nb.stage
+    assert flat.agreement and "the experiment agrees no stage is sensitive" in flat.agreement
+    # so noisy that no stage can be ruled out: it says so, and what would settle it
+    noisy = w.model_copy(deep=True)
+    for r in noisy.runs:
+        r.throughput_rps = Y0 * (1 + 0.4 * ((r.order * 7919) % 13 - 6) / 6)
+    noisy = whatif.analyse(noisy, res.cell("baseline").params, res.cell("baseline").repeats)  # type: ignore[union-attr]
+    assert noisy.bottleneck == "cannot tell" and noisy.what_binds and "more repeats" in noisy.what_binds
+    assert whatif.bottleneck(noisy, None).stage == "cannot tell"
 
 
 def test_report_shows_the_plot_the_ranking_the_prediction_and_the_sentence(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ from harness.plan import PipelineConfig
 CONFIDENCE = 0.95
 BASELINE = "baseline"  # the stage name of an undelayed repeat
 VARIANT = "variant"  # the stage name of a repeat of the real faster variant
+RULED_OUT = 0.5  # a stage is ruled out as the bottleneck when its whole interval lies below this sensitivity
 
 # what each delay knob slows, in words (the knob is ``delay_<stage>_us``)
 STAGE_WORDS = {
@@ -394,11 +395,22 @@ def analyse(
     base = [o.y for o in obs if o.stage == BASELINE]
     tp = statistics.median(base) if base and w.metric == "throughput" else None
     top = fits[0] if fits else None
+    wide = [f for f in fits if f.hi is None or f.hi >= RULED_OUT]
     if top is not None and top.sensitive:
         w.bottleneck, w.what_binds = top.stage, None
+    elif not fits:
+        w.bottleneck, w.what_binds = "cannot tell", "no repeat to fit yet"
+    elif wide:
+        widest = max(wide, key=lambda f: (f.hi or math.inf) - (f.lo or -math.inf))
+        w.bottleneck = "cannot tell"
+        w.what_binds = (
+            f"no stage is sensitive beyond noise, but the intervals are too wide to rule one out (e.g. "
+            f"{words(widest.stage)}: {widest.text()}, which holds {RULED_OUT:g} and more): take more repeats "
+            "(--repeats) or run on a quieter machine"
+        )
     else:
         w.bottleneck = "none"
-        w.what_binds = what_binds(params, baseline, w.fractions) if fits else "no repeat to fit"
+        w.what_binds = what_binds(params, baseline, w.fractions)
     w.sentence = sentence(fits, k, metric=w.metric, ceilings=ceilings, throughput=tp) if fits else None
     w.agreement = agreement(w.static_verdict, w.bottleneck, w.fits)
     for p in w.predictions:
@@ -410,15 +422,23 @@ def agreement(static: str | None, experiment: str | None, fits: Sequence[StageFi
     """The static rules' verdict beside the experiment's, and which the evidence supports."""
     fit = {f.stage: f for f in fits}
     top = fit.get(experiment or "")
-    exp = f"{experiment} (sensitivity {top.text})" if top else "no stage"
     if static is None:
-        return f"the experiment names {exp}; no static verdict to compare"
-    same = static == experiment or (static == "postgresql" and experiment == "writer")
-    if same:
-        return f"the static rules ({static}) and the experiment ({exp}) agree"
+        return f"the experiment names {experiment}; no static verdict to compare"
     said = fit.get("writer" if static == "postgresql" else static)
-    their = f"; slowing {static} itself: sensitivity {said.text}" if said else ""
-    return (f"they disagree: the static rules said {static}, the experiment names {exp}{their}. The experiment "
+    slowed = f" (slowing {static} itself: sensitivity {said.text})" if said else ""
+    if experiment == "cannot tell":
+        return f"the static rules said {static}{slowed}; the experiment cannot tell yet"
+    if top is None:  # no stage sensitive
+        if static in ("none", "none found"):
+            return (f"the static rules found no stage ({static}) and the experiment agrees no stage is sensitive; "
+                    "it says what binds instead")  # fmt: skip
+        return (f"they disagree: the static rules said {static}, but slowing no stage slowed the pipeline{slowed}. "
+                "The experiment is the evidence: it changed each stage and measured what the pipeline lost; the "
+                "static rules infer from CPU shares and queue slopes")  # fmt: skip
+    exp = f"{experiment} (sensitivity {top.text})"
+    if static == experiment or (static == "postgresql" and experiment == "writer"):
+        return f"the static rules ({static}) and the experiment ({exp}) agree"
+    return (f"they disagree: the static rules said {static}, the experiment names {exp}{slowed}. The experiment "
             "is the evidence: it changed each stage and measured what the pipeline lost; the static rules infer "
             "from CPU shares and queue slopes")  # fmt: skip
 
@@ -429,21 +449,21 @@ def _check(p: WhatIfPrediction, fits: Sequence[Sensitivity], metric: str, ceilin
     if p.k is None or not any(f.stage == p.stage for f in fits):
         p.text = f"{p.stage}: no prediction (no fit, or the variant's stage time was not measured)"
         return
-    if p.k <= 0:
-        p.text = (f"the variant {p.variant} did not make {words(p.stage)} faster (its time per reading changed by "
-                  f"{-p.k * 100:+.0f} %): nothing to predict")  # fmt: skip
-        return
-    pr = predict(fits, p.stage, min(p.k, 0.95), metric=metric, ceilings=ceilings, throughput=tp)
-    p.predicted, p.predicted_ci95, p.cap, p.capped_by = pr.gain, pr.ci, pr.cap, pr.capped_by
-    if p.measured_ci95 and p.predicted_ci95:
-        p.agree = p.measured_ci95[0] <= p.predicted_ci95[1] and p.predicted_ci95[0] <= p.measured_ci95[1]
-    pred = f"{_pct(pr.gain)}" + (f" [{_pct(pr.lo)}, {_pct(pr.hi)}]" if pr.lo is not None and pr.hi is not None else "")
     meas = (
         "–"
         if p.measured is None
         else _pct(p.measured)
         + (f" [{_pct(p.measured_ci95[0])}, {_pct(p.measured_ci95[1])}]" if p.measured_ci95 else " (noise unknown)")
     )
+    if p.k <= 0:
+        p.text = (f"the variant {p.variant} did not make {words(p.stage)} faster (its time per reading changed by "
+                  f"{-p.k * 100:+.0f} %): nothing to predict; throughput measured {meas}")  # fmt: skip
+        return
+    pr = predict(fits, p.stage, min(p.k, 0.95), metric=metric, ceilings=ceilings, throughput=tp)
+    p.predicted, p.predicted_ci95, p.cap, p.capped_by = pr.gain, pr.ci, pr.cap, pr.capped_by
+    if p.measured_ci95 and p.predicted_ci95:
+        p.agree = p.measured_ci95[0] <= p.predicted_ci95[1] and p.predicted_ci95[0] <= p.measured_ci95[1]
+    pred = f"{_pct(pr.gain)}" + (f" [{_pct(pr.lo)}, {_pct(pr.hi)}]" if pr.lo is not None and pr.hi is not None else "")
     verdict = {True: "the intervals overlap", False: "the intervals do not overlap", None: "noise unknown"}[p.agree]
     p.text = (f"{', '.join(f'{a} = {b}' for a, b in p.variant.items())}: {words(p.stage)} {p.k * 100:.0f} % less time "
               f"per reading → predicted {pred}, measured {meas} ({verdict})")  # fmt: skip
@@ -464,7 +484,8 @@ def bottleneck(w: WhatIf, static: Bottleneck | None) -> Bottleneck:
         return Bottleneck(stage=fit.stage, reason=reason, evidence=evidence)
     binds = w.what_binds or "no stage was sensitive"
     stage = (
-        "queue cap" if binds.startswith("the queue's cap")
+        "cannot tell" if w.bottleneck == "cannot tell"
+        else "queue cap" if binds.startswith("the queue's cap")
         else "in-flight bound" if binds.startswith("the in-flight bound")
         else "none"
     )  # fmt: skip
