@@ -295,10 +295,8 @@ def _analyse(w: WhatIf, params: PipelineConfig, base: list[Repeat], var: list[Re
 async def run_cells(r: Runner) -> None:
     """The matrix's ``whatif_cells``, after the timed rounds (the cells' own figures stay as they were)."""
     for cid in r.m.whatif_cells:
-        cell = next(c for c in r.m.cells if c.id == cid)
-        cr = r.results.cell(cid)
-        c = dataclasses.replace(cell, params=cr.params) if cr is not None else cell
-        await run_whatif(r, c)
+        cell = next(c for c in r.m.cells if c.id == cid)  # its rate resolved (rate_of), its window sized
+        await run_whatif(r, cell)
 
 
 async def standalone(r: Runner, cell: Cell, **kw: Any) -> WhatIf:
