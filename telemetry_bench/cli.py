@@ -392,7 +392,7 @@ def cmd_whatif(argv: list[str]) -> int:
                         help="spin: holds the CPU, as slower code would (default); sleep: frees it, as a slower "
                         "remote service would")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="the run order's shuffle (default: 1)")
-    parser.add_argument("--no-variant", action="store_true", help="skip the real faster variant")
+    parser.add_argument("--no-variant", action="store_true", help="skip the real faster variants")
     parser.add_argument("--dry-run", action="store_true", help="say what it would run and how long it would take")
     parser.add_argument("--out", type=Path, default=None, help="reports directory (default: reports/)")
     parser.add_argument("--pg-dsn", default=None)
@@ -438,7 +438,7 @@ def cmd_whatif(argv: list[str]) -> int:
                       style="red", markup=False)  # fmt: skip
         return 2
     if args.dry_run:
-        fast = None if args.no_variant else whatif_runs.faster_variant(cell.params)
+        fast = [] if args.no_variant else whatif_runs.faster_variants(cell.params)
         text, _ = whatif_runs.describe(matrix, cell, fractions, args.repeats, stages or valid, args.seed, fast)
         print(text)
         return 0

@@ -43,25 +43,31 @@ forwarder = "none"
 
 
 def test_schedule_is_seeded_interleaved_and_complete() -> None:
-    order = whatif_runs.schedule(["ingest", "writer"], (0.1, 0.5), 2, seed=3, variant=True)
+    fast = [whatif_runs.Variant("writer", {"sink": "copy_binary"})]
+    order = whatif_runs.schedule(["ingest", "writer"], (0.1, 0.5), 2, seed=3, variants=fast)
     arms = [a for a in order if a[0] != BASELINE]
     assert sorted(arms) == sorted([(s, f) for s in ("ingest", "writer") for f in (0.1, 0.5) for _ in range(2)]
-                                  + [(VARIANT, 0.0)] * whatif_runs.VARIANT_REPEATS)  # fmt: skip
+                                  + [(f"{VARIANT}:sink=copy_binary", 0.0)] * whatif_runs.VARIANT_REPEATS)  # fmt: skip
     assert order[-1] == (BASELINE, 0.0)
     # never more than BASELINE_EVERY delayed repeats without an undelayed one
     run = 0
     for stage, _ in order:
         run = 0 if stage == BASELINE else run + 1
         assert run <= whatif_runs.BASELINE_EVERY
-    assert order == whatif_runs.schedule(["ingest", "writer"], (0.1, 0.5), 2, seed=3, variant=True)
-    assert order != whatif_runs.schedule(["ingest", "writer"], (0.1, 0.5), 2, seed=4, variant=True)
+    assert order == whatif_runs.schedule(["ingest", "writer"], (0.1, 0.5), 2, seed=3, variants=fast)
+    assert order != whatif_runs.schedule(["ingest", "writer"], (0.1, 0.5), 2, seed=4, variants=fast)
 
 
 def test_faster_variants_and_stages_of_a_cell() -> None:
-    base = PipelineConfig()
-    assert whatif_runs.faster_variant(base.model_copy(update={"sink": "copy"})) == ("writer", {"sink": "copy_binary"})
-    dict_ = base.model_copy(update={"sink": "copy_binary", "decoder": "dict"})
-    assert whatif_runs.faster_variant(dict_) == ("ingest", {"decoder": "direct"})
+    v = whatif_runs.Variant
+    base = PipelineConfig(sink="copy_binary", decoder="direct", forwarder="none", topology="split", workers=1)
+    assert whatif_runs.faster_variants(base) == [v("writer", {"workers": 2})]
+    assert whatif_runs.faster_variants(base.model_copy(update={"sink": "copy"})) == [
+        v("writer", {"sink": "copy_binary"})
+    ]
+    seed = base.model_copy(update={"sink": "copy", "decoder": "dict", "forwarder": "sync", "topology": "node"})
+    assert whatif_runs.faster_variants(seed) == [v("writer", {"sink": "copy_binary"}), v("node", {"decoder": "direct"}),
+                                                 v("node", {"forwarder": "async"})]  # fmt: skip
     if KNOBS:
         split = base.model_copy(update={"topology": "split", "forwarder": "none"})
         assert whatif_runs.stages_of(split)[:4] == ["generator", "ingest", "queue", "writer"]

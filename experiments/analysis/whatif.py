@@ -49,7 +49,7 @@ from harness.plan import PipelineConfig
 
 CONFIDENCE = 0.95
 BASELINE = "baseline"  # the stage name of an undelayed repeat
-VARIANT = "variant"  # the stage name of a repeat of the real faster variant
+VARIANT = "variant"  # a repeat of a real faster variant: "variant:<knob>=<value>"
 RULED_OUT = 0.5  # a stage is ruled out as the bottleneck when its whole interval lies below this sensitivity
 
 # what each delay knob slows, in words (the knob is ``delay_<stage>_us``)
@@ -343,7 +343,7 @@ def observations(runs: Sequence[WhatIfRun], metric: str) -> list[Obs]:
     out = []
     for r in runs:
         y = r.throughput_rps if metric == "throughput" else r.p99_ms
-        if r.ok and y and r.stage != VARIANT:
+        if r.ok and y and not r.stage.startswith(VARIANT):
             out.append(Obs(r.stage, r.fraction, y, r.order))
     return out
 

@@ -7,7 +7,7 @@ stage's processes, sampled by the resource monitor: the writer's database write 
 the queue put Redis). Then, for each stage the cell runs, its delay knob (``delay_<stage>_us``, kind ``spin`` by
 default: slower code holding the CPU) is set to each fraction of that time (+10/25/50 % by default), ``repeats``
 times each, in a random order (seeded), with an undelayed repeat after every ``BASELINE_EVERY`` delayed ones and one
-at the end; where a real variant makes a stage faster (``faster_variant``), it runs interleaved too. Every repeat is
+at the end; every real variant that makes a stage faster (``faster_variants``) runs interleaved too. Every repeat is
 an ordinary repeat of the cell (``run_repeat``), uncounted in the cell's own figures. The time it will take is said
 before it starts (and again once the pilots measured a repeat's length) and recorded (``planned_s``, ``took_s``).
 The analysis is ``experiments/analysis/whatif.py``; the record ``results.json`` → ``whatif.<cell>``. The response
@@ -91,25 +91,41 @@ def cpu_us_per_reading(rep: Repeat) -> dict[str, float]:
     return out
 
 
-def faster_variant(params: PipelineConfig) -> tuple[str, dict[str, Any]] | None:
-    """(stage, knobs) of a real variant that makes one stage of the cell faster, or None."""
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A real variant of the cell that makes one stage faster."""
+
+    stage: str  # the stage it speeds up
+    update: dict[str, Any]  # the knobs it changes
+
+    @property
+    def label(self) -> str:
+        """The run's stage name of its repeats: ``variant:sink=copy_binary``."""
+        return analysis.VARIANT + ":" + ",".join(f"{k}={v}" for k, v in self.update.items())
+
+
+def faster_variants(params: PipelineConfig) -> list[Variant]:
+    """Every real variant that makes one stage of the cell faster: binary COPY for another sink, direct field reads
+    for MessageToDict, async POSTs for blocking ones, twice the writers when none of those applies."""
+    node = params.topology == "node"
+    out = []
     if params.sink != "copy_binary":
-        return "writer", {"sink": "copy_binary"}
+        out.append(Variant("writer", {"sink": "copy_binary"}))
     if params.decoder == "dict":
-        return "ingest", {"decoder": "direct"}
+        out.append(Variant("node" if node else "ingest", {"decoder": "direct"}))
     if params.forwarder == "sync":
-        return ("node" if params.topology == "node" else "forwarder"), {"forwarder": "async"}
-    if params.topology == "split" and params.workers < 4:
-        return "writer", {"workers": params.workers * 2}
-    return None
+        out.append(Variant("node" if node else "forwarder", {"forwarder": "async"}))
+    if not out and not node and params.workers < 4:
+        out.append(Variant("writer", {"workers": params.workers * 2}))
+    return out
 
 
 def schedule(stages: list[str], fractions: tuple[float, ...], repeats: int, seed: int,
-             variant: bool = False) -> list[tuple[str, float]]:  # fmt: skip
+             variants: list[Variant] | None = None) -> list[tuple[str, float]]:  # fmt: skip
     """The run order after the (undelayed) pilots: every (stage, fraction) ``repeats`` times and the variant's
     repeats, shuffled with ``seed``, an undelayed repeat after every ``BASELINE_EVERY`` of them and at the end."""
     arms = [(s, f) for s in stages for f in fractions for _ in range(repeats)]
-    arms += [(analysis.VARIANT, 0.0)] * (VARIANT_REPEATS if variant else 0)
+    arms += [(v.label, 0.0) for v in variants or [] for _ in range(VARIANT_REPEATS)]
     random.Random(seed).shuffle(arms)
     out: list[tuple[str, float]] = []
     for i, arm in enumerate(arms):
@@ -135,16 +151,17 @@ def command(matrix: str, cell: str) -> str:
 
 
 def describe(m: Matrix, cell: Cell, fractions: tuple[float, ...], repeats: int, stages: list[str], seed: int,
-             fast: tuple[str, dict[str, Any]] | None, measure_s: float | None = None) -> tuple[str, float]:  # fmt: skip
+             fast: list[Variant], measure_s: float | None = None) -> tuple[str, float]:  # fmt: skip
     """What the experiment will run and how long it should take, in one line (said before it starts)."""
-    order = schedule(stages, fractions, repeats, seed, fast is not None)
+    order = schedule(stages, fractions, repeats, seed, fast)
     total = PILOTS + len(order)
     secs = planned(total, m.warmup_s, measure_s or m.measure_s, m.tail_s)
     text = (
         f"what-if {cell.id}: {PILOTS} undelayed pilots, then {len(stages)} stages ({', '.join(stages)}) × "
-        f"{len(fractions)} amounts ({', '.join(f'+{f:.0%}' for f in fractions)} of each stage's time) × {repeats}, "
+        f"{len(fractions)} amounts ({', '.join(f'+{f * 100:g} %' for f in fractions)} of each stage's time) × "
+        f"{repeats}, "
         f"{sum(1 for s, _ in order if s == analysis.BASELINE)} undelayed"
-        + (f", {VARIANT_REPEATS} of the variant {fast[1]}" if fast else "")
+        + "".join(f", {VARIANT_REPEATS} of the variant {v.label.removeprefix('variant:')}" for v in fast)
         + f" = {total} repeats of ≈ {m.warmup_s + (measure_s or m.measure_s) + m.tail_s + OVERHEAD_S:.0f} s: "
         f"about {_minutes(secs)} (a pilot longer than {m.measure_s:g} s of window lengthens it)"
     )
@@ -174,9 +191,9 @@ async def run_whatif(
     if missing:
         have = ", ".join(s for s in PROCESSES if knob(s) in PipelineConfig.model_fields) or "none"
         raise ValueError(f"what-if: no delay knob for {', '.join(missing)}; stages with one: {have}")
-    fast = faster_variant(params) if variant else None
+    fast = faster_variants(params) if variant else []
     measure_s = r.measure_s.get(cell.id) or m.measure_s
-    order = schedule(chosen, fractions, repeats, seed, fast is not None)
+    order = schedule(chosen, fractions, repeats, seed, fast)
     total = PILOTS + len(order)
     text, planned_s = describe(m, cell, fractions, repeats, chosen, seed, fast, measure_s)
     w = WhatIf(cell=cell.id, metric=metric, seed=seed, fractions=list(fractions), planned_s=planned_s,
@@ -185,7 +202,6 @@ async def run_whatif(
     r.results.whatif[cell.id] = w
     t0 = time.monotonic()
     base_reps: list[Repeat] = []
-    variant_reps: list[Repeat] = []
 
     async def one(i: int, stage: str, fraction: float, delay_us: float, update: dict[str, Any]) -> Repeat:
         p = params.model_copy(update={**update, "delay_kind": delay_kind} if delay_us else update)
@@ -201,7 +217,7 @@ async def run_whatif(
             cpu_us_per_reading=cpu_us_per_reading(rep), verdict=rep.bottleneck.stage if rep.bottleneck else None,
         ))  # fmt: skip
         figure = f"{rep.throughput_rps or 0:,.0f} readings/s, p99 {rep.latency_ms.p99 or 0:,.0f} ms"
-        what = "undelayed" if stage == analysis.BASELINE else "variant" if stage == analysis.VARIANT else \
+        what = "undelayed" if stage == analysis.BASELINE else stage if stage.startswith(analysis.VARIANT) else \
             f"{stage} +{fraction:.0%} ({delay_us:,.2f} µs/reading)"  # fmt: skip
         r.console.print(f"what-if {cell.id} {i + 1}/{total}: {what} → {figure}" + ("" if rep.ok else " FAILED"),
                         markup=False, highlight=False)  # fmt: skip
@@ -209,9 +225,7 @@ async def run_whatif(
             base_reps.append(rep)
             if cell_result is not None:
                 cell_result.repeats.append(rep.model_copy(update={"index": len(cell_result.repeats)}))
-        elif stage == analysis.VARIANT:
-            variant_reps.append(rep)
-        _analyse(w, params, base_reps, variant_reps, fast, r)
+        _analyse(w, params, base_reps, fast, r)
         r.save()
         return rep
 
@@ -243,15 +257,15 @@ async def run_whatif(
     for j, (stage, fraction) in enumerate(order):
         if stage in w.skipped:
             continue
-        if stage == analysis.VARIANT and fast is not None:
-            await one(PILOTS + j, stage, 0.0, 0.0, fast[1])
+        if (v := next((v for v in fast if v.label == stage), None)) is not None:
+            await one(PILOTS + j, stage, 0.0, 0.0, v.update)
         elif stage == analysis.BASELINE:
             await one(PILOTS + j, stage, 0.0, 0.0, {})
         else:
             us = fraction * times[stage]
             await one(PILOTS + j, stage, fraction, us, {knob(stage): us})
     w.took_s = time.monotonic() - t0
-    _analyse(w, params, base_reps, variant_reps, fast, r)
+    _analyse(w, params, base_reps, fast, r)
     if cell_result is not None:
         cell_result.summary = summarize(cell_result, r.results.ceiling_rps, r.ci_target(cell), "fixed")
     cr = r.results.cell(cell.id)
@@ -263,31 +277,31 @@ async def run_whatif(
     return w
 
 
-def _analyse(w: WhatIf, params: PipelineConfig, base: list[Repeat], var: list[Repeat],
-             fast: tuple[str, dict[str, Any]] | None, r: Runner) -> None:  # fmt: skip
-    """(Re)compute the record from the repeats so far: the static verdict, the variant's measured change, the fits."""
+def _analyse(w: WhatIf, params: PipelineConfig, base: list[Repeat], fast: list[Variant], r: Runner) -> None:
+    """(Re)compute the record from the repeats so far: the static verdict, each variant's measured change, the fits."""
     verdicts = [x.bottleneck.stage for x in base if x.bottleneck]
     w.static_verdict = collections.Counter(verdicts).most_common(1)[0][0] if verdicts else None
     w.predictions = []
-    if fast is not None and var:
-        stage, update = fast
-        mb = stats.median(run.cpu_us_per_reading.get(stage) for run in w.runs if run.stage == analysis.BASELINE)
-        mv = stats.median(run.cpu_us_per_reading.get(stage) for run in w.runs if run.stage == analysis.VARIANT)
+    attr = "throughput_rps" if w.metric == "throughput" else "p99_ms"
+    undelayed = [run for run in w.runs if run.stage == analysis.BASELINE]
+    for v in fast:
+        runs = [run for run in w.runs if run.stage == v.label]
+        if not runs:
+            continue
+        mb = stats.median(run.cpu_us_per_reading.get(v.stage) for run in undelayed)
+        mv = stats.median(run.cpu_us_per_reading.get(v.stage) for run in runs)
         k = 1.0 - mv / mb if mb and mv is not None else None
-        attr = "throughput_rps" if w.metric == "throughput" else "p99_ms"
-        ratio = stats.ratio([getattr(x, attr) for x in w.runs if x.stage == analysis.VARIANT and x.ok],
-                            [getattr(x, attr) for x in w.runs if x.stage == analysis.BASELINE and x.ok])  # fmt: skip
+        ratio = stats.ratio([getattr(x, attr) for x in runs if x.ok], [getattr(x, attr) for x in undelayed if x.ok])
         w.predictions.append(WhatIfPrediction(
-            stage=stage, variant=update, k=k, predicted=None, predicted_ci95=None,
-            measured=ratio.change,
+            stage=v.stage, variant=v.update, k=k, predicted=None, predicted_ci95=None, measured=ratio.change,
             measured_ci95=[ratio.lo - 1, ratio.hi - 1] if ratio.lo is not None and ratio.hi is not None else None,
         ))  # fmt: skip
     ceilings = r.results.ceilings.stages if r.results.ceilings else {}
     caps: dict[str, float] = {}  # stage → its ceiling alone (writer_1 / writer_N: the larger; forward: forwarder)
-    for name, v in ceilings.items():
-        if isinstance(v, dict) and v.get("median"):
+    for name, c in ceilings.items():
+        if isinstance(c, dict) and c.get("median"):
             st = {"forward": "forwarder"}.get(name.split("_")[0], name.split("_")[0])
-            caps[st] = max(caps.get(st, 0.0), float(v["median"]))
+            caps[st] = max(caps.get(st, 0.0), float(c["median"]))
     with contextlib.suppress(ValueError):  # too few repeats yet
         analysis.analyse(w, params, base, k=K, ceilings=caps or None)
 
