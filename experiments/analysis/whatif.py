@@ -314,6 +314,9 @@ def sentence(fits: Sequence[Sensitivity], k: float = 0.2, *, metric: str = "thro
     top = fits[0]
     what = "throughput" if metric == "throughput" else "p99 latency"
     if not top.sensitive:
+        if any(f.hi is None or f.hi >= RULED_OUT for f in fits):
+            return (f"cannot tell yet which stage sets the pace: no stage is sensitive beyond noise, but the intervals "
+                    f"are too wide to rule one out (most sensitive: {words(top.stage)}, {top.text()})")  # fmt: skip
         return (f"no stage is sensitive beyond noise: slowing any of them by up to {_pct(max(f.max_x for f in fits))} "
                 f"of its time did not change {what} (most sensitive: {words(top.stage)}, {top.text()})")  # fmt: skip
     p = predict(fits, top.stage, k, metric=metric, ceilings=ceilings, throughput=throughput)

@@ -218,7 +218,7 @@ async def run_whatif(
         ))  # fmt: skip
         figure = f"{rep.throughput_rps or 0:,.0f} readings/s, p99 {rep.latency_ms.p99 or 0:,.0f} ms"
         what = "undelayed" if stage == analysis.BASELINE else stage if stage.startswith(analysis.VARIANT) else \
-            f"{stage} +{fraction:.0%} ({delay_us:,.2f} µs/reading)"  # fmt: skip
+            f"{stage} +{fraction * 100:g} % ({delay_us:,.2f} µs/reading)"  # fmt: skip
         r.console.print(f"what-if {cell.id} {i + 1}/{total}: {what} → {figure}" + ("" if rep.ok else " FAILED"),
                         markup=False, highlight=False)  # fmt: skip
         if stage == analysis.BASELINE:
