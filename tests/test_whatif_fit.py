@@ -172,6 +172,7 @@ def test_the_verdict_comes_from_the_experiment_and_says_where_the_static_rules_d
         r.throughput_rps = Y0 * (1 + 0.4 * ((r.order * 7919) % 13 - 6) / 6)
     noisy = whatif.analyse(noisy, res.cell("baseline").params, res.cell("baseline").repeats)  # type: ignore[union-attr]
     assert noisy.bottleneck == "cannot tell" and noisy.what_binds and "more repeats" in noisy.what_binds
+    assert noisy.sentence and noisy.sentence.startswith("cannot tell yet which stage sets the pace")
     assert whatif.bottleneck(noisy, None).stage == "cannot tell"
 
 
