@@ -442,6 +442,8 @@ def cmd_whatif(argv: list[str]) -> int:
         text, _ = whatif_runs.describe(matrix, cell, fractions, args.repeats, stages or valid, args.seed, fast)
         print(text)
         return 0
+    matrix.cells = [cell]  # the run holds this cell only (its undelayed repeats), in the groups it belongs to
+    matrix.groups = [{**g, "cells": [cell.id]} for g in matrix.groups if cell.id in g["cells"]]
     graceful_stop_signals()
     try:
         return asyncio.run(_whatif(matrix, cell, args, fractions, stages))
