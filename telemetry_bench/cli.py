@@ -9,6 +9,7 @@ telemetry-bench services
 telemetry-bench proto                         # build the protobuf stubs from proto/
 telemetry-bench docs                          # regenerate docs/results-schema.md from the results models
 telemetry-bench cluster up [--nodes 3] | down # a local multi-node Ray cluster; run/live --cluster ADDRESS
+telemetry-bench whatif --matrix M --cell ID   # slow each stage on purpose: the bottleneck by experiment (issue 20)
 """
 
 from __future__ import annotations
@@ -417,6 +418,106 @@ def cmd_docs(argv: list[str]) -> int:
     return 0
 
 
+def cmd_whatif(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="telemetry-bench whatif",
+        description="Slow each stage of one cell on purpose (its delay knob, by fractions of the stage's own time "
+        "per reading), interleaved with undelayed repeats in a seeded random order, and fit each stage's "
+        "sensitivity: the bottleneck by experiment, and what a speed-up would win (docs/whatif.md).",
+    )
+    parser.add_argument("--matrix", default="default", help="a name in experiments/matrices/ or a path to a .toml")
+    parser.add_argument("--cell", required=True, help="the cell's id in the matrix")
+    parser.add_argument("--fractions", default="0.1,0.25,0.5",
+                        help="amounts: fractions of each stage's time per reading (default: 0.1,0.25,0.5)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=2, help="repeats per stage and amount (default: 2)")
+    parser.add_argument("--stages", default=None, help="comma-separated stages to slow (default: every stage)")
+    parser.add_argument("--delay-kind", choices=["spin", "sleep"], default="spin",
+                        help="spin: holds the CPU, as slower code would (default); sleep: frees it, as a slower "
+                        "remote service would")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1, help="the run order's shuffle (default: 1)")
+    parser.add_argument("--no-variant", action="store_true", help="skip the real faster variants")
+    parser.add_argument("--dry-run", action="store_true", help="say what it would run and how long it would take")
+    parser.add_argument("--out", type=Path, default=None, help="reports directory (default: reports/)")
+    parser.add_argument("--pg-dsn", default=None)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--embedded", action="store_true", help="always use throwaway PostgreSQL and Redis")
+    args = parser.parse_args(argv)
+    from experiments.plan.matrix import MatrixError, load
+    from experiments.run import whatif_runs
+
+    try:
+        matrix = load(args.matrix)
+    except MatrixError as exc:
+        console.print(f"whatif: {exc}", style="red", markup=False, highlight=False)
+        return 2
+    cell = next((c for c in matrix.cells if c.id == args.cell), None)
+    if cell is None:
+        console.print(f"whatif: no cell {args.cell!r} in matrix {matrix.name!r}; cells: "
+                      f"{', '.join(c.id for c in matrix.cells)}", style="red", markup=False)  # fmt: skip
+        return 2
+    if cell.rate_of is not None:
+        console.print(f"whatif: cell {cell.id!r} takes its rate from {cell.rate_of!r} (rate_of), which this "
+                      "command does not run: pick a cell with its own rate", style="red", markup=False)  # fmt: skip
+        return 2
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(","))
+        if not fractions or any(not 0 < f <= 10 for f in fractions):
+            raise ValueError
+    except ValueError:
+        console.print(f"whatif: --fractions {args.fractions!r}: comma-separated numbers in (0, 10], e.g. "
+                      "0.1,0.25,0.5", style="red", markup=False)  # fmt: skip
+        return 2
+    if args.repeats < 1:
+        console.print(f"whatif: --repeats {args.repeats}: must be ≥ 1", style="red", markup=False)
+        return 2
+    valid = whatif_runs.stages_of(cell.params)
+    stages = args.stages.split(",") if args.stages else None
+    if stages is not None and (bad := [s for s in stages if s not in valid]):
+        console.print(f"whatif: --stages: {bad[0]!r} is not a stage of cell {cell.id!r} with a delay knob; "
+                      f"valid: {', '.join(valid) or 'none'}", style="red", markup=False)  # fmt: skip
+        return 2
+    if not (stages or valid):
+        console.print("whatif: no stage of this cell has a delay knob (pipeline/knobs.py delay_<stage>_us)",
+                      style="red", markup=False)  # fmt: skip
+        return 2
+    if args.dry_run:
+        fast = [] if args.no_variant else whatif_runs.faster_variants(cell.params)
+        text, _ = whatif_runs.describe(matrix, cell, fractions, args.repeats, stages or valid, args.seed, fast)
+        print(text)
+        return 0
+    matrix.cells = [cell]  # the run holds this cell only (its undelayed repeats), in the groups it belongs to
+    matrix.groups = [{**g, "cells": [cell.id]} for g in matrix.groups if cell.id in g["cells"]]
+    graceful_stop_signals()
+    try:
+        return asyncio.run(_whatif(matrix, cell, args, fractions, stages))
+    except KeyboardInterrupt:
+        console.print("whatif: stopped by a signal; every stage stopped, results so far written", style="red")
+        return 130
+
+
+async def _whatif(matrix: Any, cell: Any, args: argparse.Namespace, fractions: tuple[float, ...],
+                  stages: list[str] | None) -> int:  # fmt: skip
+    from experiments.run import whatif_runs
+    from experiments.run.runner import ROOT, Runner
+    from harness.services import ServiceError, find_services
+
+    _reap_leftovers()
+    try:
+        with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
+            console.print(services.describe(), markup=False, highlight=False)
+            runner = Runner(matrix, services, profile="none", out=args.out or ROOT / "reports", console=console,
+                            argv=["telemetry-bench", "whatif", *sys.argv[2:]])  # fmt: skip
+            w, report = await whatif_runs.standalone(
+                runner.ctx, cell, fractions=fractions, repeats=args.repeats, seed=args.seed, stages=stages,
+                delay_kind=args.delay_kind, variant=not args.no_variant,
+            )  # fmt: skip
+    except ServiceError as exc:
+        console.print(f"whatif: {exc}", style="red", markup=False)
+        return 1
+    console.print(f"report: {report}", markup=False, highlight=False)
+    return 1 if any(not r.ok for r in w.runs) else 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "live": cmd_live,
@@ -426,6 +527,7 @@ COMMANDS = {
     "proto": cmd_proto,
     "docs": cmd_docs,
     "cluster": cmd_cluster,
+    "whatif": cmd_whatif,
 }
 
 

@@ -117,6 +117,9 @@ class _Matrix(BaseModel):
     targets: Literal["perf"] | None = None  # a target set evaluated over the cells (experiments/targets.py)
     stage_ceilings: str | None = None  # a cell whose settings every stage is measured alone with, between rounds
     capacity_cells: list[str] = Field(default_factory=list)  # search these cells' max sustainable open-loop rate
+    whatif_cells: list[str] = Field(
+        default_factory=list
+    )  # slow each stage of these cells (experiments/run/whatif_runs.py)
     slo_ms: float = Field(1000.0, gt=0, description="the capacity search's p99 bound (intended → committed)")
     sampling: Literal["off", "one", "on", "alternate"] = (
         "off"  # py-spy during timed repeats (experiments/measure/sampler.py)
@@ -206,6 +209,7 @@ class Matrix:
     fault_seed: int = 1
     fault_load: float = 0.5
     placement: dict[str, list[str]] = field(default_factory=dict)  # stage kind → hosts (harness.cluster)
+    whatif_cells: list[str] = field(default_factory=list)  # the what-if experiment after the rounds (issue 20)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -234,6 +238,7 @@ class Matrix:
             "fault_seed": self.fault_seed,
             "fault_load": self.fault_load,
             "placement": self.placement,
+            "whatif_cells": self.whatif_cells,
         }
 
 
@@ -376,7 +381,11 @@ def load(name_or_path: str) -> Matrix:
         groups.append({"name": g.name, "title": g.title, "keys": keys, "cells": ids})
     if not cells:
         raise MatrixError(f"{path}: the matrix has no cells")
-    named = {"capacity_cells": m.capacity_cells, "stage_ceilings": [m.stage_ceilings] if m.stage_ceilings else []}
+    named = {
+        "capacity_cells": m.capacity_cells,
+        "whatif_cells": m.whatif_cells,
+        "stage_ceilings": [m.stage_ceilings] if m.stage_ceilings else [],
+    }
     for key, ids in named.items():
         if unknown_ids := [c for c in ids if c not in cells]:
             raise MatrixError(f"{path}: {key}: unknown cell(s) {', '.join(map(repr, unknown_ids))}; cells: "
@@ -423,6 +432,7 @@ def load(name_or_path: str) -> Matrix:
         m.fault_seed,
         m.fault_load,
         _placement(path, m.placement),
+        m.whatif_cells,
     )
 
 

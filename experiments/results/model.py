@@ -66,9 +66,10 @@ class Sampled(_M):
 
 # What a repeat is for. `timed`: one of a cell's measured repeats (its figures come from these); `profiled`: the
 # stages under cProfile/yappi; `memory`: one stage under memray; `capacity`: a probe of the capacity search at an
-# offered rate. Only timed repeats are kept in `cells[].repeats` and counted; the others are separate runs (a
+# offered rate; `whatif`: a repeat of the what-if experiment (a stage slowed on purpose, or undelayed beside them,
+# or a faster variant). Only timed repeats are kept in `cells[].repeats` and counted; the others are separate runs (a
 # profiler or tracer changes what it measures).
-RepeatKind = Literal["timed", "profiled", "memory", "capacity"]
+RepeatKind = Literal["timed", "profiled", "memory", "capacity", "whatif"]
 # files written before `kind` marked the other kinds with a negative index: −1 profiled, −2 memory, −100−n probe n
 _OLD_KIND_INDEX: dict[int, RepeatKind] = {-1: "profiled", -2: "memory"}
 
@@ -300,6 +301,82 @@ class Headline(_M):
     db_only_vs_seed: RatioCI | None = None  # fastest cell overall, committing only (labelled database-only)
 
 
+class WhatIfRun(_M):
+    """One repeat of a what-if experiment (experiments/run/whatif_runs.py)."""
+
+    order: int  # its place in the run (delayed repeats are compared with the undelayed ones next to them)
+    stage: str  # the stage slowed ("baseline": none; "variant": the real faster variant)
+    fraction: float  # added time ÷ the stage's own time per reading (0 for baseline and variant)
+    delay_us: float  # the delay knob's value (delay_<stage>_us), µs per reading
+    throughput_rps: float | None  # the repeat's throughput (its measured window)
+    p99_ms: float | None  # exact p99, intended → committed
+    ok: bool  # accounting exact and every stage healthy
+    failures: list[str] = Field(default_factory=list)
+    duration_s: float | None = None  # wall time of the repeat
+    cpu_us_per_reading: dict[str, float] = Field(default_factory=dict)  # stage → CPU µs per committed reading
+    verdict: str | None = None  # the static rules' stage for this repeat
+
+
+class StageFit(_M):
+    """A stage's sensitivity: the fraction of the pipeline's time per reading added per fraction of the stage's time
+    added (experiments/analysis/whatif.py): ≈ 1 binds, ≈ 0 slack."""
+
+    stage: str
+    words: str  # what its delay knob slows, in words
+    time_us: float | None  # the stage's own time per reading (CPU µs, undelayed repeats): the amounts' unit
+    s: float  # at x = 0 (what a speed-up sees)
+    ci95: list[float] | None  # [lo, hi]
+    sensitive: bool  # the whole interval above 0
+    knee: float | None = None  # ≈ 0 up to +knee of its time, then beyond …
+    beyond: float | None = None
+    beyond_ci95: list[float] | None = None
+    repeats: int = 0  # delayed repeats
+    max_fraction: float = 0.0  # the largest amount tried
+    text: str = ""  # "0.97 [0.85, 1.09]" or "≈ 0 up to +25 %, then 0.9 [0.7, 1.1]"
+
+
+class WhatIfPrediction(_M):
+    """Prediction from a stage's sensitivity beside a real faster variant measured in the same experiment."""
+
+    stage: str
+    variant: dict[str, Any]  # the knobs the variant changes, e.g. {"sink": "copy_binary"}
+    k: float | None  # how much less stage time per reading the variant measured (1 − variant ÷ baseline CPU)
+    predicted: float | None  # relative throughput change (or p99 change) predicted from s and k
+    predicted_ci95: list[float] | None  # from s's interval (k's own noise not propagated)
+    cap: float | None = None  # the gain where the next stage binds
+    capped_by: str | None = None
+    measured: float | None = None  # the variant ÷ the undelayed repeats − 1 (stats.ratio)
+    measured_ci95: list[float] | None = None
+    agree: bool | None = None  # the two intervals overlap (None: an interval is missing)
+    text: str = ""
+
+
+class WhatIf(_M):
+    """A what-if experiment on one cell (`telemetry-bench whatif`, matrix key `whatif_cells`; issue 20)."""
+
+    cell: str
+    metric: Literal["throughput", "p99"]  # closed loop: throughput; open loop: p99 at the fixed offered rate
+    seed: int  # the run order's shuffle
+    fractions: list[float]  # amounts tried, as fractions of each stage's own time per reading
+    planned_s: float  # the time it was expected to take, said before it started
+    took_s: float | None = None  # the time it took
+    stage_time_us: dict[str, float] = Field(default_factory=dict)  # stage → its time per reading (CPU µs)
+    skipped: dict[str, str] = Field(default_factory=dict)  # stage → why it was not slowed
+    runs: list[WhatIfRun] = Field(default_factory=list)  # every repeat, in run order
+    fits: list[StageFit] = Field(default_factory=list)  # most sensitive first
+    bottleneck: str | None = None  # the most sensitive stage beyond noise; "none": none was
+    what_binds: str | None = None  # when no stage is sensitive: what else sets the pace, with its evidence
+    static_verdict: str | None = None  # the static rules' stage over the undelayed repeats
+    agreement: str | None = None  # the two verdicts side by side, and which one the evidence supports
+    sentence: str | None = None  # what a speed-up would win, in one sentence
+    predictions: list[WhatIfPrediction] = Field(default_factory=list)
+    virtual_speedup: str = (
+        "not built: the prediction comes from the sensitivities (a Coz-style virtual speed-up, delaying every "
+        "other stage in proportion, is not run)"
+    )
+    command: str = ""  # the command that runs it again
+
+
 class Results(_M):
     schema_version: int = SCHEMA_VERSION  # this file's schema; older files load (derived fields recomputed)
     run_id: str  # UTC time + short commit, e.g. 20261128T080340Z-fc1881c5
@@ -329,6 +406,8 @@ class Results(_M):
     memory_profile: dict[str, Any] | None = None
     # a scaling comparison (a group varying `workers` only) and its Universal Scalability Law fit (analysis/usl.py)
     scaling: Scaling | None = None
+    # what-if experiments (issue 20): cell id → the stages slowed on purpose, their sensitivities, the prediction
+    whatif: dict[str, WhatIf] = Field(default_factory=dict)
 
     @property
     def ceiling_rps(self) -> float | None:

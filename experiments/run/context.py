@@ -38,6 +38,8 @@ def workdir_name(kind: RepeatKind, index: int) -> str:
             return "memory-profile"
         case "capacity":
             return f"capacity-{index + 1}"
+        case "whatif":
+            return f"whatif-{index + 1}"
         case _:
             assert_never(kind)
 
@@ -73,6 +75,10 @@ class RunContext:
     def say(self, text: str, style: str | None = None) -> None:
         """One plain line on the run's console (no rich markup: cell ids and errors print as they are)."""
         self.console.print(text, style=style, markup=False, highlight=False)
+
+    def ci_target(self, cell: Cell) -> float:
+        """The half-width ``cell``'s throughput interval aims for (its own, else the matrix's)."""
+        return self.m.ci_target if cell.ci_target is None else cell.ci_target
 
     def cell(self, cell_id: str) -> Cell:
         return next(c for c in self.m.cells if c.id == cell_id)

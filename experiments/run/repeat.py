@@ -179,6 +179,8 @@ def _draw_index(kind: RepeatKind, index: int) -> int:
             return -2
         case "capacity":
             return -101 - index
+        case "whatif":
+            return -200 - index
         case _:
             assert_never(kind)
 

@@ -53,7 +53,7 @@ from experiments.results.model import (
     counted,
 )
 from experiments.results.storage import ROOT
-from experiments.run import capacity_runs, memory_profile
+from experiments.run import capacity_runs, memory_profile, whatif_runs
 from experiments.run import ceilings as ceilings_mod
 from experiments.run.context import RunContext
 from experiments.run.repeat import cell_config
@@ -167,7 +167,7 @@ class Runner:
         return max(cap, self.min_repeats(cell))
 
     def ci_target(self, cell: Cell) -> float:
-        return self.m.ci_target if cell.ci_target is None else cell.ci_target
+        return self.ctx.ci_target(cell)
 
     def _sizable(self, cell: Cell) -> bool:
         """Whether the cell's window can be lengthened: it runs for warm-up + window + tail (no count/duration)."""
@@ -229,6 +229,7 @@ class Runner:
                 for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
                     await self._run_phase(phase, progress, overall, task)
             await capacity_runs.capacities(self.ctx)
+            await whatif_runs.run_cells(self.ctx)  # the matrix's whatif_cells: each stage slowed on purpose (issue 20)
             if self.memory_profile is not None:
                 self.results.memory_profile = await memory_profile.run(self.ctx, self.memory_profile or None)
                 if problem := self.results.memory_profile.get("problem"):

@@ -19,6 +19,8 @@ from experiments.present.report.cells import _stage_order, cell_latency, cell_vi
 from experiments.present.report.microbench import microbench
 from experiments.present.report.plots import group_plot, latency_plot, usl_plot
 from experiments.present.report.profiles import memory_profile, sampled_profiles, sampling_cost
+from experiments.present.report.whatif import command as whatif_command
+from experiments.present.report.whatif import whatif_views
 from experiments.results import storage
 
 ROOT = storage.ROOT
@@ -82,6 +84,9 @@ def build_report(run_dir: Path, *, root: Path | None = None) -> Path:
     cells = [cell_view(c, res, roots, run_dir) for c in res.cells]
     for view, c in zip(cells, res.cells, strict=True):  # py-spy flame graphs of the measured repeats
         view["sampled"] = sampled_profiles(c, roots, run_dir, _stage_order(c))
+    whatifs = whatif_views(res)  # the bottleneck by experiment (issue 20), and the command for every cell
+    for view in cells:
+        view["whatif"], view["whatif_command"] = whatifs.get(view["id"]), whatif_command(res, view["id"])
     min_commits = int(res.matrix.get("min_commits", MIN_COMMITS_DEFAULT) or 0)
     html = (
         _env()
