@@ -42,6 +42,7 @@ from pipeline.knobs import Stage as StageKind
 from pipeline.queues import QUEUES
 from pipeline.registry import PLUGINS_ENV
 from pipeline.rows import COLUMNS
+from pipeline.wiring import FORWARD_SUFFIX
 
 __all__ = ["FAULTS", "Accounting", "Fault", "Monitor", "Orchestrator", "PipelineError", "RunResult", "Stage"]
 
@@ -125,7 +126,7 @@ class Orchestrator:
 
     def _services(self) -> dict[str, object]:
         return {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url, "db_schema": self.schema,
-                "queue_key": self.queue_key}  # fmt: skip
+                "queue_key": self.queue_key, **self.services.queue_wiring(self.cfg.queue)}  # fmt: skip
 
     def plan(self) -> list[Stage]:
         """The stages in start order (consumers first, generator last)."""
@@ -455,6 +456,11 @@ class Orchestrator:
             keys = [k async for k in client.scan_iter(match=f"{self.queue_key}*")]
             if keys:
                 await client.delete(*keys)
+            queue = QUEUES[self.cfg.queue]
+            if queue.broker is not None:  # a broker's stream or queue (jetstream, rabbitmq)
+                self.services.broker_url(queue.broker)
+                for key in (self.queue_key, self.queue_key + FORWARD_SUFFIX):
+                    await queue.drop(client, key)
         finally:
             await client.aclose()
 

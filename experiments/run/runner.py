@@ -224,6 +224,7 @@ class Runner:
                 self.save()
         finally:
             drop_keys(self.services.redis_url, self.queue_key)
+            self.services.brokers.drop_queues(self.queue_key)  # jetstream/rabbitmq: their streams and queues
             with contextlib.suppress(Exception):  # the database may be what failed; the next run reaps it then
                 db.drop_schema(self.services.pg_dsn, self.schema)
         capacity_runs.bind(self)

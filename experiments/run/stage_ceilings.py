@@ -72,10 +72,11 @@ async def ingest(cfg: PipelineConfig, messages: list[Any]) -> tuple[float, list[
 
 async def queue(cfg: PipelineConfig, redis_url: str, key: str, rows: list[Row]) -> float:
     client = aioredis.Redis.from_url(redis_url)
+    q = None
     try:
         await client.delete(key)
         q = QUEUES[cfg.queue](client, key, entry=cfg.queue_entry, cap=10 * len(rows), group="ceiling",
-                              consumer="ceiling-1")  # fmt: skip
+                              consumer="ceiling-1", settings=cfg)  # fmt: skip
         await q.setup()
         per = max(1, cfg.readings_per_message)
         t0 = time.perf_counter()
@@ -90,6 +91,9 @@ async def queue(cfg: PipelineConfig, redis_url: str, key: str, rows: list[Row]) 
             got += len(batch)
         return _timed(got, t0)
     finally:
+        if q is not None:  # a broker variant (jetstream, rabbitmq): its connection, stream or queue
+            await q.close()
+            await QUEUES[cfg.queue].drop(client, key)
         keys = [k async for k in client.scan_iter(match=f"{key}*")]
         if keys:
             await client.delete(*keys)
