@@ -269,12 +269,13 @@ class ResourceMonitor:
         return _slope([x[0] for x in s], [x[1] for x in s])
 
 
-SERVERS = ("postgresql", "redis")  # the servers' pseudo-stages in a repeat's resources
+SERVERS = ("postgresql", "redis", "nats", "rabbitmq")  # the servers' pseudo-stages in a repeat's resources
 
 
 @dataclass
 class ServerProcesses:
-    """CPU of the PostgreSQL and Redis servers serving the run, as two more "stages" (``postgresql``, ``redis``).
+    """CPU of the PostgreSQL and Redis servers serving the run, as two more "stages" (``postgresql``, ``redis``),
+    and of the broker its queue variant uses (``nats``, ``rabbitmq``: the local process listening on its port).
 
     PostgreSQL: every server process ``pg_stat_activity`` lists for the run's database, plus its background
     processes (WAL writer, checkpointer, …), refreshed every ``REFRESH_S``; Redis: ``INFO server``'s
@@ -339,7 +340,23 @@ def _server_pids(pg_dsn: str, redis_url: str) -> dict[str, list[int]]:
         out["redis"] = named([int(info["process_id"])], "redis")
     finally:
         client.close()
+    from urllib.parse import urlsplit
+
+    from pipeline.queues.base import BROKER_URLS
+
+    # a broker the run's queue variant uses (jetstream, rabbitmq): the local process listening on its port
+    for broker, word in (("nats", "nats-server"), ("rabbitmq", "beam")):
+        if (url := BROKER_URLS.get(broker)) and (parts := urlsplit(url)).hostname in ("127.0.0.1", "localhost"):
+            out[broker] = named(_listening(parts.port or (4222 if broker == "nats" else 5672)), word)
     return {k: v for k, v in out.items() if v}
+
+
+def _listening(port: int) -> list[int]:
+    """The pids listening on TCP ``port`` on this machine."""
+    with contextlib.suppress(psutil.Error):
+        return sorted({c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr
+                       and c.laddr.port == port and c.pid})  # fmt: skip
+    return []
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:

@@ -3,6 +3,8 @@ binding ceiling. (Scheduling stays in ``runner``; the decisions in ``capacity`` 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -11,6 +13,8 @@ from experiments.results.model import Repeat
 from experiments.run import stage_ceilings
 from experiments.run.capacity import Probe, find_capacity
 from experiments.run.repeat import run_repeat
+from harness.services import ServiceError
+from pipeline.queues import QUEUES
 
 if TYPE_CHECKING:
     from experiments.run.runner import Runner
@@ -28,6 +32,9 @@ async def stage_pass(r: Runner) -> None:
     if not r.m.stage_ceilings or r.results.ceilings is None:
         return
     cell = next(c for c in r.m.cells if c.id == r.m.stage_ceilings)
+    for broker in sorted({q.broker for q in QUEUES.values() if q.broker}):  # each broker alone: found first
+        with contextlib.suppress(ServiceError):  # none answers: that queue's ceiling is left out
+            await asyncio.to_thread(r.services.broker_url, broker)
     try:
         got = await stage_ceilings.one_pass(cell.params, r.services.pg_dsn, r.services.redis_url, r.schema,
                                             f"{r.queue_key}:ceiling", _writers(r))  # fmt: skip

@@ -105,7 +105,7 @@ class JetStreamQueue(Queue):
         count = max(1, int(max_rows / max(1.0, self._rows_per_entry)))
         try:
             msgs = await sub.fetch(batch=count, timeout=max(timeout, 0.01))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside a batch fetch
             return [], None
         rows = [row for m in msgs for row in decode(m.data)]
         self._note_entry_size(len(rows), len(msgs))
