@@ -300,7 +300,13 @@ class Orchestrator:
         c = self.cfg
         self.workdir.mkdir(parents=True, exist_ok=True)
         # what this run starts and where it writes, so that a next run can clean up should this one be killed
-        record = self.record = RunRecord(self.services.redis_url, self.services.pg_dsn, self.queue_key, self.schema)
+        record = self.record = RunRecord(
+            self.services.redis_url,
+            self.services.pg_dsn,
+            self.queue_key,
+            self.schema,
+            brokers={b: u for b, (u, _) in self.services.brokers.found.items()},
+        )
         record.save()
         db.apply_schema(self.services.pg_dsn, self.schema, fresh=True, unique=c.dedupe)
         await self._clear_queues()

@@ -102,11 +102,11 @@ class Brokers:
         self.found: dict[str, tuple[str, Source]] = {}
 
     def url(self, broker: str) -> str:
+        from pipeline.queues.base import BROKER_URLS
+
         if broker not in self.found:
             self.found[broker] = self._find(broker)
-            from pipeline.queues.base import BROKER_URLS
-
-            BROKER_URLS[broker] = self.found[broker][0]  # what this process's observers (depth, summary) use
+        BROKER_URLS[broker] = self.found[broker][0]  # what this process's observers (depth, summary) use
         return self.found[broker][0]
 
     def _find(self, broker: str) -> tuple[str, Source]:
@@ -154,9 +154,10 @@ class Brokers:
 
         async def drop() -> None:
             for variant in variants:
+                url = self.found[str(variant.broker)][0]
                 for k in (key, key + FORWARD_SUFFIX):
                     try:
-                        await variant.drop(None, k)  # type: ignore[arg-type]  # the broker variants need no Redis
+                        await variant.drop(None, k, url)  # type: ignore[arg-type]  # the broker variants need no Redis
                     except Exception as exc:  # the broker went away: nothing left to drop there
                         log.info("could not drop %s queue %s: %s", variant.name, k, short_reason(exc))
 
@@ -170,6 +171,11 @@ class Brokers:
         )
 
     def close(self) -> None:
+        from pipeline.queues.base import BROKER_URLS
+
+        for broker, (url, _) in self.found.items():  # observers no longer point at a server that is gone
+            if BROKER_URLS.get(broker) == url:
+                del BROKER_URLS[broker]
         if self.throwaways is not None:
             self.throwaways.close()
 

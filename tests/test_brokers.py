@@ -149,3 +149,24 @@ def test_brokers_found_locally_or_started_and_stopped(monkeypatch: pytest.Monkey
         Brokers().url("rabbitmq")
     with pytest.raises(ServiceError, match="unknown broker 'kafka'; known brokers: nats, rabbitmq"):
         Brokers().url("kafka")
+
+
+async def test_a_dead_runs_broker_queues_are_reaped(
+    services: Services, client: aioredis.Redis, queue_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A harness killed outright left its stream and quorum queue: the next run's reaper deletes them too."""
+    from harness import lifeline
+
+    monkeypatch.setattr(lifeline, "RECORDS", tmp_path / "runs")
+    urls = {b: services.broker_url(b) for b in ("nats", "rabbitmq")}
+    for name in ("jetstream", "rabbitmq"):
+        q = QUEUES[name](client, queue_key, entry="batch")
+        await q.setup()
+        await q.put(_rows(3), wait=False)
+        await q.close()
+    record = lifeline.RunRecord(services.redis_url, services.pg_dsn, queue_key, "public", owner=1, brokers=urls)
+    record.owner_started = 1.0  # a dead owner
+    record.save()
+    assert len(await asyncio.to_thread(lifeline.reap_leftovers)) == 1
+    assert await QUEUES["jetstream"].summary(client, queue_key) == {}
+    assert await QUEUES["rabbitmq"].summary(client, queue_key) == {}

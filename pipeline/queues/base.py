@@ -81,9 +81,9 @@ class Queue(ABC):
         """Close what the variant opened besides the Redis client (a broker connection)."""
 
     @classmethod
-    async def drop(cls, client: aioredis.Redis, key: str) -> None:
-        """Delete what the variant keeps for the queue at ``key`` outside Redis (a broker's stream or queue); the
-        harness deletes the Redis keys under the run's prefix itself."""
+    async def drop(cls, client: aioredis.Redis, key: str, url: str | None = None) -> None:
+        """Delete what the variant keeps for the queue at ``key`` outside Redis (a broker's stream or queue, on the
+        broker at ``url``, default: this process's); the harness deletes the Redis keys under the run's prefix."""
 
     @abstractmethod
     async def length(self) -> int:

@@ -27,7 +27,8 @@ def _url(settings: Any = None) -> str:
 
 
 async def _connect(url: str) -> NATS:
-    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    # through a dropped connection or a broker restart: reconnects for about a minute (as the Redis client retries)
+    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=120, reconnect_time_wait=0.5)
 
 
 class JetStreamQueue(Queue):
@@ -183,8 +184,8 @@ class JetStreamQueue(Queue):
             await nc.close()
 
     @classmethod
-    async def drop(cls, client: aioredis.Redis, key: str) -> None:
-        nc = await nats.connect(_url(), connect_timeout=5, max_reconnect_attempts=0)
+    async def drop(cls, client: aioredis.Redis, key: str, url: str | None = None) -> None:
+        nc = await nats.connect(url or _url(), connect_timeout=5, max_reconnect_attempts=0)
         try:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await nc.jetstream().delete_stream(stream_name(key))  # its consumers go with it

@@ -147,8 +147,8 @@ class RabbitMQQueue(Queue):
             await conn.close()  # every message taken goes back
 
     @classmethod
-    async def drop(cls, client: aioredis.Redis, key: str) -> None:
-        conn = await aio_pika.connect(_url(), timeout=5)
+    async def drop(cls, client: aioredis.Redis, key: str, url: str | None = None) -> None:
+        conn = await aio_pika.connect(url or _url(), timeout=5)
         try:
             channel = await conn.channel()
             with contextlib.suppress(aio_pika.exceptions.ChannelClosed, aiormq.exceptions.ChannelNotFoundEntity):
