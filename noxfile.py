@@ -1,6 +1,6 @@
 """Sessions: ``nox -s bench`` (the main job: the default experiment matrix), ``nox -s tests`` (the test suite),
-``nox -s lint`` (ruff + mypy + the import contracts), ``nox -s live`` (the pipeline, live), ``nox -s microbench``
-(pytest-benchmark)."""
+``nox -s lint`` (ruff + mypy + the import contracts + no import loops), ``nox -s live`` (the pipeline, live),
+``nox -s microbench`` (pytest-benchmark)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ PYTHON = "3.11"
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,cluster]")  # cluster: tests/test_cluster.py runs a local 3-node Ray cluster
     session.run("telemetry-bench", "proto")  # build the stubs from proto/ (also done on first import)
     session.run("pytest", *session.posargs)
 
@@ -30,6 +30,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("lint-imports")  # the layer contract in pyproject.toml ([tool.importlinter])
+    session.run("python", "tools/import_loops.py")  # no import loop between any two modules, TYPE_CHECKING included
 
 
 @nox.session(python=PYTHON)

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import grpc
@@ -43,6 +43,9 @@ from pipeline.queues import QUEUES
 from pipeline.registry import PLUGINS_ENV
 from pipeline.rows import COLUMNS
 from pipeline.wiring import FORWARD_SUFFIX
+
+if TYPE_CHECKING:  # imports ray: only a run given a cluster loads it
+    from harness.cluster.placement import Placement
 
 __all__ = ["FAULTS", "Accounting", "Fault", "Monitor", "Orchestrator", "PipelineError", "RunResult", "Stage"]
 
@@ -73,6 +76,7 @@ class Orchestrator:
         fault: Fault | None = None,
         api_token: str | None = None,
         supervisor: Supervisor | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.cfg, self.services, self.workdir, self.schema = cfg, services, workdir, schema
         self.queue_key = queue_key
@@ -83,6 +87,8 @@ class Orchestrator:
         self.injection = Injection(fault) if fault is not None else None
         # live: a stage that dies is restarted (harness.supervisor); without one, a dead stage ends the run
         self.supervisor = supervisor
+        # stages on the hosts of a Ray cluster (harness.cluster); None: local processes, as always
+        self.placement = placement
         self._generator_stopped = False
         # the backend's token, as the stages would read it (TELEMETRY_API_TOKEN or .env) unless given: the backend
         # and forwarder get it explicitly, and our websocket clients present it
@@ -109,17 +115,29 @@ class Orchestrator:
                     except OSError:
                         log.warning("port %d for %s is taken: using a free one", want, name)
                         want = None
+            if self.placement is not None:  # a free port on the stage's host
+                want = self.placement.free_port(name.removesuffix("_metrics"))
             self.ports[name] = want if want is not None else free_port()
         return self.ports[name]
+
+    def host(self, name: str) -> str:
+        """The address stage ``name`` binds and is reached at: its node's own address on a cluster."""
+        return self.placement.ip_of(name) if self.placement is not None else "127.0.0.1"
+
+    def _new_stage(self, name: str, cmd: list[str], metrics_url: str, stats: Path | None) -> Stage:
+        log_path = self.workdir / f"{name}.log"
+        if self.placement is not None:
+            return self.placement.stage(name, cmd, metrics_url, log_path, stats)
+        return Stage(name, cmd, metrics_url, log_path, stats)
 
     def _stage(self, name: str, stage: StageKind, wiring: dict[str, object]) -> Stage:
         """A pipeline stage's process: its plan knobs and ``wiring`` as flags (``harness.argv``)."""
         port = self._port(f"{name}_metrics")
         stats = self.workdir / f"{name}.prom"
-        wiring = {**wiring, "metrics_port": port, "host": "127.0.0.1", "stats_file": str(stats)}
+        wiring = {**wiring, "metrics_port": port, "host": self.host(name), "stats_file": str(stats)}
         cmd = [sys.executable, *self.python_prefix(name), "-m", f"pipeline.{stage}",
                *argv.stage_argv(self.cfg, stage, wiring)]  # fmt: skip
-        st = Stage(name, cmd, f"http://127.0.0.1:{port}/metrics", self.workdir / f"{name}.log", stats)
+        st = self._new_stage(name, cmd, f"http://{self.host(name)}:{port}/metrics", stats)
         st.record = self.record
         self.stages[name] = st
         return st
@@ -131,18 +149,18 @@ class Orchestrator:
     def plan(self) -> list[Stage]:
         """The stages in start order (consumers first, generator last)."""
         c = self.cfg
-        generator = f"127.0.0.1:{self._port('generator')}"
-        backend_url = f"http://127.0.0.1:{self._port('backend')}" if c.forwarding else ""
+        generator = f"{self.host('generator')}:{self._port('generator')}"
+        backend_url = f"http://{self.host('backend')}:{self._port('backend')}" if c.forwarding else ""
         order = []
         if c.forwarding:
-            wiring: dict[str, object] = {"port": self.ports["backend"], "host": "127.0.0.1"}
+            wiring: dict[str, object] = {"port": self.ports["backend"], "host": self.host("backend")}
             if self.injection is not None and self.injection.backend_hook:  # the backend_503 fault's one fake
                 wiring["fault_hook"] = True
-            backend = Stage(
+            backend = self._new_stage(
                 "backend",
                 [sys.executable, *self.python_prefix("backend"), "-m", "pipeline.backend",
                  *argv.stage_argv(c, "backend", wiring)],
-                f"http://127.0.0.1:{self.ports['backend']}/metrics", self.workdir / "backend.log",
+                f"{backend_url}/metrics", None,
             )  # fmt: skip
             self.stages["backend"] = backend
             order.append(backend)
@@ -174,10 +192,10 @@ class Orchestrator:
     async def _answers(self, stage: Stage) -> bool:
         try:
             if stage.name == "generator":
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{self.ports['generator']}") as ch:
+                async with grpc.aio.insecure_channel(f"{self.host('generator')}:{self.ports['generator']}") as ch:
                     resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                     return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-            url = (f"http://127.0.0.1:{self.ports['backend']}/healthz" if stage.name == "backend"
+            url = (f"http://{self.host('backend')}:{self.ports['backend']}/healthz" if stage.name == "backend"
                    else stage.metrics_url)  # fmt: skip
             assert url is not None
             return (await self.http.get(url, timeout=1)).status_code == 200
@@ -241,7 +259,11 @@ class Orchestrator:
     @property
     def _counts_from_table(self) -> bool:
         """A stage was killed (a fault) or died and was restarted: its counters died with it, the table counts."""
-        return self.fault is not None or (self.supervisor is not None and self.supervisor.any)
+        return (
+            self.fault is not None
+            or (self.supervisor is not None and self.supervisor.any)
+            or any(st.restarts for st in self.stages.values())
+        )  # e.g. restarted by Ray on its host
 
     async def _watch(self, names: list[str]) -> None:
         """Without a supervisor: a stage of ``names`` that died ends the run (``PipelineError``). With ``live``'s
@@ -332,7 +354,9 @@ class Orchestrator:
             await asyncio.gather(*(self.ready(s) for s in starting))
             for _ in range(probes):
                 token = f"&token={quote(self.api_token)}" if self.api_token else ""
-                probe = WsProbe(f"ws://127.0.0.1:{self.ports['backend']}/ws?client_id=probe&batch=1{token}")
+                probe = WsProbe(
+                    f"ws://{self.host('backend')}:{self.ports['backend']}/ws?client_id=probe&batch=1{token}"
+                )
                 await probe.start()
                 self.probes.append(probe)
             if not together:
@@ -355,6 +379,8 @@ class Orchestrator:
                     await asyncio.wait_for(stop_requested.wait(), POLL_S)
             # 2. the generator stops first (its streams end cleanly), then each stage drains in flow order; its
             # exit (a graceful gRPC shutdown, the interpreter's teardown: ~0.5 s) overlaps the drain
+            if self.supervisor is not None and stop_requested.is_set():  # first: no restart of what the user stops
+                self.supervisor.stop()
             await self._poll()
             self._generator_stopped = True
             generator_stop = asyncio.create_task(self.stages["generator"].stop())
@@ -409,7 +435,7 @@ class Orchestrator:
         stopped = time.time_ns()
         acct = self._account()
         restarted_backend = self.supervisor is not None and "backend" in self.supervisor.restarts
-        if (self.fault is not None and self.fault.kind == "kill_backend") or restarted_backend:
+        if (self.injection is not None and self.injection.broadcast_best_effort) or restarted_backend:
             acct.broadcast_best_effort = True
         if self.supervisor is not None and acct.lost > 0:
             try:
@@ -479,6 +505,8 @@ class Orchestrator:
                     with contextlib.suppress(Exception):
                         stage.last = await scrape(self.http, stage.metrics_url or "")
                 await stage.stop()
+        if self.placement is not None:  # the stages' actors on their hosts go too (a stage that exited by itself)
+            self.placement.release_stages()
         await self.http.aclose()
 
     def _account(self) -> Accounting:

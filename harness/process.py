@@ -11,6 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from harness.lifeline import RunRecord, die_with_parent
 from harness.scrape import Scrape, parse
@@ -33,6 +34,18 @@ class PipelineError(RuntimeError):
     pass
 
 
+class Proc(Protocol):
+    """What a stage's handle reads of its process: a local ``subprocess.Popen``, or a process a Ray actor runs on
+    another host (``harness.cluster.remote.RemoteProc``)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
 @dataclass
 class Stage:
     name: str
@@ -40,7 +53,7 @@ class Stage:
     metrics_url: str | None
     log_path: Path
     stats_path: Path | None = None  # final counters, written by the stage on exit
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Proc | None = None
     last: Scrape = field(default_factory=Scrape)
     carry: dict[str, int] = field(default_factory=dict)  # counters of earlier incarnations (killed, restarted)
     restarts: int = 0

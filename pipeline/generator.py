@@ -30,6 +30,27 @@ from pipeline.stream import StreamParams, fast_path_fits, produce, produce_encod
 log = logging.getLogger("telemetry_bench.generator")
 
 
+def _unsent(
+    producer: asyncio.Task[None], buf: asyncio.Queue[tuple[Any, int] | None], item: tuple[Any, int] | None
+) -> bool:
+    """A stopped stream ends at once, however far its subscriber lags (a slow subscriber would otherwise outlast
+    the server's grace and see its stream cancelled): ``item`` and what is still buffered were never handed to gRPC,
+    so never generated; they count as unsent, like readings a slow subscriber kept the schedule from sending."""
+    producer.cancel()
+    n = 0
+    while item is not None:
+        batch = item[0]
+        n += len(batch.readings) if isinstance(batch, pb2.TelemetryBatch) else batch.count
+        try:
+            item = buf.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+    if n:
+        metrics.readings().labels("unsent").inc(n)
+        log.info("stopped: %d buffered readings never sent (unsent)", n)
+    return True
+
+
 class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-defined]
     def __init__(self, settings: GeneratorSettings) -> None:
         self.settings = settings
@@ -62,10 +83,14 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
         metrics.generator_streams().labels("started").inc()
         epoch = self.drop_epoch
         index = params.start_index
+        stopped = False
         try:
             while True:
                 item = await buf.get()
                 if item is None:
+                    break
+                if self.stopping.is_set():  # stopped (SIGTERM): the stream ends now, what it buffered is never sent
+                    stopped = _unsent(producer, buf, item)
                     break
                 batch, enqueued = item
                 now = time.time_ns()
@@ -90,7 +115,8 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
                 if index > self.next_index:
                     self.next_index = index
                     distinct.set(index)
-            await producer
+            if not stopped:
+                await producer
             metrics.generator_streams().labels("completed").inc()
         finally:
             producer.cancel()

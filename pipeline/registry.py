@@ -121,6 +121,10 @@ class Registry(Mapping[str, T], Generic[T]):
         self._load()
         return len(self._items)
 
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._items
+
     def names(self) -> list[str]:
         self._load()
         return list(self._items)

@@ -8,6 +8,7 @@ telemetry-bench compare RUN_A RUN_B [--fail-above PCT] [--out FILE]
 telemetry-bench services
 telemetry-bench proto                         # build the protobuf stubs from proto/
 telemetry-bench docs                          # regenerate docs/results-schema.md from the results models
+telemetry-bench cluster up [--nodes 3] | down # a local multi-node Ray cluster; run/live --cluster ADDRESS
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from harness.cluster import PlacementError
 from harness.lifeline import graceful_stop_signals, reap_leftovers
 from harness.plan import SEED, PipelineConfig
 from harness.supervisor import DEFAULT_MAX_RESTARTS
 from pipeline.config import format_validation_error
+from telemetry_bench.cluster_cli import cmd_cluster
 
 console = Console(stderr=True, soft_wrap=True)  # no wrapping: error lines stay one line
 
@@ -91,6 +95,7 @@ def cmd_live(argv: list[str]) -> int:
     parser.add_argument("--no-restart", action="store_true",
                         help="a stage that dies stops the run (the accounting says where every uncommitted reading "
                         "is: in the queue, in flight, or lost)")  # fmt: skip
+    add_cluster_flags(parser, place=True)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, SEED)
@@ -106,6 +111,16 @@ def cmd_live(argv: list[str]) -> int:
                       "as --no-restart)", style="red", markup=False, highlight=False)  # fmt: skip
         return 2
     args.max_restarts = 0 if args.no_restart else max_restarts
+    try:
+        args.placement = placement_of(args.place)
+    except ValueError as exc:
+        console.print(f"live: {exc}", style="red", markup=False, highlight=False)
+        return 2
+    if args.placement and not args.cluster:
+        console.print("live: --place needs --cluster ADDRESS", style="red", markup=False)
+        return 2
+    if args.cluster and not _ray_installed("live"):
+        return 2
     return asyncio.run(_live(cfg, args))
 
 
@@ -115,9 +130,18 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from harness.supervisor import Supervisor
 
     stop = asyncio.Event()
+    # a stage that dies is restarted (one line each), up to --max-restarts times; 0: the run stops
+    supervisor = Supervisor(
+        args.max_restarts, on_restart=lambda line: console.print(line, style="yellow", markup=False, highlight=False)
+    )
+
+    def stopping() -> None:  # the supervisor first: no stage the user is stopping is started again
+        supervisor.stop()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # each stops the run in order
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     _reap_leftovers()
     try:
         with find_services(args.pg_dsn, args.redis_url, embedded=args.embedded or None) as services:
@@ -125,27 +149,32 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="telemetry-live-"))
             t0 = time.monotonic()
             with Live(console=console, refresh_per_second=4, transient=False) as live:
-                # a stage that dies is restarted (one line each), up to --max-restarts times; 0: the run stops
-                supervisor = Supervisor(
-                    args.max_restarts,
-                    on_restart=lambda line: console.print(line, style="yellow", markup=False, highlight=False),
-                )
+                placement = None
+                if args.cluster:  # the stages on the cluster's hosts; Ray restarts a stage that dies there
+                    from harness.cluster.placement import Placement
+
+                    placement = Placement(args.cluster, args.placement, max_restarts=args.max_restarts).connect()
                 orch = Orchestrator(
-                    cfg, services, workdir, preferred_ports=LIVE_PORTS, supervisor=supervisor,
+                    cfg, services, workdir, preferred_ports=LIVE_PORTS, supervisor=supervisor, placement=placement,
                     on_progress=lambda snap: live.update(_progress_table(snap, time.monotonic() - t0)),
                 )  # fmt: skip
                 task = asyncio.create_task(orch.run(stop))
                 while not orch.ports.get("generator_metrics") and not task.done():
                     await asyncio.sleep(0.05)
-                _print_endpoints(orch.ports, cfg, token=bool(orch.api_token))
+                _print_endpoints(orch.ports, cfg, token=bool(orch.api_token), host=orch.host)
                 result = await task
+                if placement is not None:
+                    placement.close()
             if not console.is_terminal:  # a terminal gets the newline from Live itself; a pipe or a log does not
                 console.line()
     except ServiceError as exc:
         console.print(f"live: {exc}", style="red", markup=False)
         return 1
+    except PlacementError as exc:
+        console.print(f"live: {exc}", style="red", markup=False, highlight=False)
+        return 2
     a = result.accounting
-    unsent = f" (unsent {a.unsent:,}: the generator fell behind)" if a.unsent else ""
+    unsent = f" (unsent {a.unsent:,}: due, never sent — the generator fell behind or was stopped)" if a.unsent else ""
     # stopped with a stage dead: what is not committed is not necessarily lost (the failure line says where it is)
     missing = (
         f"lost {a.lost:,}"
@@ -169,17 +198,20 @@ async def _live(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_endpoints(ports: dict[str, int], cfg: PipelineConfig, token: bool = False) -> None:
-    lines = [f"generator   grpc://127.0.0.1:{ports.get('generator')}"]
+def _print_endpoints(
+    ports: dict[str, int], cfg: PipelineConfig, token: bool = False, host: Callable[[str], str] | None = None
+) -> None:
+    """Where each stage answers; ``host``: a stage's address (its node's on a cluster, else 127.0.0.1)."""
+    at = host or (lambda _name: "127.0.0.1")
+    lines = [f"generator   grpc://{at('generator')}:{ports.get('generator')}"]
     if "backend" in ports:
-        b = ports["backend"]
+        b, h = ports["backend"], at("backend")
         q = "?token=<TELEMETRY_API_TOKEN>" if token else ""
-        lines.append(
-            f"backend     http://127.0.0.1:{b}/{q}   (dashboard; websocket ws://127.0.0.1:{b}/ws, metrics /metrics)"
-        )
+        lines.append(f"backend     http://{h}:{b}/{q}   (dashboard; websocket ws://{h}:{b}/ws, metrics /metrics)")
     for name, port in sorted(ports.items()):
         if name.endswith("_metrics"):
-            lines.append(f"metrics     http://127.0.0.1:{port}/metrics   ({name.removesuffix('_metrics')})")
+            stage = name.removesuffix("_metrics")
+            lines.append(f"metrics     http://{at(stage)}:{port}/metrics   ({stage})")
     console.print("\n".join(lines), markup=False, highlight=False)
 
 
@@ -220,6 +252,7 @@ def cmd_run(argv: list[str]) -> int:
     parser.add_argument("--memory-profile", nargs="?", const="", default=None, metavar="CELL",
                         help="after the cells, one extra repeat of CELL (default: the overload cell, else the cell "
                              "whose stage memory grew most) with its most-growing stage under memray")  # fmt: skip
+    add_cluster_flags(parser, place=False)
     args = parser.parse_args(argv)
     from experiments.plan.matrix import MatrixError, load
 
@@ -236,6 +269,12 @@ def cmd_run(argv: list[str]) -> int:
         if not matrix.cells:
             console.print(f"run: no cell id contains {args.cells!r}", style="red", markup=False)
             return 2
+    if args.cluster and not _ray_installed("run"):
+        return 2
+    if matrix.placement and not args.cluster:
+        console.print(f"run: matrix {matrix.name!r} places stages on hosts ([placement]): pass --cluster ADDRESS "
+                      "(telemetry-bench cluster up starts a local one)", style="red", markup=False)  # fmt: skip
+        return 2
     if args.memory_profile and args.memory_profile not in {c.id for c in matrix.cells}:
         console.print(f"run: --memory-profile {args.memory_profile!r}: no such cell; cells: "
                       f"{', '.join(c.id for c in matrix.cells)}", style="red", markup=False)  # fmt: skip
@@ -266,12 +305,16 @@ async def _run(matrix: Any, args: argparse.Namespace) -> int:
                 matrix, services, repeats=args.repeats, profile=args.profile, out=args.out or ROOT / "reports",
                 profiles=args.profiles or ROOT / "profiles",
                 console=console, argv=["telemetry-bench", "run", *sys.argv[2:]], memory_profile=args.memory_profile,
+                cluster=args.cluster,
             )  # fmt: skip
             results = await runner.run()
             runner.print_summary()
     except ServiceError as exc:
         console.print(f"run: {exc}", style="red", markup=False)
         return 1
+    except PlacementError as exc:
+        console.print(f"run: {exc}", style="red", markup=False, highlight=False)
+        return 2
     return 1 if results.failed_cells else 0
 
 
@@ -382,7 +425,42 @@ COMMANDS = {
     "services": cmd_services,
     "proto": cmd_proto,
     "docs": cmd_docs,
+    "cluster": cmd_cluster,
 }
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser, place: bool) -> None:
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run the stages on the hosts of this Ray cluster (host:port; telemetry-bench cluster "
+                        "up; docs/cluster.md); default: local processes")  # fmt: skip
+    if place:
+        parser.add_argument("--place", action="append", default=[], metavar="KIND=HOST[,HOST]",
+                            help="with --cluster: the hosts of a stage kind, e.g. --place writer=b,c (the i-th "
+                            "process of a kind on the i-th host); a kind not placed runs on the head's host",
+                            )  # fmt: skip
+
+
+def _ray_installed(command: str) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        console.print(f"{command}: --cluster needs Ray: pip install 'telemetry-bench[cluster]'", style="red",
+                      markup=False, highlight=False)  # fmt: skip
+        return False
+    return True
+
+
+def placement_of(places: list[str]) -> dict[str, list[str]]:
+    """``["writer=b,c", "ingest=a"]`` → ``{"writer": ["b", "c"], "ingest": ["a"]}``, checked."""
+    from harness.cluster import PlacementError, check_placement
+
+    out: dict[str, list[str]] = {}
+    for p in places:
+        kind, sep, hosts = p.partition("=")
+        if not sep or not hosts:
+            raise PlacementError(f"--place {p!r}: expected KIND=HOST[,HOST], e.g. writer=b,c")
+        out[kind] = hosts.split(",")
+    return check_placement(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -625,10 +625,10 @@ def test_behaviour_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_fault_hook_is_off_by_default() -> None:
-    from harness import fault_kinds
+    from harness.faults.kinds import backend_503
     from pipeline.backend.fault_hook import OFF, ON, Unavailable
 
-    assert (fault_kinds.HOOK_ON, fault_kinds.HOOK_OFF) == (ON, OFF)  # the harness signals what the hook expects
+    assert (backend_503.HOOK_ON, backend_503.HOOK_OFF) == (ON, OFF)  # the harness signals what the hook expects
 
     assert not BackendSettings.from_cli([]).fault_hook
     assert not any(m.cls is Unavailable for m in create_app(BackendSettings.from_cli([])).user_middleware)

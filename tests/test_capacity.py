@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from experiments.run.capacity import KEEP_UP, Probe, find_capacity
@@ -81,3 +84,50 @@ async def test_bad_start_is_refused_with_what_is_accepted(bad: float) -> None:
 def test_unsent_and_empty_windows_fail() -> None:
     assert Probe(100.0, achieved=100.0, p99_ms=5.0, unsent=3).failures(1000) == ["3 readings unsent"]
     assert Probe(100.0, achieved=100.0, p99_ms=None).failures(1000) == ["no reading committed in the window"]
+
+
+async def test_a_capacity_search_asks_the_run_context_for_probe_repeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``capacity_runs`` needs the run's ``RunContext``, no runner: each probe is a ``Repeat`` of kind
+    ``capacity`` (index = the probe's number, logs under ``capacity-<n>``) at the offered rate, open loop, without
+    the cell's fault; the answer lands in the cell's summary and results.json."""
+    from rich.console import Console
+
+    from experiments.plan.matrix import load
+    from experiments.results.model import Latency, Repeat, Results
+    from experiments.run import capacity_runs, context
+    from harness.services import Services
+    from tests.test_report import FIXTURES
+
+    (tmp_path / "m.toml").write_text(
+        'name = "cap"\nrepeats = 1\ncapacity_cells = ["baseline"]\nslo_ms = 1000\n'
+        '[base]\nmax_rate = true\n[cells.baseline]\ntitle = "b"\nbatch_size = 1000\n'
+    )
+    m = load(str(tmp_path / "m.toml"))
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())  # baseline: 121,000/s measured
+    template = res.cells[3].repeats[0]
+    limit, calls = 150_000.0, []
+
+    async def fake_repeat(cell: Any, m: Any, services: Any, workdir: Path, *, kind: str, index: int,
+                          **k: Any) -> Repeat:  # fmt: skip
+        rate = cell.params.rate
+        calls.append((kind, index, workdir.name, rate, cell.params.max_rate, cell.fault))
+        rho = rate / limit
+        p99 = 60_000.0 if rho >= 1 else 2.0 * (1 + 4.6 * rho / (1 - rho))
+        return template.model_copy(update={"kind": kind, "index": index, "throughput_rps": min(rate, limit),
+                                           "latency_ms": Latency(p99=p99), "bottleneck": None})  # fmt: skip
+
+    monkeypatch.setattr(context, "run_repeat", fake_repeat)
+    services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
+    ctx = context.RunContext.for_run("r1", m, services, res, tmp_path / "reports", tmp_path / "profiles",
+                                     Console(quiet=True))  # fmt: skip
+    ctx.dir.mkdir(parents=True)
+    await capacity_runs.capacities(ctx)
+    assert calls and [c[:3] for c in calls] == [("capacity", i, f"capacity-{i + 1}") for i in range(len(calls))]
+    assert all(max_rate is False and fault is None for *_, max_rate, fault in calls)
+    assert calls[0][3] == pytest.approx(0.5 * 121_000, rel=1e-3)  # from half the measured throughput
+    summary = Results.model_validate_json(ctx.results_path.read_text()).cell("baseline").summary  # type: ignore[union-attr]
+    assert summary is not None and summary.capacity is not None
+    assert summary.capacity["rps"] is not None and summary.capacity["rps"] < limit
+    assert [p["rate"] for p in summary.capacity["probes"]] == pytest.approx([c[3] for c in calls], abs=0.05)

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from experiments.plan.matrix import MatrixError, load
-from harness import fault_kinds
 from harness.faults import FAULT_MIN_REPEATS, draw_at_s, local_cluster
+from harness.faults.kinds import backend_503, lock_table, pause_writer, redis_full, refuse_pg
 from harness.orchestrator import Fault, Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
@@ -28,7 +28,7 @@ from tests.helpers import expected_readings, table_readings
 
 FAULTS = {c.id: c for c in load("faults").cells if c.fault}
 # backend_503, per forwarder variant that POSTs: the readings it loses when the backend answers 503 for
-# fault_kinds.UNAVAILABLE_S. Both retry a 5xx with backoff for RETRY_FOR_S (longer than the fault): none.
+# backend_503.UNAVAILABLE_S. Both retry a 5xx with backoff for RETRY_FOR_S (longer than the fault): none.
 LOST_TO_503 = {"async": 0, "sync": 0}
 
 
@@ -116,7 +116,7 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
         assert found, fault.detail
         held, claimed = int(found[1]), int(found[2])
         assert claimed <= held
-        assert fault.recovery_s is not None and fault.recovery_s >= fault_kinds.PAUSE_S
+        assert fault.recovery_s is not None and fault.recovery_s >= pause_writer.PAUSE_S
         if cell.expect_loss:  # no dedupe: the second commit is a duplicate, reported as this design's failure
             assert a.lost == 0 and a.committed == 15_000 and a.duplicated == a.rows - a.committed
             assert (a.duplicated > 0) == (claimed > 0), (fault.detail, a)
@@ -149,7 +149,7 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
         assert "came back with every key" in fault.detail and f"{queue_key}:progress" in fault.detail
     if cell.fault == "refuse_pg":  # the writer's session was among those terminated; nobody else's was
         assert re.search(r"refused logins for 2 s; [1-9]\d* of its sessions terminated", fault.detail), fault.detail
-        assert fault.recovery_s >= fault_kinds.REFUSE_S
+        assert fault.recovery_s >= refuse_pg.REFUSE_S
     if cell.fault == "chaos":  # every kind struck at its own moment; recovered once the last path moved again
         assert [x.kind for x in fault.parts] == ["kill_writer", "kill_ingest", "drop_grpc", "lock_table"]
         assert all(x.injected and x.drawn_from_s == (0.45, 1.5) for x in fault.parts), fault.parts
@@ -159,9 +159,9 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
             last = None  # type: ignore[assignment]
         assert fault.resumed_at_ns == last and fault.injected_at_ns == min(x.injected_at_ns or 0 for x in fault.parts)
     if cell.fault == "redis_full":  # ingest's put was refused (OOM) and retried: nothing lost, nothing twice
-        assert "writes refused with OOM" in fault.detail and fault.recovery_s >= fault_kinds.FULL_S
+        assert "writes refused with OOM" in fault.detail and fault.recovery_s >= redis_full.FULL_S
     if cell.fault == "lock_table":
-        assert fault.recovery_s >= fault_kinds.LOCK_S and "ACCESS EXCLUSIVE lock" in fault.detail
+        assert fault.recovery_s >= lock_table.LOCK_S and "ACCESS EXCLUSIVE lock" in fault.detail
     if cell.fault == "backend_503":
         # the backend's hook answered 503 to every POST of readings for 2 s (nothing received meanwhile); the
         # variant tried each refused POST again (post_retried counts POSTs) and gave up on none
@@ -172,7 +172,7 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
         failed = fwd.get("telemetry_errors_total", stage="forwarder", kind="post_failed")
         assert answered > 0 and retried == answered and failed == lost, (answered, retried, failed)
         assert a.forwarded == a.received == 15_000 - lost and a.ws_received == a.forwarded * a.ws_clients
-        assert fault.recovery_s >= fault_kinds.UNAVAILABLE_S and "answered 503" in fault.detail
+        assert fault.recovery_s >= backend_503.UNAVAILABLE_S and "answered 503" in fault.detail
     if cfg.forwarding:
         assert a.forwarded == 15_000
     with db.connect_sync(services.pg_dsn, pg_schema) as conn:
@@ -347,3 +347,66 @@ def test_local_cluster_is_found_by_the_dsn_port() -> None:
     assert local_cluster(f"host=localhost port={port} dbname=x") == (version, name)
     assert local_cluster("postgresql://postgres@127.0.0.1:1/test") is None
     assert local_cluster(f"postgresql://postgres@db.example.com:{port}/test") is None
+
+
+PLUGIN_KIND = '''
+"""A throwaway fault kind: ingest stopped (SIGSTOP) for a moment, then continued; a line per step in $TB_FAULT_OUT."""
+import os
+import signal
+
+from harness.faults.base import FaultKind
+
+
+class StallIngest(FaultKind):
+    name = "stall_ingest"
+    hold_s = 0.5
+
+    def _note(self, line):
+        with open(os.environ["TB_FAULT_OUT"], "a") as out:
+            out.write(line + "\\n")
+
+    async def strike(self, p):
+        p.stages["ingest"].signal(signal.SIGSTOP)
+        self._note("struck")
+
+    async def undo(self, p):
+        p.stages["ingest"].signal(signal.SIGCONT)
+        self._note("undone")
+        self.fault.detail = "ingest stopped 0.5 s"
+'''
+
+
+async def test_a_plugin_fault_kind_runs_in_a_tiny_fault_cell(
+    services: Services, pg_schema: str, queue_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault kind is one file: a plugin module (TELEMETRY_PLUGINS) adds one, a matrix names it, it strikes, is
+    undone and its recovery is judged, with no other edit."""
+    from harness.faults import FAULTS as KINDS
+    from harness.faults import TIMED
+    from pipeline.registry import PLUGINS_ENV
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "tb_throwaway_fault.py").write_text(PLUGIN_KIND)
+    monkeypatch.syspath_prepend(str(plugins))
+    path = [str(plugins), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in path if p))  # the stages it starts import it too
+    monkeypatch.setenv(PLUGINS_ENV, "tb_throwaway_fault")
+    out = tmp_path / "fault.txt"
+    monkeypatch.setenv("TB_FAULT_OUT", str(out))
+    try:
+        assert "stall_ingest" in KINDS and "stall_ingest" in TIMED
+        matrix = tmp_path / "tiny.toml"
+        matrix.write_text("name = 'tiny'\n[base]\nforwarder = 'none'\n[cells.stall]\nfault = 'stall_ingest'\n")
+        cell = next(c for c in load(str(matrix)).cells if c.fault)
+        cfg = cell.params.model_copy(update={"duration": 0.0, "count": 6_000, "rate": 3_000, "max_rate": False})
+        fault = cell.fault_for(cfg, 0)
+        assert fault is not None and fault.kind == "stall_ingest"
+        result = await Orchestrator(cfg, services, tmp_path, schema=pg_schema, queue_key=queue_key, fault=fault).run()
+    finally:
+        KINDS.unregister("stall_ingest")
+    a = result.accounting
+    assert result.failures == [], "\n".join(result.failures)
+    assert a.generated == a.committed == a.rows == 6_000 and a.lost == 0 and a.duplicated == 0
+    assert out.read_text().split() == ["struck", "undone"] and fault.detail == "ingest stopped 0.5 s"
+    assert fault.recovery_s is not None and 0.5 <= fault.recovery_s < 30, fault

@@ -461,3 +461,45 @@ def test_compare_lists_the_functions_whose_share_changed_most(tmp_path: Path) ->
     assert "### baseline" in md and "writer-1" in md and "`sampled_hot_function`" in md
     # cells within noise get no profile diff
     assert all(not c.profile_changes for c in result.cells if c.cell != "baseline")
+
+
+def test_report_shows_the_hosts_of_a_cluster_run(tmp_path: Path) -> None:
+    """A repeat run on a Ray cluster (harness/cluster/): its hosts, their stages, restarts, clocks and the flag."""
+    from experiments.results.model import ClusterFigures
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    host = {"stages": [], "cpu_s": 0.5, "rss_peak_bytes": 60_000_000, "readings": {}, "per_s": {}}
+    stage = {"restarts": 0, "cpu_s": 0.5, "rss_peak_bytes": 60_000_000}
+    res.cells[0].repeats[0].cluster = ClusterFigures.model_validate({
+        "address": "127.0.0.2:6379", "head": "a", "placement": {"writer": ["b"]},
+        "hosts": {"a": {**host, "ip": "127.0.0.2", "stages": ["generator"], "readings": {"generated": 6000},
+                        "per_s": {"generated": 2000.0}},
+                  "b": {**host, "ip": "127.0.0.3", "stages": ["writer-1"], "readings": {"committed": 6000},
+                        "per_s": {"committed": 2000.0}}},
+        "stages": {"generator": {**stage, "host": "a", "ip": "127.0.0.2"},
+                   "writer-1": {**stage, "host": "b", "ip": "127.0.0.3", "restarts": 1}},
+        "clock": {"a": {"offset_ns": 87_000, "uncertainty_ns": 437_000, "rtt_ns": 874_000},
+                  "b": {"offset_ns": -2_500_000, "uncertainty_ns": 4_000_000, "rtt_ns": 8_000_000}},
+        "clock_uncertainty_share": 0.1, "clock_flagged": ["b"],
+    })  # fmt: skip
+    html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
+    assert 'id="cluster"' in html and "127.0.0.3" in html
+    assert "restarted 1×" in html and "-2.500" in html and "large share of latency" in html
+    assert "generated 6,000 (2,000/s)" in html and "committed 6,000 (2,000/s)" in html
+    assert html.count("large share of latency") == 1  # host b only
+
+
+def test_report_shows_the_scaling_steps_and_usl_fit(tmp_path: Path) -> None:
+    pytest.importorskip("scipy", reason="scipy is not installed: pip install 'telemetry-bench[cluster]'")
+    from experiments.analysis.usl import fit, usl
+    from experiments.results.model import Scaling
+
+    points = [(n, usl(n, 1000.0, 0.1, 0.01) * f) for n in (1, 2, 3, 4) for f in (0.99, 1.01)]
+    steps = [{"n": n, "cell": f"scaling-workers={n}", "median": usl(n, 1000.0, 0.1, 0.01),
+              "ci95": [usl(n, 1000.0, 0.1, 0.01) * 0.9, usl(n, 1000.0, 0.1, 0.01) * 1.1], "repeats": 2}
+             for n in (1, 2, 3, 4)]  # fmt: skip
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    res.scaling = Scaling.model_validate({"group": "scaling", "key": "workers", "steps": steps, "fit": fit(points)})
+    html = build_report(_layout(tmp_path, res), root=tmp_path).read_text()
+    assert 'id="scaling"' in html and "Universal Scalability Law" in html and "contention σ = 0.1" in html
+    assert "scaling-workers=4" in html and 'alt="throughput per step with the fitted USL curve"' in html

@@ -12,10 +12,9 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from experiments.measure import window as measure
 from experiments.plan.matrix import load
-from experiments.results.model import Results
-from experiments.run import runner
+from experiments.results.model import Repeat, Results
+from experiments.run import context, runner
 from harness.services import Services
 from tests.test_report import FIXTURES
 
@@ -64,22 +63,23 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
     calls: list[tuple[str, int, float | None]] = []
     counters = {k: itertools.count() for k in THROUGHPUT}
 
-    async def fake_repeat(cell: Any, m: Any, services: Any, workdir: Path, index: int, *a: Any,
-                          measure_s: float | None = None, queue_key: str = "", **k: Any) -> Any:  # fmt: skip
+    async def fake_repeat(cell: Any, m: Any, services: Any, workdir: Path, *, kind: str, index: int,
+                          measure_s: float | None = None, queue_key: str = "", **k: Any) -> Repeat:  # fmt: skip
+        assert kind == "timed" and workdir.name == f"repeat-{index + 1}"
         calls.append((cell.id, index, measure_s))
         tp = THROUGHPUT[cell.id][next(counters[cell.id])]
         gap = 0.5 if cell.id in ("slow-commits", "breaks") else 0.01
         commits = int((measure_s or 2.0) / gap)
-        window = measure.Window(0, int((measure_s or 2.0) * 1e9), True, int(tp * 2), commits, gap)
         rep = template.model_dump()
         ok = cell.id != "breaks"
-        rep.update(index=index, throughput_rps=tp, window_commits=commits, measure_s=measure_s, ok=ok,
+        rep.update(kind=kind, index=index, throughput_rps=tp, window_s=measure_s or 2.0, window_commits=commits,
+                   commit_gap_s=gap, measure_s=measure_s, ok=ok,
                    failures=[] if ok else ["100 readings lost: generated 1000, committed 900"],
                    accounting={**rep["accounting"], **({} if ok else {"generated": 1_000, "committed": 900})},
                    )  # fmt: skip
-        return rep, None, window
+        return Repeat.model_validate(rep)
 
-    monkeypatch.setattr(runner, "run_repeat", fake_repeat)
+    monkeypatch.setattr(context, "run_repeat", fake_repeat)
     monkeypatch.setattr(runner, "versions", lambda s: {})
     services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
     r = runner.Runner(m, services, profile="none", out=tmp_path, console=Console(quiet=True))
@@ -131,3 +131,19 @@ def test_phases_and_time_spent() -> None:
     assert time_spent(res) == (
         "time in 2 repeats: 10 s — start 4 s (40%) · stream 4 s (40%) · drain 1 s (10%) · stop 1 s (10%)"
     )
+
+
+def test_a_repeat_names_its_kind_and_older_files_load_theirs() -> None:
+    """``kind`` is stored on every repeat; files written before it marked the other kinds with a negative index
+    (−1 profiled, −2 memory, −100 − n capacity probe n) and load as that kind, counted within it."""
+    from experiments.results.model import CellResult, counted
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    old = res.cells[0].repeats[0].model_dump()
+    old.pop("kind")
+    loaded = [Repeat.model_validate({**old, "index": i}) for i in (2, -1, -2, -101, -105)]
+    assert [(r.kind, r.index) for r in loaded] == [("timed", 2), ("profiled", 0), ("memory", 0), ("capacity", 0),
+                                                   ("capacity", 4)]  # fmt: skip
+    assert Repeat.model_validate({**old, "kind": "capacity", "index": 3}).index == 3  # a new file: as written
+    cell = CellResult(id="c", title="c", groups=[], varied={}, params=res.cells[0].params, repeats=loaded)
+    assert counted(cell) == loaded[:1]  # only timed repeats count

@@ -57,7 +57,7 @@ def test_histogram_quantile_edges() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- matrices
-@pytest.mark.parametrize("name", ["smoke", "seed", "default", "full", "perf", "faults"])
+@pytest.mark.parametrize("name", ["smoke", "seed", "default", "full", "perf", "faults", "cluster"])
 def test_shipped_matrices_load(name: str) -> None:
     m = load(name)
     assert m.cells and m.repeats >= 1
@@ -110,7 +110,7 @@ def test_bad_matrix_file_names_the_key_the_file_and_the_choices(tmp_path: Path, 
 
 
 def test_unknown_matrix_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(MatrixError, match="valid matrices: default, faults, full, perf, seed, smoke"):
+    with pytest.raises(MatrixError, match="valid matrices: cluster, default, faults, full, perf, seed, smoke"):
         load("nightly")
 
 
@@ -177,7 +177,7 @@ def test_smoke_matrix_end_to_end(tmp_path: Path, services: Services, fresh_datab
     # the run's own schema (concurrent runs never share a table) is gone with it
     import psycopg
 
-    from experiments.run.runner import run_schema
+    from experiments.run.context import run_schema
 
     with psycopg.connect(fresh_database) as conn:
         left = conn.execute(
@@ -229,19 +229,20 @@ def test_memory_profile_runs_the_most_growing_stage_under_memray_and_the_report_
     out = io.StringIO()
     runner = Runner(m, dataclasses.replace(services, pg_dsn=fresh_database), profile="none",
                     out=tmp_path / "reports", profiles=tmp_path / "profiles", console=Console(file=out))  # fmt: skip
-    runner.queue_key = f"test:{uuid.uuid4().hex[:8]}:queue"
+    ctx = runner.ctx  # what a memory run needs of the run: no Runner attribute is touched
+    ctx.queue_key = f"test:{uuid.uuid4().hex[:8]}:queue"
     fixture = Results.model_validate_json((Path(__file__).parent / "fixtures" / "results.json").read_text())
     rep = fixture.cells[0].repeats[0].model_copy(deep=True)
     rep.resources = {s: StageResources(cpu_s=1.0, cpu_util_window=0.5, peak_rss_bytes=80 << 20,
                                        series=[[0.0, 0.0, 50 << 20], [1.0, 1.0, (50 << 20) + g]])
                      for s, g in {"ingest": 1 << 20, "writer-1": 9 << 20, "redis": 1 << 30}.items()}  # fmt: skip
     [cell] = m.cells
-    runner.results.cells = [CellResult(id=cell.id, title=cell.title, groups=[], varied={},
-                                       params=cell_config(cell, m), repeats=[rep])]  # fmt: skip
+    ctx.results.cells = [CellResult(id=cell.id, title=cell.title, groups=[], varied={},
+                                    params=cell_config(cell, m), repeats=[rep])]  # fmt: skip
     try:
-        mp = asyncio.run(memory_profile.run(runner, None))
+        mp = asyncio.run(memory_profile.run(ctx, None))
     finally:
-        drop_keys(services.redis_url, runner.queue_key)
+        drop_keys(services.redis_url, ctx.queue_key)
     assert mp.get("problem") is None and mp["failures"] == [], mp
     assert mp["cell"] == "one" and mp["stage"] == "writer-1" and "writer-1 grew most (+9.0 MiB" in mp["why"]
     assert "memory profile: one · writer-1 under memray" in out.getvalue()

@@ -27,7 +27,7 @@ from experiments.analysis import stacks as stack_analysis
 from experiments.measure import sampler as sampling
 from experiments.plan.matrix import load
 from experiments.present import flamegraph
-from experiments.results.model import Repeat, Results
+from experiments.results.model import Results
 from experiments.run.repeat import run_repeat
 from harness.services import Services
 
@@ -183,16 +183,14 @@ def test_a_measured_repeat_is_sampled_per_stage(tmp_path: Path, fresh_services: 
     key = f"test:{uuid.uuid4().hex[:8]}:queue"
     cell_dir = tmp_path / "profiles" / "run" / cell.id
     try:
-        rep, _, _ = asyncio.run(
-            run_repeat(cell, m, fresh_services, tmp_path / "work", 0, queue_key=key, sample_dir=cell_dir)
-        )
+        rep = asyncio.run(run_repeat(cell, m, fresh_services, tmp_path / "work", queue_key=key, sample_dir=cell_dir))
     finally:
         client = redis.Redis.from_url(fresh_services.redis_url)
         with contextlib.closing(client):
             for k in client.scan_iter(match=f"{key}*"):
                 client.delete(k)
-    assert rep["ok"], rep["failures"]
-    record = Repeat(**rep).sampled
+    assert rep.ok and rep.kind == "timed", rep.failures
+    record = rep.sampled
     assert record is not None and record.problem is None, record
     assert record.rate_hz == 50 and record.native is False  # the matrix's rate, Python frames, nonblocking
     assert set(record.files) == {"generator", "ingest", "writer-1"}

@@ -247,3 +247,45 @@ def test_headline_says_when_the_seed_kept_up_with_its_offered_rate() -> None:
     assert not seed_kept_up(seed)
     h = headline_of(res)
     assert h.db_only_vs_seed is not None and "lower bound" not in h.db_only_vs_seed.label
+
+
+def test_resolution_known_answer_and_power() -> None:
+    """The minimum detectable effect: t(0.975, 4) + t(0.8, 4) = 2.776 + 0.941 at 3 repeats a side; an effect that
+    size is found beyond noise about 4 times in 5 by the run's own rule (the ratio's interval), a tenth of it rarely."""
+    import random
+
+    assert stats.mde(0.08, 3) == pytest.approx((2.7764 + 0.9410) * 0.08 * math.sqrt(2 / 3), rel=1e-3)
+    assert stats.mde(0.05, 1) is None and stats.mde(None, 5) is None
+    assert stats.mde(0.04, 8, paired=True) == pytest.approx((2.3646 + 0.8960) * 0.04 / math.sqrt(8), rel=1e-3)
+    rng = random.Random(7)
+    n, cv = 5, 0.06
+    effect = stats.mde(cv, n) or 0.0
+
+    def found(true_ratio: float) -> float:
+        hits = 0
+        for _ in range(600):
+            a = [100.0 * true_ratio * (1 + rng.gauss(0, cv)) for _ in range(n)]
+            b = [100.0 * (1 + rng.gauss(0, cv)) for _ in range(n)]
+            hits += stats.ratio(a, b).beyond_noise is True
+        return hits / 600
+
+    assert 0.65 <= found(1 + effect) <= 0.92
+    assert found(1 + effect / 10) <= 0.15
+
+
+def test_the_run_states_its_resolution_and_a_tie_below_it_says_so() -> None:
+    from experiments.analysis import winners
+    from experiments.analysis.summary import run_resolution, summarize
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    for c in res.cells:
+        c.summary = summarize(c, res.ceiling_rps)
+    r = run_resolution(res)
+    assert r is not None and r["best"] <= r["median"] <= r["worst"]
+    assert "tells apart throughput differences of about ±" in r["text"]
+    rows = [
+        {"id": a, "label": a, "failed": False, "tps": tps, "median": statistics.median(tps)}
+        for a, tps in (("a", [101.0, 93.0, 108.0]), ("b", [99.0, 106.0, 92.0]))
+    ]
+    sentence, _ = winners.verdict(rows, open_loop=False)
+    assert "within noise" in sentence and "below this comparison's resolution" in sentence

@@ -20,6 +20,13 @@ unknown and said so.
 
 **Paired ratios** (the sampling cost: each cell's sampled ÷ unsampled median, one ratio per cell): pooled on the
 log scale with the same t interval as a cell's figure (``pooled_ratio``: ``estimate`` over ln r, exponentiated).
+
+**Distributions** are scipy.stats's: Student's t quantiles (``t.isf``) and tail probabilities (``t.sf``), Welch's
+test (``ttest_ind``); no special function is written here. ``scipy.stats.bootstrap`` is not used: every interval in
+a run is over per-repeat figures (or per-cell ratios), 1 to ~15 of them, each an average over ≥ 20 commits — the
+case where the t interval is right and a bootstrap wrong (above). It would be the right tool for an interval over
+many skewed raw values (one repeat's per-reading latencies, say); no figure needs one: a repeat's percentiles are
+exact (``percentile_disc`` over every reading) and their noise is measured across repeats.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from scipy import stats as scipy_stats
+
 CONFIDENCE = 0.95
+POWER = 0.8  # the resolution (``mde``): the difference found beyond noise 4 times in 5
 DEFAULT_CI_TARGET = 0.05  # relative half-width a cell's throughput interval must reach (matrix `ci_target`)
 
 
@@ -52,84 +62,58 @@ def cv(values: Iterable[float | None]) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------------- Student's t
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-12:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
 def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
+    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom (``scipy.stats.t.sf``)."""
     if df <= 0 or math.isnan(t):
         return math.nan
-    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return float(2.0 * scipy_stats.t.sf(abs(t), df))
 
 
 def t_quantile(confidence: float, df: float) -> float:
-    """The two-sided critical value: P(|T| ≤ q) = ``confidence`` (e.g. 12.706 for 95 % and df = 1)."""
+    """The two-sided critical value: P(|T| ≤ q) = ``confidence`` (e.g. 12.706 for 95 % and df = 1;
+    ``scipy.stats.t.isf``, the normal's where df is infinite)."""
     if df <= 0 or not 0 < confidence < 1:
         raise ValueError(f"t_quantile: need df > 0 and 0 < confidence < 1, got df={df}, confidence={confidence}")
-    if math.isinf(df):
-        return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-    alpha = 1.0 - confidence
-    lo, hi = 0.0, 1.0
-    while t_two_sided_p(hi, df) > alpha:
-        hi *= 2.0
-    for _ in range(200):  # bisection: p falls as t grows
-        mid = (lo + hi) / 2.0
-        if t_two_sided_p(mid, df) > alpha:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-10 * max(1.0, hi):
-            break
-    return (lo + hi) / 2.0
+    return float(scipy_stats.t.isf((1.0 - confidence) / 2.0, df))
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p of Welch's t-test (informative only: the noise rule is the ratio's interval)."""
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return 1.0 if ma == mb else 0.0
-    t = (mb - ma) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / ((va * va / (len(a) - 1) if va else 0.0) + (vb * vb / (len(b) - 1) if vb else 0.0))
-    return t_two_sided_p(t, df)
+    """Two-sided p of Welch's t-test (``scipy.stats.ttest_ind``, unequal variances; informative only: the noise
+    rule is the ratio's interval). Two constant samples: 1 when they are equal, else 0."""
+    if statistics.variance(a) + statistics.variance(b) == 0:
+        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
+    return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+def mde(
+    cv: float | None, n: int, *, paired: bool = False, confidence: float = CONFIDENCE, power: float = POWER
+) -> float | None:
+    """The **minimum detectable effect**: the smallest relative difference this many repeats at this noise tell from
+    noise (found beyond noise with probability ``power`` by the two-sided test at 1 − ``confidence``).
+
+    Two cells of ``n`` repeats each with coefficient of variation ``cv``: (t(1 − α/2, ν) + t(power, ν)) · cv · √(2/n),
+    ν = 2(n − 1) — the same normal-noise model as the ratio's interval (Welch on the log scale, where a relative
+    spread ``cv`` is ≈ the log's standard deviation). ``paired``: ``n`` paired log ratios whose spread is ``cv``:
+    (t(1 − α/2, n − 1) + t(power, n − 1)) · cv / √n. None with fewer than two values (the noise is unknown)."""
+    if cv is None or n < 2:
+        return None
+    df = n - 1 if paired else 2 * (n - 1)
+    t_alpha = float(scipy_stats.t.isf((1.0 - confidence) / 2.0, df))
+    t_beta = float(scipy_stats.t.ppf(power, df))
+    return (t_alpha + t_beta) * cv * (math.sqrt(1.0 / n) if paired else math.sqrt(2.0 / n))
+
+
+def pair_mde(cv_a: float | None, n_a: int, cv_b: float | None, n_b: int) -> float | None:
+    """The resolution of comparing two cells of different noise and repeats: the root mean square of each side's
+    half of :func:`mde` (each side contributes cv²/n)."""
+    if cv_a is None or cv_b is None or n_a < 2 or n_b < 2:
+        return None
+    var = cv_a**2 / n_a + cv_b**2 / n_b
+    df = n_a + n_b - 2
+    t_alpha = float(scipy_stats.t.isf((1.0 - CONFIDENCE) / 2.0, df))
+    t_beta = float(scipy_stats.t.ppf(POWER, df))
+    return (t_alpha + t_beta) * math.sqrt(var)
 
 
 # --------------------------------------------------------------------------------------------- one quantity

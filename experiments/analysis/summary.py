@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from experiments.analysis import stats
-from experiments.results.model import CellResult, Latency, StopReason, Summary, counted, failed, loop_of
+from experiments.results.model import CellResult, Latency, Results, StopReason, Summary, counted, failed, loop_of
 from harness.accounting import Accounting
 from harness.faults import recovery_of
 
@@ -61,6 +61,7 @@ def summarize(
         throughput_min_rps=min(tps) if tps else None,
         throughput_max_rps=max(tps) if tps else None,
         cv=stats.cv(tps),
+        resolution=stats.mde(stats.cv(tps), len(tps)),
         unstable=unstable,
         throughput_ci95=est.ci,
         half_width=hw,
@@ -118,3 +119,24 @@ def stop_reason(
     if over_budget:
         return "budget"
     return None
+
+
+def run_resolution(res: Results) -> dict[str, Any] | None:
+    """The run's resolution: over its cells with an interval (fault cells left out), the relative minimum
+    detectable effect of each (``Summary.resolution``): the median, the best and the worst, and one sentence."""
+    per = {
+        c.id: c.summary.resolution
+        for c in res.cells
+        if c.summary and c.summary.resolution is not None and not any(r.fault for r in counted(c))
+    }
+    if not per:
+        return None
+    values = sorted(per.values())
+    med = statistics.median(values)
+    best, worst = min(per, key=per.__getitem__), max(per, key=per.__getitem__)
+    text = (
+        f"this run tells apart throughput differences of about ±{med:.1%} (median over {len(per)} cells; "
+        f"best ±{per[best]:.1%} in {best}, worst ±{per[worst]:.1%} in {worst}): smaller ones are within its noise"
+    ).replace("%", " %")
+    return {"median": med, "best": per[best], "best_cell": best, "worst": per[worst], "worst_cell": worst,
+            "cells": per, "power": stats.POWER, "confidence": stats.CONFIDENCE, "text": text}  # fmt: skip

@@ -105,6 +105,18 @@ def _ci(d: stats.Ratio) -> str:
     return f", 95 % interval [{d.lo - 1:+.1%}, {d.hi - 1:+.1%}]".replace("%", " %")
 
 
+def _below_resolution(d: stats.Ratio, a: list[float], b: list[float]) -> str:
+    """ " It is below this comparison's resolution (±x %): …" when the difference is smaller than the smallest
+    these repeats could tell from noise (``stats.pair_mde``); empty otherwise or when the noise is unknown."""
+    res = stats.pair_mde(stats.cv(a), len(stats.clean(a)), stats.cv(b), len(stats.clean(b)))
+    if res is None or d.ratio is None or abs(d.ratio - 1.0) >= res:
+        return ""
+    return (
+        f" The difference is below this comparison's resolution (±{res:.1%}, the smallest these repeats "
+        "tell from noise 4 times in 5): more repeats or a paired design would be needed to rank them."
+    ).replace("%", " %")
+
+
 def verdict(rows: list[dict[str, Any]], open_loop: bool, forwarding: bool = False) -> tuple[str, str | None]:
     """The sentence naming the winner and by how much (with the interval), or saying the difference is within
     noise; and the winner's id."""
@@ -132,6 +144,7 @@ def verdict(rows: list[dict[str, Any]], open_loop: bool, forwarding: bool = Fals
         else:
             s = (f"{lead}, {_margin(d)} the runner-up {ru['label']} ({ru['median']:,.0f}/s{_ci(d)}), but that "
                  f"difference is <b>within noise</b>: {w['label']} and {ru['label']} tie.")  # fmt: skip
+            s += _below_resolution(d, w["tps"], ru["tps"])
     if last is not ru and last["median"]:
         s += f" Slowest: {last['label']} ({last['median']:,.0f}/s); the winner is "
         s += f"{_margin(stats.ratio(w['tps'], last['tps']))} it."

@@ -130,9 +130,10 @@ class Sampler:
 
 
 def sampled(mode: str, index: int, position: int, *, single: bool = False) -> bool:
-    """Is timed repeat ``index`` (0-based; < 0: the profiled repeat, never) of the cell at ``position`` in the
-    matrix sampled? ``one``: the repeat :data:`ONE_INDEX`, or the first of a cell capped at one repeat
-    (``single``); ``alternate`` flips parity from cell to cell, so every round has both kinds."""
+    """Is timed repeat ``index`` (0-based; a repeat of another kind is never sampled: ``run_repeat`` asks only for
+    timed ones, and a negative index, as older files marked the others, is never sampled) of the cell at
+    ``position`` in the matrix sampled? ``one``: the repeat :data:`ONE_INDEX`, or the first of a cell capped at one
+    repeat (``single``); ``alternate`` flips parity from cell to cell, so every round has both kinds."""
     if mode not in MODES:
         raise ValueError(f"sampling = {mode!r}: valid values are {', '.join(MODES)}")
     if index < 0 or mode == "off":
@@ -146,7 +147,7 @@ _warned: set[str] = set()
 
 
 class StreamSampler:
-    """The repeat's sampler hook (``measure.ResourceMonitor.on_poll``): at every poll of the orchestrator it gets the
+    """The repeat's sampler hook (``monitor.ResourceMonitor.on_poll``): at every poll of the orchestrator it gets the
     live stage pids and the snapshot; it starts a :class:`Sampler` on every stage at the first commit and interrupts
     it once the generator's stream has ended. :meth:`finish` (after the run) collects the files."""
 

@@ -35,7 +35,7 @@
     title = "every registered sink"
     vary = { sink = "*" }         # "*": every registered variant of that kind (decoder, queue, sink, forwarder)
 
-    [cells.kill_writer]    # a fault cell (harness/faults.py): at a time drawn per repeat from fault_between (shares
+    [cells.kill_writer]    # a fault cell (harness/faults/): at a time drawn per repeat from fault_between (shares
     fault = "kill_writer"  # of the stream; default 0.15–0.5) with the matrix's fault_seed, ≥ 5 repeats; or at a
     rate_of = "capacity"   # fixed fault_at_s. With rate_of, it offers fault_load (default 0.5) × that cell's rate
 
@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness.cluster import PlacementError, check_placement
 from harness.faults import CHAOS, FAULT_BETWEEN, FAULT_MIN_REPEATS, FAULTS, NEEDS_BACKEND, Fault
 from harness.plan import SEED, PipelineConfig
 from pipeline.knobs import VARIANT_KINDS
@@ -124,6 +125,7 @@ class _Matrix(BaseModel):
     sampling_native: bool = False  # native frames: py-spy pauses every stage for every sample (costly)
     fault_seed: int = Field(1, description="the seed each fault cell's per-repeat fault times are drawn with")
     fault_load: float = Field(0.5, gt=0, le=1, description="a fault cell's share of its rate_of cell's throughput")
+    placement: dict[str, list[str]] = Field(default_factory=dict)  # stage kind → hosts (a cluster run: --cluster)
 
 
 @dataclass
@@ -203,6 +205,7 @@ class Matrix:
     sampling_native: bool = False
     fault_seed: int = 1
     fault_load: float = 0.5
+    placement: dict[str, list[str]] = field(default_factory=dict)  # stage kind → hosts (harness.cluster)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -230,6 +233,7 @@ class Matrix:
             "sampling_native": self.sampling_native,
             "fault_seed": self.fault_seed,
             "fault_load": self.fault_load,
+            "placement": self.placement,
         }
 
 
@@ -418,4 +422,12 @@ def load(name_or_path: str) -> Matrix:
         m.sampling_native,
         m.fault_seed,
         m.fault_load,
+        _placement(path, m.placement),
     )
+
+
+def _placement(path: Path, placement: dict[str, list[str]]) -> dict[str, list[str]]:
+    try:
+        return check_placement(placement)
+    except PlacementError as exc:
+        raise MatrixError(f"{path}: {exc}") from None

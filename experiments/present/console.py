@@ -55,7 +55,7 @@ def _faults(console: Console, res: Results) -> None:
         else:
             result, style = ("expected loss (reported)", "yellow") if r.expected_failures else ("ok", None)
         t.add_row(
-            c.id if r.index >= 0 else f"{c.id} (profiled)",
+            c.id if r.kind == "timed" else f"{c.id} ({r.kind})",
             f.kind,
             f"{f.at_s:g}",
             f"{rec:.2f}" if rec is not None else "–",
@@ -172,6 +172,8 @@ def print_summary(console: Console, res: Results, name: str, results_path: Path,
         console.print(f"[bold]{g.get('title', g.get('name'))}[/bold]: {plain(view['sentence'])}", highlight=False)
     for line in headline_lines(res):
         console.print(f"[bold]{line}[/bold]", highlight=False)
+    if res.resolution:
+        console.print(f"resolution: {res.resolution['text']}", highlight=False)
     if cost := sampling_cost_line(res):
         console.print(cost, highlight=False)
     for tg in res.targets:

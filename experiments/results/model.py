@@ -64,8 +64,91 @@ class Sampled(_M):
     # Python frames only; None: recorded before this field (those runs sampled with --native)
 
 
+# What a repeat is for. `timed`: one of a cell's measured repeats (its figures come from these); `profiled`: the
+# stages under cProfile/yappi; `memory`: one stage under memray; `capacity`: a probe of the capacity search at an
+# offered rate. Only timed repeats are kept in `cells[].repeats` and counted; the others are separate runs (a
+# profiler or tracer changes what it measures).
+RepeatKind = Literal["timed", "profiled", "memory", "capacity"]
+# files written before `kind` marked the other kinds with a negative index: −1 profiled, −2 memory, −100−n probe n
+_OLD_KIND_INDEX: dict[int, RepeatKind] = {-1: "profiled", -2: "memory"}
+
+
+class ClusterHost(_M):
+    ip: str  # the node's own address (its stages bind and advertise it)
+    stages: list[str]  # the stage processes it ran
+    cpu_s: float  # CPU seconds of those processes, every incarnation, as last seen alive by their actors
+    rss_peak_bytes: int  # the sum of their peak resident memory
+    # readings its stages handled, by each stage's own counter (generator: generated, ingest: queued, writer:
+    # committed, forwarder: forwarded), every incarnation
+    readings: dict[str, int]
+    per_s: dict[str, float]  # those ÷ the stream's length (start of stream → generator stopped)
+
+
+class ClockOffset(_M):
+    offset_ns: float  # the host's clock − the controller's: t_host − (t_send + t_receive) / 2, shortest round trip
+    uncertainty_ns: float  # ± half that round trip: the offset is known no better
+    rtt_ns: float  # the shortest of the round trips to the host's agent
+
+
+class ClusterStage(_M):
+    host: str  # the host (Ray node resource host-<name>) its actor was pinned to
+    ip: str  # that node's address
+    restarts: int  # times Ray restarted its actor (the process died unasked: a crash, a kill fault)
+    cpu_s: float  # CPU seconds, every incarnation
+    rss_peak_bytes: int  # peak resident memory over its incarnations
+
+
+class ClusterFigures(_M):
+    """A repeat whose stages ran on the hosts of a Ray cluster (``--cluster``; harness/cluster/, docs/cluster.md)."""
+
+    address: str  # the cluster's GCS address
+    head: str  # the head's host: stages of a kind the placement does not list run there
+    placement: dict[str, list[str]]  # stage kind → hosts (the matrix's [placement])
+    hosts: dict[str, ClusterHost]  # per host: CPU, memory, throughput
+    stages: dict[str, ClusterStage]  # per stage process: where it ran, its restarts
+    clock: dict[str, ClockOffset]  # per host: its clock's offset to the controller's, measured before the run
+    clock_uncertainty_share: float  # a host is flagged when its clock's uncertainty exceeds this share of p50 latency
+    clock_flagged: list[
+        str
+    ]  # hosts whose clock uncertainty is a large share of the latency: cross-host figures suspect
+
+
+class UslCoefficient(_M):
+    value: float  # the least-squares estimate
+    ci95: list[float] | None  # ± t(df) × its standard error (from the fit's covariance); None: not estimable
+
+
+class UslFit(_M):
+    """X(N) = λN / (1 + σ(N−1) + κN(N−1)), fitted over every counted repeat of every step."""
+
+    points: int  # (N, throughput) points fitted: every counted repeat of every step
+    df: int  # points − 3
+    lam: UslCoefficient  # λ: one process's throughput (readings/s)
+    sigma: UslCoefficient  # σ: contention, the share of the work that queues for something shared
+    kappa: UslCoefficient  # κ: coherency, the cost of keeping N processes in agreement
+    peak_n: float | None  # N* = √((1 − σ)/κ), where throughput peaks; None when κ = 0
+    rmse: float  # root mean square of the residuals (readings/s)
+    curve: list[list[float]]  # [N, X(N)] along the fitted curve, for the report's plot
+
+
+class ScalingStep(_M):
+    n: int  # processes in this step (writers: the scaled key)
+    cell: str  # its cell
+    median: float | None  # median throughput over its counted repeats
+    ci95: list[float] | None  # its 95 % interval (Student's t over the repeats); None with one repeat
+    repeats: int  # counted repeats
+
+
+class Scaling(_M):
+    group: str  # the matrix group that varies only the scaled key
+    key: str  # the scaled key (workers)
+    steps: list[ScalingStep]  # throughput per step, N ascending
+    fit: UslFit | None  # None: too few points (≥ 4 over ≥ 3 distinct N) or scipy not installed (the cluster extra)
+
+
 class Repeat(_M):
-    index: int  # 0-based timed repeat; < 0: an uncounted repeat of another kind (profiled, memory, capacity probe)
+    kind: RepeatKind = "timed"  # what the repeat is for (timed, profiled, memory, capacity); only timed ones count
+    index: int  # 0-based within its kind (the n-th timed repeat of the cell, the n-th capacity probe)
     ok: bool  # accounting exact and every stage healthy
     failures: list[str]  # what failed, one line each
     throughput_rps: float | None  # rows of whole commits in the measured window ÷ its length (commit to commit)
@@ -93,6 +176,19 @@ class Repeat(_M):
     sampled: Sampled | None = None  # py-spy sampled this repeat (matrix `sampling`); None: not sampled
     # a sampled repeat left out of its cell's figures: the run's sampling cost was shown beyond 2 % (sampling = "one")
     excluded: bool = False
+    commit_gap_s: float | None = None  # median time between commits after warm-up (sizes the cell's later windows)
+    cluster: ClusterFigures | None = None  # stages on the hosts of a Ray cluster: per host, per stage, clocks
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_of_old_files(cls, data: Any) -> Any:
+        """Files without ``kind`` marked the other kinds by a negative index; they load as that kind, 0-based."""
+        if isinstance(data, dict) and "kind" not in data and isinstance(i := data.get("index"), int):
+            if i in _OLD_KIND_INDEX:
+                data = {**data, "kind": _OLD_KIND_INDEX[i], "index": 0}
+            elif i <= -101:
+                data = {**data, "kind": "capacity", "index": -101 - i}
+        return data
 
 
 Loop = Literal["open", "closed"]
@@ -104,6 +200,9 @@ class Summary(_M):
     throughput_min_rps: float | None
     throughput_max_rps: float | None
     cv: float | None  # coefficient of variation of throughput over repeats (stdev / mean), for information
+    # the resolution: the smallest relative throughput difference from a cell of the same noise and repeats this
+    # cell could tell from noise (minimum detectable effect, α = 0.05 two-sided, power 0.8; stats.mde)
+    resolution: float | None = None
     unstable: bool  # the interval's half-width is above the cell's target (or unknown): flagged, with its interval
     throughput_ci95: list[float] | None = None  # [lo, hi], Student's t over repeats (experiments/stats.py)
     half_width: float | None = None  # (hi − lo) / 2 / median
@@ -222,10 +321,14 @@ class Results(_M):
     # matrices with `targets = "perf"` (experiments/analysis/targets.py)
     targets: list[Target] = Field(default_factory=list)
     headline: Headline = Field(default_factory=Headline)  # like with like against the seed
+    # the run's resolution: {median, best, worst (relative MDE over the cells with an interval), cells, text}
+    resolution: dict[str, Any] | None = None
     # py-spy's cost measured in this run (experiments/analysis/sampling_cost.py): ratio, ci95, status, cells, ...
     sampling_cost: dict[str, Any] | None = None
     # `run --memory-profile`: one extra repeat with a stage under memray (experiments.run.memory_profile)
     memory_profile: dict[str, Any] | None = None
+    # a scaling comparison (a group varying `workers` only) and its Universal Scalability Law fit (analysis/usl.py)
+    scaling: Scaling | None = None
 
     @property
     def ceiling_rps(self) -> float | None:
@@ -243,9 +346,9 @@ class Results(_M):
 
 # ------------------------------------------------------------------------------------- reading cells (one place)
 def counted(cell: CellResult) -> list[Repeat]:
-    """The timed repeats a cell's figures come from: every repeat but the pilots and the excluded sampled repeats
-    (index < 0: profiled, not here)."""
-    return [r for r in cell.repeats if not r.pilot and not r.excluded]
+    """The timed repeats a cell's figures come from: every timed repeat but the pilots and the excluded sampled
+    repeats."""
+    return [r for r in cell.repeats if r.kind == "timed" and not r.pilot and not r.excluded]
 
 
 def throughputs(cell: CellResult) -> list[float]:

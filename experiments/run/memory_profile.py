@@ -2,12 +2,13 @@
 
 Which cell: the one named; else the matrix's ``overload`` cell (10× the best rate: where memory is at stake); else
 the cell whose stage memory grew most over its timed repeats. Which stage: the one whose RSS grew most in that
-cell's counted repeats (``measure.ResourceMonitor`` samples every stage's RSS about four times a second: growth = the
+cell's counted repeats (``monitor.ResourceMonitor`` samples every stage's RSS about four times a second: growth = the
 series' last RSS − its first; PostgreSQL and Redis are C servers memray cannot run, so they are never chosen). That
 stage is launched as ``python -m memray run --output <stage>.memray.bin -m pipeline.<stage> …`` (the orchestrator's
 ``python_prefix``, as the profiled repeat launches stages under cProfile); after the repeat ``memray flamegraph``
-writes ``<stage>.memray.html`` beside it, under ``profiles/<run>/<cell>/``. The repeat is not counted (index −2): a
-tracer changes what it measures. ``results.json`` keeps it as ``memory_profile``; the report links both files.
+writes ``<stage>.memray.html`` beside it, under ``profiles/<run>/<cell>/``. The repeat is of kind ``memory``, not
+counted: a tracer changes what it measures. ``results.json`` keeps it as ``memory_profile``; the report links both
+files.
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from experiments.measure.window import SERVERS  # sampled like stages, but C servers: memray cannot run them
 from experiments.results.model import CellResult, Results, counted
 from experiments.results.storage import ROOT
-
-if TYPE_CHECKING:
-    from experiments.run.runner import Runner
-
-INDEX = -2  # the memory-profiled repeat (timed repeats are ≥ 0, the cProfile repeat −1)
+from experiments.run.context import RunContext
 
 
 def growth(cell: CellResult) -> dict[str, int]:
@@ -86,25 +83,19 @@ def flamegraph(binary: Path, html: Path) -> str | None:
     return None
 
 
-async def run(runner: Runner, named: str | None) -> dict[str, Any]:
-    """The memory-profiled repeat of ``runner``'s run: ``results.memory_profile``."""
-    from experiments.run.repeat import run_repeat
-
+async def run(ctx: RunContext, named: str | None) -> dict[str, Any]:
+    """The memory-profiled repeat of the run: ``results.memory_profile``."""
     if importlib.util.find_spec("memray") is None:
         return {"problem": "memray is not installed (pip install 'telemetry-bench[profiling]'): no memory profile"}
-    chosen = pick(runner.results, named)
+    chosen = pick(ctx.results, named)
     if chosen is None:
         return {"problem": "no cell has a stage memory series to choose from: no memory profile"}
     cid, stage, why = chosen
-    cell = next(c for c in runner.m.cells if c.id == cid)
-    out = runner.profile_dir / cid / f"{stage}.memray.bin"
+    out = ctx.profile_dir / cid / f"{stage}.memray.bin"
     out.parent.mkdir(parents=True, exist_ok=True)
-    runner.console.print(f"memory profile: {cid} · {stage} under memray ({why})", highlight=False)
-    rep, _, _ = await run_repeat(
-        cell, runner.m, runner.services, runner.dir / "logs" / cid / "memory-profile", INDEX, None,
-        prefix(stage, out), measure_s=runner.measure_s.get(cid), queue_key=runner.queue_key, schema=runner.schema,
-    )  # fmt: skip
-    record: dict[str, Any] = {"cell": cid, "stage": stage, "why": why, "failures": rep["failures"], "files": {}}
+    ctx.say(f"memory profile: {cid} · {stage} under memray ({why})")
+    rep = await ctx.repeat(ctx.cell(cid), "memory", python_prefix=prefix(stage, out))
+    record: dict[str, Any] = {"cell": cid, "stage": stage, "why": why, "failures": rep.failures, "files": {}}
     if not out.exists() or not out.stat().st_size:
         record["problem"] = f"memray wrote no {out.name} (see the stage's log under logs/{cid}/memory-profile)"
         return record
@@ -114,8 +105,8 @@ async def run(runner: Runner, named: str | None) -> dict[str, Any]:
     if problem is None:
         record["files"]["flamegraph"] = _stored(html)
     record["problem"] = problem
-    peak = rep["resources"].get(stage, {}).get("peak_rss_bytes")
-    record["peak_rss_bytes"] = peak
+    used = rep.resources.get(stage)
+    record["peak_rss_bytes"] = used.peak_rss_bytes if used else None
     return record
 
 

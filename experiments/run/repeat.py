@@ -6,20 +6,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from experiments.measure import sampler as sampling
 from experiments.measure import verdict
 from experiments.measure import window as measure
+from experiments.measure.monitor import ResourceMonitor
 from experiments.plan.matrix import Cell, Matrix
 from experiments.present import flamegraph
+from experiments.results.model import Repeat, RepeatKind
 from experiments.results.storage import ROOT
+from harness.accounting import RunResult
 from harness.orchestrator import Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline.wiring import FORWARD_SUFFIX
 
-SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, Runner.schema
+if TYPE_CHECKING:  # imports ray: only a cluster run loads it
+    from harness.cluster.placement import Placement
+
+SCHEMA = "bench"  # a repeat run on its own (tests); a run uses its own, RunContext.schema
 QUEUE_KEY = "bench:queue"  # a run uses its own, bench:<run id>:queue (runs sharing a Redis never mix their keys)
 
 
@@ -36,7 +42,9 @@ async def run_repeat(
     m: Matrix,
     services: Services,
     workdir: Path,
-    index: int,
+    *,
+    kind: RepeatKind = "timed",
+    index: int = 0,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     python_prefix: Callable[[str], list[str]] | None = None,
     measure_s: float | None = None,
@@ -44,25 +52,26 @@ async def run_repeat(
     schema: str = SCHEMA,
     sample_dir: Path | None = None,
     sample: bool | None = None,
-) -> tuple[dict[str, Any], Orchestrator, measure.Window | None]:
-    """(the repeat as ``results.Repeat`` fields, the orchestrator that ran it, its measured window).
+    placement: Placement | None = None,
+) -> Repeat:
+    """The ``index``-th repeat of ``kind`` of ``cell`` (a run asks for one through ``RunContext.repeat``).
 
     With ``sample_dir`` (the cell's ``profiles/<run>/<cell>/``) and ``sample`` (default: the matrix's ``sampling``
-    choosing this repeat, ``sampling.sampled``), py-spy samples every stage during the stream at the matrix's
-    ``sampling_hz`` (native frames with ``sampling_native``) into ``sample_dir/repeat-<n>/`` and the cell's merged
-    views are rewritten."""
+    choosing this repeat, ``sampling.sampled``; never for a kind other than timed), py-spy samples every stage
+    during the stream at the matrix's ``sampling_hz`` (native frames with ``sampling_native``) into
+    ``sample_dir/repeat-<n>/`` and the cell's merged views are rewritten."""
     measure_s = measure_s or m.measure_s
     cfg = cell_config(cell, m, measure_s)
-    monitor = measure.ResourceMonitor(queue_key)
+    monitor = ResourceMonitor(queue_key)
     position = next((i for i, c in enumerate(m.cells) if c is cell), 0)
     sampler = None
     if sample is None:
-        sample = sampling.sampled(m.sampling, index, position)
+        sample = kind == "timed" and sampling.sampled(m.sampling, index, position)
     if sample_dir is not None and sample:
         sampler = monitor.on_poll = sampling.StreamSampler(
             sample_dir / f"repeat-{index + 1}", m.sampling_hz, native=m.sampling_native
         )
-    fault = cell.fault_for(cfg, index)  # a fixed time, or drawn for this repeat from the cell's seed
+    fault = cell.fault_for(cfg, _draw_index(kind, index))  # a fixed time, or drawn from the cell's seed
     orch = Orchestrator(
         cfg,
         services,
@@ -73,6 +82,7 @@ async def run_repeat(
         on_progress=on_progress,
         python_prefix=python_prefix,
         fault=fault,
+        placement=placement,
     )
     before = measure.pg_stats(services.pg_dsn, schema)  # WAL position and checkpoints (the table is recreated)
     t0 = time.time()
@@ -120,6 +130,7 @@ async def run_repeat(
         expected = [f for f in failures if "lost" in f or "duplicated" in f]
         failures = [f for f in failures if f not in expected]
     repeat = {
+        "kind": kind,
         "index": index,
         "ok": not failures,
         "failures": failures,
@@ -149,8 +160,37 @@ async def run_repeat(
         "phases_s": result.phases_s,
         "bottleneck": bottleneck,
         "sampled": sampled,
+        "commit_gap_s": window.commit_gap_s if window else None,
+        "cluster": _cluster(placement, orch, result, lat["intended"]) if placement is not None else None,
     }
-    return repeat, orch, window
+    return Repeat.model_validate(repeat)
+
+
+def _draw_index(kind: RepeatKind, index: int) -> int:
+    """The repeat number a fault time is drawn for: the timed repeat's own; the other kinds keep the numbers they
+    drew with before kinds were named (−1 profiled, −2 memory, −101 − n capacity probe n), so a seed draws the
+    same moments as it always did. (A new kind must be named here: mypy fails on a kind this match leaves out.)"""
+    match kind:
+        case "timed":
+            return index
+        case "profiled":
+            return -1
+        case "memory":
+            return -2
+        case "capacity":
+            return -101 - index
+        case _:
+            assert_never(kind)
+
+
+def _cluster(placement: Placement, orch: Orchestrator, result: RunResult, lat: dict[str, Any]) -> dict[str, Any]:
+    """Per host and per stage figures of a cluster run, and the clocks measured before it (results' ``cluster``)."""
+    from harness.cluster.remote import RemoteStage
+
+    placed = [st for st in orch.stages.values() if isinstance(st, RemoteStage)]
+    p50 = lat.get("p50")
+    stream_s = (result.stream_ended_ns - result.started_ns) / 1e9
+    return placement.figures(placed, stream_s, p50 * 1e6 if p50 else None)
 
 
 def _stored(p: Path) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -31,9 +30,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from experiments.analysis import sampling_cost
+from experiments.analysis import sampling_cost, usl
 from experiments.analysis.headline import headline_of
-from experiments.analysis.summary import stop_reason, summarize
+from experiments.analysis.summary import run_resolution, stop_reason, summarize
+from experiments.analysis.targets import TARGET_SETS
 from experiments.measure import sampler
 from experiments.measure import window as measure
 from experiments.plan.matrix import Cell, Matrix
@@ -46,6 +46,7 @@ from experiments.results.model import (
     Profile,
     Repeat,
     Results,
+    Scaling,
     StopReason,
     Target,
     best,
@@ -54,7 +55,8 @@ from experiments.results.model import (
 from experiments.results.storage import ROOT
 from experiments.run import capacity_runs, memory_profile
 from experiments.run import ceilings as ceilings_mod
-from experiments.run.repeat import cell_config, run_repeat
+from experiments.run.context import RunContext
+from experiments.run.repeat import cell_config
 from harness.lifeline import drop_keys
 from harness.services import Services, redact_dsn, versions
 from pipeline import db
@@ -83,11 +85,6 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def run_schema(run_id: str) -> str:
-    """The PostgreSQL schema of one run: ``bench_`` and its id, lower-cased, as an identifier."""
-    return "bench_" + re.sub(r"[^a-z0-9_]", "_", run_id.lower())[:50]
-
-
 class Runner:
     def __init__(
         self,
@@ -101,24 +98,19 @@ class Runner:
         console: Console | None = None,
         argv: list[str] | None = None,
         memory_profile: str | None = None,
+        cluster: str | None = None,
     ) -> None:
-        self.m, self.services = m, services
+        self.cluster = cluster  # a Ray cluster's address: the stages run on its hosts (the matrix's [placement])
         self.memory_profile = memory_profile  # None: no; "": the overload cell or the most growth; else a cell id
         self.repeats_override = repeats
         self.repeats = repeats or m.repeats
         self.profile = profile
-        self.console = console or Console(stderr=True)
         self.run_id = metadata.run_id()
-        self.dir = out / self.run_id
-        self.profile_dir = profiles / self.run_id
-        self.queue_key = f"bench:{self.run_id}:queue"  # this run's own Redis keys
-        self.schema = run_schema(self.run_id)  # and PostgreSQL schema: concurrent runs never share a table
         self.report: Path | None = None
         self.started = time.monotonic()
-        self.measure_s: dict[str, float] = {}  # cell id → its measured window (sized from its pilot)
         self.stopped: dict[str, StopReason] = {}
         self.stage_passes: list[dict[str, float]] = []  # each stage alone, a pass per round (stage_ceilings)
-        self.results = Results(
+        results = Results(
             run_id=self.run_id,
             created=datetime.now(UTC).isoformat(),
             git=metadata.git_commit(),
@@ -132,8 +124,8 @@ class Runner:
             matrix=m.as_dict(),
             settings={
                 "repeats": self.repeats,
-                "max_repeats": self.m.max_repeats,
-                "ci_target": self.m.ci_target,
+                "max_repeats": m.max_repeats,
+                "ci_target": m.ci_target,
                 "profile": profile,
                 "warmup_s": m.warmup_s,
                 "measure_s": m.measure_s,
@@ -141,13 +133,28 @@ class Runner:
                 "argv": redact_argv(argv or sys.argv),
             },
         )
+        # what the run shares with its capacity searches and memory run (and its own rounds): repeats come from it
+        self.ctx = RunContext.for_run(self.run_id, m, services, results, out, profiles, console or Console(stderr=True))
+
+    # the run's shared parts, read through its context
+    @property
+    def m(self) -> Matrix:
+        return self.ctx.m
 
     @property
-    def results_path(self) -> Path:
-        return self.dir / "results.json"
+    def results(self) -> Results:
+        return self.ctx.results
+
+    @property
+    def console(self) -> Console:
+        return self.ctx.console
+
+    @property
+    def dir(self) -> Path:  # reports/<run>
+        return self.ctx.dir
 
     def save(self) -> None:
-        self.results.write(self.results_path)
+        self.ctx.save()
 
     # ------------------------------------------------------------------------------------------ per-cell policy
     def min_repeats(self, cell: Cell) -> int:
@@ -189,17 +196,22 @@ class Runner:
         target = f"interval half-width ≤ {self.m.ci_target:.0%}" if self.m.ci_target else "no interval target"
         self.console.print(
             f"run {self.run_id}: matrix {self.m.name!r}, {len(self.m.cells)} cells × ≥ {self.repeats} repeats "
-            f"({target}), profile {self.profile} → {self.results_path}"
+            f"({target}), profile {self.profile} → {self.ctx.results_path}"
         )
+        if self.cluster:  # the stages run on the cluster's hosts (harness.cluster); the clocks measured once here
+            from harness.cluster.placement import Placement
+
+            self.ctx.placement = Placement(self.cluster, self.m.placement).connect()
+            self.ctx.say(f"cluster {self.cluster}: hosts {self.ctx.placement.hosts}, placement {self.m.placement}")
         self.console.print("measuring this machine's ceilings (binary COPY, Redis push/pop, decode)…")
-        c = await ceilings_mod.measure(self.services.pg_dsn, self.services.redis_url, self.schema)
+        c = await ceilings_mod.measure(self.ctx.services.pg_dsn, self.ctx.services.redis_url, self.ctx.schema)
         self.results.ceilings = Ceilings(**c)
         self.save()
         self.console.print(
             f"ceilings: binary COPY {c['copy_binary_rps']:,.0f} rows/s · Redis push/pop "
             f"{c['redis_pushpop_rps']:,.0f}/s · direct decode {c['decode_direct_rps']:,.0f}/s"
         )
-        await capacity_runs.stage_pass(self)  # each stage alone, again between rounds
+        await capacity_runs.stage_pass(self.ctx, self.stage_passes)  # each stage alone, again between rounds
         total = sum(self.min_repeats(c) + (0 if self.profile == "none" or not c.profile else 1) for c in self.m.cells)
         progress = Progress(
             SpinnerColumn(),
@@ -216,26 +228,29 @@ class Runner:
                 # cells offered a fraction of another's measured rate run after the others
                 for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
                     await self._run_phase(phase, progress, overall, task)
-            await capacity_runs.capacities(self)
+            await capacity_runs.capacities(self.ctx)
             if self.memory_profile is not None:
-                self.results.memory_profile = await memory_profile.run(self, self.memory_profile or None)
+                self.results.memory_profile = await memory_profile.run(self.ctx, self.memory_profile or None)
                 if problem := self.results.memory_profile.get("problem"):
                     self.console.print(f"memory profile: {problem}", style="yellow", markup=False)
                 self.save()
         finally:
-            drop_keys(self.services.redis_url, self.queue_key)
-            self.services.brokers.drop_queues(self.queue_key)  # jetstream/rabbitmq: their streams and queues
+            if self.ctx.placement is not None:
+                self.ctx.placement.close()
+            drop_keys(self.ctx.services.redis_url, self.ctx.queue_key)
+            self.ctx.services.brokers.drop_queues(self.ctx.queue_key)  # jetstream/rabbitmq: their streams, queues
             with contextlib.suppress(Exception):  # the database may be what failed; the next run reaps it then
-                db.drop_schema(self.services.pg_dsn, self.schema)
-        capacity_runs.bind(self)
+                db.drop_schema(self.ctx.services.pg_dsn, self.ctx.schema)
+        capacity_runs.bind(self.results)
         # the cost as the run ends (exclusions were applied after each sampled repeat, before the capacity searches)
         self.results.sampling_cost = sampling_cost.cost_record(self.results)
         self.results.finished = datetime.now(UTC).isoformat()
         self.results.failed_cells = [c.id for c in self.results.cells if c.summary and c.summary.failed]
         self.results.headline = headline_of(self.results)
+        self.results.resolution = run_resolution(self.results)
+        scaled = usl.scaling_of(self.results)  # a scaling comparison: its USL fit
+        self.results.scaling = Scaling.model_validate(scaled) if scaled else None
         if self.m.targets:
-            from experiments.analysis.targets import TARGET_SETS
-
             self.results.targets = [Target(**t) for t in TARGET_SETS[self.m.targets](self.results)]
         self.save()
         self.report = build_report(self.dir)
@@ -258,22 +273,23 @@ class Runner:
     def _summarize(self, cell: Cell, cr: CellResult, reason: StopReason | None) -> None:
         cr.summary = summarize(cr, self.results.ceiling_rps, self.ci_target(cell), reason or "running")
 
-    def _size_window(self, cell: Cell, rep: Repeat, window: measure.Window | None) -> None:
+    def _size_window(self, cell: Cell, rep: Repeat) -> None:
         """After a cell's first repeat: lengthen its window if it spanned too few commits (that repeat → pilot)."""
-        if cell.id in self.measure_s or not self._sizable(cell):
-            self.measure_s.setdefault(cell.id, self.m.measure_s)
+        if cell.id in self.ctx.measure_s or not self._sizable(cell):
+            self.ctx.measure_s.setdefault(cell.id, self.m.measure_s)
             return
-        self.measure_s[cell.id] = self.m.measure_s
-        if window is None or window.commits >= self.m.min_commits:
+        self.ctx.measure_s[cell.id] = self.m.measure_s
+        if rep.window_s is None or rep.window_commits >= self.m.min_commits:  # no window, or enough commits
             return
         # no two commits after warm-up: at most one commit per window, so as long as allowed
-        gap = window.commit_gap_s or self.m.measure_s
+        gap = rep.commit_gap_s or self.m.measure_s
         needed = measure.window_length(gap, self.m.measure_s, self.m.min_commits, self.m.max_measure_s)
         if needed > self.m.measure_s and self.max_repeats(cell) > 1:
-            self.measure_s[cell.id] = needed
+            self.ctx.measure_s[cell.id] = needed
             rep.pilot = True
             self.console.print(
-                f"{cell.id}: {window.commits} commits in the {self.m.measure_s:g} s window (< {self.m.min_commits}): "
+                f"{cell.id}: {rep.window_commits} commits in the {self.m.measure_s:g} s window "
+                f"(< {self.m.min_commits}): "
                 f"that repeat was its pilot; the window is now {needed:.1f} s"
             )
 
@@ -291,17 +307,12 @@ class Runner:
                 task, description=f"{label} · {snap['committed']:,} committed · {last['rate']:,.0f} readings/s"
             )
 
-        workdir = self.dir / "logs" / cell.id / f"repeat-{i + 1}"
         position = next((k for k, c in enumerate(self.m.cells) if c is cell), 0)
         sample = sampler.sampled(self.m.sampling, i, position, single=self.max_repeats(cell) == 1)
-        rep_dict, _, window = await run_repeat(
-            cell, self.m, self.services, workdir, i, on_progress, measure_s=self.measure_s.get(cell.id),
-            queue_key=self.queue_key, schema=self.schema, sample_dir=self.profile_dir / cell.id, sample=sample,
-        )  # fmt: skip
-        rep = Repeat(**rep_dict)
+        rep = await self.ctx.repeat(cell, "timed", index=i, on_progress=on_progress, sample=sample)
         cr.repeats.append(rep)
         if i == 0:
-            self._size_window(cell, rep, window)
+            self._size_window(cell, rep)
         self._summarize(cell, cr, None)
         if rep.sampled is not None:
             self._sampling_cost()
@@ -325,7 +336,7 @@ class Runner:
                 for cell in active:  # one round: a repeat of every cell that still needs one
                     await self._one(cell, results[cell.id], progress, overall, task)
                     self._grow(progress, overall, cell, results[cell.id])
-                await capacity_runs.stage_pass(self)
+                await capacity_runs.stage_pass(self.ctx, self.stage_passes)
         else:
             for cell in cells:
                 while self._stop(cell, results[cell.id]) is None:
@@ -333,7 +344,7 @@ class Runner:
                     self._grow(progress, overall, cell, results[cell.id])
         for cell in cells:
             cr = results[cell.id]
-            cr.params = cell_config(cell, self.m, self.measure_s.get(cell.id))
+            cr.params = cell_config(cell, self.m, self.ctx.measure_s.get(cell.id))
             self._summarize(cell, cr, self.stopped.get(cell.id, "no_data"))
             self.save()
             if self.profile != "none" and cell.profile:
@@ -362,7 +373,7 @@ class Runner:
             progress.update(overall, total=total + 1)
 
     async def _profiled(self, cell: Cell, task: Any, progress: Progress) -> Profile:
-        out = self.profile_dir / cell.id
+        out = self.ctx.profile_dir / cell.id
 
         def prefix(stage: str) -> list[str]:
             return ["-m", "experiments.run.profile_stage", "--profiler", self.profile, "--out", str(out / stage)]
@@ -370,20 +381,13 @@ class Runner:
         def on_progress(snap: dict[str, Any]) -> None:
             progress.update(task, description=f"{cell.id} · profiled ({self.profile}) · {snap['committed']:,}")
 
-        workdir = self.dir / "logs" / cell.id / "profiled"
-        rep, orch, _ = await run_repeat(
-            cell, self.m, self.services, workdir, -1, on_progress, prefix, measure_s=self.measure_s.get(cell.id),
-            queue_key=self.queue_key, schema=self.schema,
-        )  # fmt: skip
+        rep = await self.ctx.repeat(cell, "profiled", on_progress=on_progress, python_prefix=prefix)
         files: dict[str, dict[str, str]] = {}
-        for stage in orch.stages:
-            for kind, suffix in PROFILE_SUFFIXES.items():
-                path = out / f"{stage}{suffix}"
-                if path.exists():
-                    files.setdefault(stage, {})[kind] = str(
-                        path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-                    )
-        return Profile(profiler=self.profile, files=files, failures=rep["failures"])
+        for kind, suffix in PROFILE_SUFFIXES.items():  # what each stage's profiler wrote: <stage><suffix>
+            for path in sorted(out.glob(f"*{suffix}")):
+                stored = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                files.setdefault(path.name.removesuffix(suffix), {})[kind] = str(stored)
+        return Profile(profiler=self.profile, files=files, failures=rep.failures)
 
     def print_summary(self) -> None:
-        console_mod.print_summary(self.console, self.results, self.m.name, self.results_path, self.report)
+        console_mod.print_summary(self.console, self.results, self.m.name, self.ctx.results_path, self.report)

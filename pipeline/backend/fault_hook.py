@@ -1,6 +1,6 @@
 """The backend's one fake: a hook that makes it answer ``503 Service Unavailable`` for a while (the ``backend_503``
-fault, ``harness.fault_kinds``). A real backend can't be made to answer 503 from outside, so this is the one
-behaviour of the backend the harness fakes; everything around it (the forwarders' retries, the accounting) is real.
+fault, ``harness.faults.kinds.backend_503``). A real backend can't be made to answer 503 from outside, so this is the
+one behaviour of the backend the harness fakes; everything around it (the forwarders' retries, the accounting) is real.
 
 Off by default: only with ``--fault-hook`` does the backend install it (``app.create_app``), and then ``SIGUSR1``
 makes every ``POST /telem_data`` and ``POST /telem_data/batch`` answer 503 (``Retry-After: 1``, the body

@@ -17,7 +17,7 @@ from experiments.analysis.winners import group_view
 from experiments.plan.matrix import DEFAULT_RATE_HZ, MIN_COMMITS_DEFAULT
 from experiments.present.report.cells import _stage_order, cell_latency, cell_view, flags, headline
 from experiments.present.report.microbench import microbench
-from experiments.present.report.plots import group_plot, latency_plot
+from experiments.present.report.plots import group_plot, latency_plot, usl_plot
 from experiments.present.report.profiles import memory_profile, sampled_profiles, sampling_cost
 from experiments.results import storage
 
@@ -108,6 +108,7 @@ def build_report(run_dir: Path, *, root: Path | None = None) -> Path:
             sampling_native=bool(res.matrix.get("sampling_native", True)),  # runs before the key: native frames
             sampling_max_cost=cost_analysis.MAX_COST,
             memory=memory_profile(res, roots, run_dir),
+            scaling_plot=usl_plot(res.scaling) if res.scaling else None,
         )
     )
     return _write(run_dir / "index.html", html)

@@ -219,7 +219,7 @@ def fault_lines(cell: CellResult) -> list[str]:
         f = r.fault
         if f is None:
             continue
-        label = "profiled repeat" if r.index < 0 else f"repeat {r.index + 1}"
+        label = f"repeat {r.index + 1}" if r.kind == "timed" else f"{r.kind} repeat"
         if not f.injected:
             out.append(f"{label}: {f.kind} {f.note or 'not injected'}")
             continue

@@ -12,7 +12,7 @@ from typing import Any, cast
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments.results.model import Repeat
+from experiments.results.model import Repeat, Scaling
 from pipeline.wiring import FORWARD_SUFFIX
 
 DPI = 144  # PNG pixels per inch; shown at 96 CSS px per inch (sharp on high-density screens)
@@ -187,4 +187,31 @@ def timeline_plot(rep: Repeat, per_entry: int, cores: int | None = None) -> dict
         ax2.set_ylabel("CPU, cores busy")
         if ax2.get_legend_handles_labels()[0]:
             ax2.legend(loc="upper right", ncol=2)
+        return _png(fig)
+
+
+def usl_plot(scaling: Scaling) -> dict[str, Any]:
+    """Throughput per step (dots: repeats' median, line: its 95 % interval) and the fitted USL curve, with linear
+    scaling from one process for reference."""
+    with _rc():
+        fig = _figure(6.2, 3.0)
+        ax = fig.subplots()
+        for s in scaling.steps:
+            if s.median is None:
+                continue
+            if s.ci95:
+                ax.vlines(s.n, max(s.ci95[0], 0.0), s.ci95[1], color=C_INK, lw=0.9)
+            ax.plot([s.n], [s.median], "o", ms=5, color=C_WIN, mec=C_INK, mew=0.5)
+        f = scaling.fit
+        if f is not None:
+            ns = [p[0] for p in f.curve]
+            ax.plot(ns, [p[1] for p in f.curve], "-", color=C_WIN, lw=1.2,
+                    label=f"USL: σ = {f.sigma.value:.3f}, κ = {f.kappa.value:.4f}")  # fmt: skip
+            ax.plot(ns, [f.lam.value * n for n in ns], ":", color=C_OTHER, lw=1.0, label="linear (λN)")
+            top = max([p[1] for p in f.curve] + [s.median or 0 for s in scaling.steps])
+            ax.set_ylim(0, top * 1.15)
+            ax.legend(loc="upper left")
+        ax.set_xlabel(f"{scaling.key} (processes)")
+        ax.set_ylabel("committed readings/s")
+        ax.set_xlim(left=0)
         return _png(fig)
