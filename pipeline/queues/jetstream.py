@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -15,6 +18,35 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 from pipeline.endpoints import LOCAL_NATS_URL
 from pipeline.queues.base import BROKER_URLS, Ack, Progress, Queue, decode, encode
 from pipeline.rows import Row
+
+log = logging.getLogger("telemetry_bench.queue")
+T = TypeVar("T")
+RETRY_S = 60.0  # how long a publish or stream request retries through a dropped connection or a server restart
+# what a request meets while the server restarts (nats.errors.TimeoutError is a TimeoutError, caught apart)
+_GONE: tuple[type[Exception], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+_ACK_LOST: tuple[type[Exception], ...] = (TimeoutError, *_GONE)
+
+
+async def _retrying(request: Callable[[], Awaitable[T]]) -> T:
+    """``request()``, again with backoff while the server is gone, for up to ``RETRY_S``. A publish repeated after
+    a lost acknowledgement stores the entry twice: redelivered rows, which ``dedupe`` makes harmless."""
+    deadline, delay = time.monotonic() + RETRY_S, 0.05
+    while True:
+        try:
+            return await request()
+        except _ACK_LOST as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("NATS request failed (%s): retrying", type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def stream_name(key: str) -> str:
@@ -93,10 +125,12 @@ class JetStreamQueue(Queue):
         js = await self._js()
         payloads = encode(rows, self.entry)
         self._note_entry_size(len(rows), len(payloads))
-        acks = await asyncio.gather(*(js.publish(self.stream, p, stream=self.stream) for p in payloads))
+        acks = await _retrying(
+            lambda: asyncio.gather(*(js.publish(self.stream, p, stream=self.stream) for p in payloads))
+        )
         if progress is not None:  # after the entries are stored: a crash in between repeats, never skips
             await self.r.hset(progress[0], mapping=progress[1])  # type: ignore[arg-type]
-        length = int((await js.stream_info(self.stream)).state.messages) if wait else len(acks)
+        length = int((await _retrying(lambda: js.stream_info(self.stream))).state.messages) if wait else len(acks)
         if wait:
             await self.wait_below_cap(length)
         return length
@@ -108,6 +142,9 @@ class JetStreamQueue(Queue):
             msgs = await sub.fetch(batch=count, timeout=max(timeout, 0.01))
         except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside a batch fetch
             return [], None
+        except _GONE:  # the server restarting: nothing this time (the client reconnects)
+            await asyncio.sleep(min(timeout, 0.2))
+            return [], None
         rows = [row for m in msgs for row in decode(m.data)]
         self._note_entry_size(len(rows), len(msgs))
         return rows, msgs
@@ -115,13 +152,16 @@ class JetStreamQueue(Queue):
     async def ack(self, token: Ack) -> None:
         if not token:
             return
-        await asyncio.gather(*(m.ack() for m in token))
-        assert self._nc is not None
-        await self._nc.flush()
+        try:
+            await asyncio.gather(*(m.ack() for m in token))
+            assert self._nc is not None
+            await self._nc.flush()
+        except _ACK_LOST as exc:  # the server restarting: redelivered after ack_wait (dedupe)
+            log.warning("acks of %d entries not confirmed (%s): they may be redelivered", len(token), exc)
 
     async def length(self) -> int:
         js = await self._js()
-        return int((await js.stream_info(self.stream)).state.messages)
+        return int((await _retrying(lambda: js.stream_info(self.stream))).state.messages)
 
     async def close(self) -> None:
         nc, self._nc, self._sub = self._nc, None, None
