@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aio_pika
 import aio_pika.exceptions
@@ -14,6 +17,27 @@ from pipeline.queues.base import BROKER_URLS, Ack, Progress, Queue, decode, enco
 from pipeline.rows import Row
 
 QUEUE_TYPE = "quorum"  # docs/brokers.md: why quorum and not classic or stream
+
+
+log = logging.getLogger("telemetry_bench.queue")
+T = TypeVar("T")
+RETRY_S = 60.0  # how long a publish or declare retries through a dropped connection or a broker restart
+_GONE: tuple[type[Exception], ...] = (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
+
+
+async def _retrying(request: Callable[[], Awaitable[T]]) -> T:
+    """``request()``, again with backoff while the broker is gone (the robust connection reconnects), for up to
+    ``RETRY_S``. A publish repeated after a lost confirm stores it twice: redelivered rows, for ``dedupe``."""
+    deadline, delay = time.monotonic() + RETRY_S, 0.05
+    while True:
+        try:
+            return await request()
+        except _GONE as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("RabbitMQ request failed (%s): retrying", type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def _url(settings: Any = None) -> str:
@@ -57,7 +81,11 @@ class RabbitMQQueue(Queue):
         self._note_entry_size(len(rows), len(payloads))
         publish = self._channel.default_exchange.publish
         persistent = aio_pika.DeliveryMode.PERSISTENT
-        await asyncio.gather(*(publish(aio_pika.Message(p, delivery_mode=persistent), self.key) for p in payloads))
+        await _retrying(
+            lambda: asyncio.gather(
+                *(publish(aio_pika.Message(p, delivery_mode=persistent), self.key) for p in payloads)
+            )
+        )
         if progress is not None:  # after the confirms: a crash in between repeats, never skips
             await self.r.hset(progress[0], mapping=progress[1])  # type: ignore[arg-type]
         if not wait:
@@ -82,12 +110,16 @@ class RabbitMQQueue(Queue):
         return rows, msgs
 
     async def ack(self, token: Ack) -> None:
-        if token:
+        if not token:
+            return
+        try:
             await asyncio.gather(*(m.ack() for m in token))
+        except _GONE as exc:  # delivered on a channel that closed (a broker restart): requeued, redelivered (dedupe)
+            log.warning("acks of %d entries lost (%s): they are redelivered", len(token), type(exc).__name__)
 
     async def length(self) -> int:
         """Messages ready (not yet delivered): RabbitMQ does not count the delivered, unacknowledged ones here."""
-        declared = await self._queue.declare()  # again, as set up (a robust channel's passive declare is cached)
+        declared = await _retrying(self._queue.declare)  # as set up (a robust channel's passive declare is cached)
         return int(declared.message_count or 0)
 
     async def close(self) -> None:
