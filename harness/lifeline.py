@@ -90,6 +90,7 @@ class RunRecord:
     owner: int = field(default_factory=os.getpid)
     owner_started: float | None = None
     children: list[tuple[int, float | None]] = field(default_factory=list)
+    brokers: dict[str, str] = field(default_factory=dict)  # broker → URL, for a broker queue (jetstream, rabbitmq)
 
     def __post_init__(self) -> None:
         if self.owner_started is None:
@@ -155,6 +156,12 @@ def _clear_services(record: RunRecord) -> None:
     import psycopg
 
     drop_keys(record.redis_url, record.key_prefix)
+    if record.brokers:  # the run's broker streams/queues (jetstream, rabbitmq)
+        from harness.services import Brokers
+
+        brokers = Brokers()
+        brokers.found = {b: (url, "explicit") for b, url in record.brokers.items()}
+        brokers.drop_queues(record.key_prefix)
     if record.schema != "public":
         from psycopg import sql
 

@@ -42,6 +42,7 @@ from pipeline.knobs import Stage as StageKind
 from pipeline.queues import QUEUES
 from pipeline.registry import PLUGINS_ENV
 from pipeline.rows import COLUMNS
+from pipeline.wiring import FORWARD_SUFFIX
 
 if TYPE_CHECKING:  # imports ray: only a run given a cluster loads it
     from harness.cluster.placement import Placement
@@ -143,7 +144,7 @@ class Orchestrator:
 
     def _services(self) -> dict[str, object]:
         return {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url, "db_schema": self.schema,
-                "queue_key": self.queue_key}  # fmt: skip
+                "queue_key": self.queue_key, **self.services.queue_wiring(self.cfg.queue)}  # fmt: skip
 
     def plan(self) -> list[Stage]:
         """The stages in start order (consumers first, generator last)."""
@@ -321,7 +322,13 @@ class Orchestrator:
         c = self.cfg
         self.workdir.mkdir(parents=True, exist_ok=True)
         # what this run starts and where it writes, so that a next run can clean up should this one be killed
-        record = self.record = RunRecord(self.services.redis_url, self.services.pg_dsn, self.queue_key, self.schema)
+        record = self.record = RunRecord(
+            self.services.redis_url,
+            self.services.pg_dsn,
+            self.queue_key,
+            self.schema,
+            brokers={b: u for b, (u, _) in self.services.brokers.found.items()},
+        )
         record.save()
         db.apply_schema(self.services.pg_dsn, self.schema, fresh=True, unique=c.dedupe)
         await self._clear_queues()
@@ -481,6 +488,11 @@ class Orchestrator:
             keys = [k async for k in client.scan_iter(match=f"{self.queue_key}*")]
             if keys:
                 await client.delete(*keys)
+            queue = QUEUES[self.cfg.queue]
+            if queue.broker is not None:  # a broker's stream or queue (jetstream, rabbitmq)
+                self.services.broker_url(queue.broker)
+                for key in (self.queue_key, self.queue_key + FORWARD_SUFFIX):
+                    await queue.drop(client, key)
         finally:
             await client.aclose()
 

@@ -45,6 +45,10 @@ class PipelineConfig(BaseModel):
     queue: str = plan_knob("queue")
     queue_entry: QueueEntry = plan_knob("queue_entry")
     queue_cap: int = plan_knob("queue_cap")
+    ack_wait: float = plan_knob("ack_wait")
+    max_deliver: int = plan_knob("max_deliver")
+    max_ack_pending: int = plan_knob("max_ack_pending")
+    prefetch: int = plan_knob("prefetch")
     # writer
     sink: str = plan_knob("sink")
     batch_size: int = plan_knob("batch_size")

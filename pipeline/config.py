@@ -89,6 +89,8 @@ class ServicesMixin(_Settings):
     pg_dsn: str | None = knob("pg_dsn")
     redis_url: str | None = knob("redis_url")
     db_schema: str = knob("db_schema")
+    nats_url: str | None = knob("nats_url")
+    amqp_url: str | None = knob("amqp_url")
 
 
 class QueueMixin(_Settings):
@@ -96,6 +98,10 @@ class QueueMixin(_Settings):
     queue_key: str = knob("queue_key")
     queue_entry: QueueEntry = knob("queue_entry")
     queue_cap: int = knob("queue_cap")
+    ack_wait: float = knob("ack_wait")
+    max_deliver: int = knob("max_deliver")
+    max_ack_pending: int = knob("max_ack_pending")
+    prefetch: int = knob("prefetch")
 
 
 class StreamMixin(_Settings):

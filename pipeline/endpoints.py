@@ -15,6 +15,10 @@ LOCAL_REDIS_PORT = 6379
 HARNESS_DATABASE = "telemetry_bench"  # the database the harness creates and a stage started alone writes to
 LOCAL_PG_DSN = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PG_PORT}/{HARNESS_DATABASE}"
 LOCAL_REDIS_URL = f"redis://{LOCAL_HOST}:{LOCAL_REDIS_PORT}/0"
+LOCAL_NATS_PORT = 4222
+LOCAL_AMQP_PORT = 5672
+LOCAL_NATS_URL = f"nats://{LOCAL_HOST}:{LOCAL_NATS_PORT}"
+LOCAL_AMQP_URL = f"amqp://guest:guest@{LOCAL_HOST}:{LOCAL_AMQP_PORT}/"
 
 _URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/]*)(?P<rest>.*)$", re.DOTALL)
 _QUERY_PASSWORD_RE = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")

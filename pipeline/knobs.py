@@ -130,6 +130,10 @@ KNOBS: dict[str, Knob] = _k(
     Knob("pg_dsn", str | None, None, "PostgreSQL DSN (default: local server, else a throwaway one)", _SERVICES),
     Knob("redis_url", str | None, None, "Redis URL (default: local server, else a throwaway one)", _SERVICES),
     Knob("db_schema", str, "public", "schema holding telemetry_data", _SERVICES),
+    Knob("nats_url", str | None, None, "NATS URL, JetStream on (jetstream queue; default: local, else a throwaway)",
+         _SERVICES),
+    Knob("amqp_url", str | None, None, "RabbitMQ AMQP URL (rabbitmq queue; default: local guest@127.0.0.1:5672)",
+         _SERVICES),
     # ---------------------------------------------------------------------------------------------- the run
     Knob("topology", Topology, "split", "split: a process per stage; node: the seed's one process", HARNESS,
          plan=Plan()),
@@ -174,6 +178,14 @@ KNOBS: dict[str, Knob] = _k(
     Knob("queue_cap", int, 1_000_000, "readings the queue may hold before producers wait", _SERVICES, gt=0,
          plan=Plan(0, ge=0, why="0: auto, 5,000 or two batches per writer "
                    "(PipelineConfig.effective_queue_cap, which is what the stages get)")),
+    Knob("ack_wait", float, 10.0, "jetstream: seconds a taken, unacknowledged entry waits before redelivery",
+         _SERVICES, gt=0, plan=Plan()),
+    Knob("max_deliver", int, -1, "jetstream: deliveries of one entry before it is given up (-1: never)", _SERVICES,
+         ge=-1, plan=Plan()),
+    Knob("max_ack_pending", int, 1000, "jetstream: entries taken and not acknowledged, over all writers", _SERVICES,
+         ge=1, plan=Plan()),
+    Knob("prefetch", int, 100, "rabbitmq: entries a writer may hold unacknowledged (basic.qos)", _SERVICES, ge=1,
+         le=65535, plan=Plan()),
     # ---------------------------------------------------------------------------------------------- writer
     Knob("sink", str, "copy", "sink variant", _WRITE,
          plan=Plan("copy_binary", why="a stage alone is the seed's text COPY; runs default to binary COPY")),

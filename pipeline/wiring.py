@@ -73,6 +73,7 @@ async def make_queue(
         cap=settings.queue_cap,
         group="forwarders" if forward else "writers",
         consumer=consumer,
+        settings=settings,
     )
     await queue.setup()
     return queue

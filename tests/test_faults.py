@@ -96,6 +96,12 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
     cell = FAULTS[cell_id]
     if cell.fault == "restart_postgres" and local_cluster(services.pg_dsn) is None:
         pytest.skip("restart_postgres needs the machine's own PostgreSQL cluster")
+    if (
+        cell.fault == "restart_rabbitmq"
+        and services.broker_url("rabbitmq")
+        and services.brokers.found["rabbitmq"][1] != "local"
+    ):
+        pytest.skip("restart_rabbitmq needs the machine's own RabbitMQ")
     cfg = cell.params.model_copy(update={"duration": 0.0, "count": 15_000, "max_rate": False})
     fault = cell.fault_for(cfg, 0)  # drawn from the cell's seed over the 3 s stream: 0.45–1.5 s of flow
     assert fault is not None and fault.seed == 20261202 and fault.drawn_from_s == (0.45, 1.5)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from harness.services import Services
-from pipeline.queues import QUEUES
+from pipeline.queues import QUEUES, Queue
 
 
 def _rows(n: int, start: int = 0) -> list[tuple]:
@@ -28,10 +30,28 @@ async def client(services: Services, queue_key: str) -> AsyncIterator[aioredis.R
     await r.aclose()
 
 
+@pytest.fixture
+async def make(services: Services, client: aioredis.Redis, queue_key: str) -> AsyncIterator[Callable[..., Queue]]:
+    """``make(name, **kw)``: a queue of variant ``name`` at the test's key (its broker found first, its connection
+    closed after the test; queue_key deletes the broker's stream or queue)."""
+    made: list[Queue] = []
+
+    def _make(name: str, **kw: Any) -> Queue:
+        variant = QUEUES[name]
+        if variant.broker is not None:
+            services.broker_url(variant.broker)
+        made.append(variant(client, queue_key, **kw))
+        return made[-1]
+
+    yield _make
+    for q in made:
+        await q.close()
+
+
 @pytest.mark.parametrize("name", list(QUEUES))
 @pytest.mark.parametrize("entry", ["reading", "batch"])
-async def test_round_trip_in_order(name: str, entry: str, client: aioredis.Redis, queue_key: str) -> None:
-    q = QUEUES[name](client, queue_key, entry=entry)  # type: ignore[arg-type]
+async def test_round_trip_in_order(name: str, entry: str, make: Callable[..., Queue]) -> None:
+    q = make(name, entry=entry)
     await q.setup()
     await q.put(_rows(5))
     await q.put(_rows(5, start=5))
@@ -77,8 +97,8 @@ async def test_stream_keeps_unacknowledged_entries(client: aioredis.Redis, queue
 
 
 @pytest.mark.parametrize("name", list(QUEUES))
-async def test_put_waits_at_the_cap(name: str, client: aioredis.Redis, queue_key: str) -> None:
-    q = QUEUES[name](client, queue_key, entry="reading", cap=10)
+async def test_put_waits_at_the_cap(name: str, make: Callable[..., Queue]) -> None:
+    q = make(name, entry="reading", cap=10)
     await q.setup()
     await q.put(_rows(10))
     blocked = asyncio.create_task(q.put(_rows(5, start=10)))
@@ -140,28 +160,31 @@ async def test_reliable_list_gives_back_what_a_dead_consumer_held(client: aiored
 
 @pytest.mark.parametrize("name", list(QUEUES))
 async def test_held_is_what_a_writer_started_on_the_queue_would_get(
-    name: str, client: aioredis.Redis, queue_key: str
+    name: str, client: aioredis.Redis, make: Callable[..., Queue]
 ) -> None:
     """``Queue.held`` (what ``live`` reports as recoverable): the waiting entries, and — reliable variants — what a
     consumer took and never acknowledged; never what was acknowledged, nor what the seed's list let a consumer pop."""
-    q = QUEUES[name](client, queue_key, entry="batch", consumer="writer-1")  # type: ignore[arg-type]
+    quick = SimpleNamespace(ack_wait=0.3)  # jetstream: a dead writer's entries come back after 0.3 s
+    q = make(name, entry="batch", consumer="writer-1", settings=quick)
     await q.setup()
     for start in (0, 3, 6):
         await q.put(_rows(3, start=start))
     taken, _never_acked = await q.get(3, 1.0)  # one entry, never acknowledged (its consumer dies)
     acked, token2 = await q.get(3, 1.0)
     await q.ack(token2)
+    await q.close()  # the consumer dies (rabbitmq: what it was delivered goes back to the queue)
+    queue_key = q.key
     held = await QUEUES[name].held(client, queue_key)
     assert held is not None
     reliable = name != "list"
     remaining = [r for r in _rows(9) if r not in taken and r not in acked]
     assert sorted(held) == sorted(remaining + (taken if reliable else []))
     if reliable:  # a writer started on the queue gets exactly those
-        fresh = QUEUES[name](client, queue_key, entry="batch", consumer="writer-1")  # type: ignore[arg-type]
+        fresh = make(name, entry="batch", consumer="writer-1", settings=quick)
         await fresh.setup()
         got: list[tuple] = []
         for _ in range(10):
-            rows, token = await fresh.get(100, 0.2)
+            rows, token = await fresh.get(100, 0.5)
             if not rows:
                 break
             got.extend(rows)

@@ -5,14 +5,18 @@ from __future__ import annotations
 from experiments.run import stage_ceilings
 from harness.plan import PipelineConfig
 from harness.services import Services
+from pipeline.queues import QUEUES
 
 CFG = PipelineConfig(max_rate=True, sensors=5, readings_per_message=100, batch_size=1000)
 
 
 async def test_one_pass_measures_every_stage_alone(services: Services, pg_schema: str, queue_key: str) -> None:
+    for broker in {q.broker for q in QUEUES.values() if q.broker}:
+        services.broker_url(broker)
     got = await stage_ceilings.one_pass(CFG, services.pg_dsn, services.redis_url, pg_schema, queue_key, 2,
                                         readings=5_000)  # fmt: skip
-    assert set(got) == set(stage_ceilings.STAGES)  # forward included: a backend process and a websocket client
+    # forward included: a backend process and a websocket client; each queue variant alone, both brokers included
+    assert set(got) == set(stage_ceilings.STAGES) | {f"queue_{name}" for name in QUEUES}
     assert all(v > 0 for v in got.values()), got
     summary = stage_ceilings.summarize([got, got], 2)
     assert summary["writer_N"]["connections"] == 2 and summary["queue"]["min"] == got["queue"]

@@ -105,8 +105,10 @@ def test_wildcard_is_only_for_variant_kinds(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", list(QUEUES))
 async def test_queue_depth_and_summary_come_from_the_variant(name: str, services: Services, queue_key: str) -> None:
     client = aioredis.Redis.from_url(services.redis_url)
+    if QUEUES[name].broker is not None:
+        services.broker_url(QUEUES[name].broker)  # type: ignore[arg-type]
+    q = QUEUES[name](client, queue_key, entry="reading")
     try:
-        q = QUEUES[name](client, queue_key, entry="reading")
         await q.setup()
         assert await QUEUES[name].depth(client, queue_key) == 0
         rows = [("t", "TEMPERATURE", f"S{i}", "ENGINE", i, 0, 1.0, "c", *([None] * 8), 1, 2, 3) for i in range(5)]
@@ -118,10 +120,18 @@ async def test_queue_depth_and_summary_come_from_the_variant(name: str, services
             assert state == {queue_key: f"stream of 5 (group writers {len(taken)} pending)"}
         elif name == "list_reliable":  # taken into the consumer's processing list
             assert state == {queue_key: f"list of {5 - len(taken)}", f"{queue_key}:processing:writer-1": "list of 1"}
+        elif name == "jetstream":  # fetched, not acknowledged: pending with the durable consumer, still in the stream
+            pending = f"stream of 5 (consumer writers {len(taken)} pending 0 redelivered)"
+            assert state == {f"nats:{queue_key.replace(':', '_')}": pending}
+        elif name == "rabbitmq":  # delivered to the consumer (up to prefetch): no longer counted as ready
+            [(label, text)] = state.items()
+            ready = int(text.split(" of ")[1].split()[0])
+            assert label == f"amqp:{queue_key}" and ready <= 5 - len(taken) and text.endswith("ready (1 consumers)")
         else:  # popped: gone
             assert state == {queue_key: f"list of {5 - len(taken)}"}
         await q.ack(token)
     finally:
+        await q.close()
         keys = [k async for k in client.scan_iter(match=f"{queue_key}*")]
         if keys:
             await client.delete(*keys)

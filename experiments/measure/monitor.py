@@ -62,7 +62,9 @@ class ResourceMonitor:
                 self.series.setdefault(name, []).append([now - self.t0, t.user + t.system, float(rss)])
             except psutil.Error:
                 continue
-        for server, cpu_s, server_rss in await self.servers.sample(orch.services.pg_dsn, orch.services.redis_url, now):
+        for server, cpu_s, server_rss in await self.servers.sample(
+            orch.services.pg_dsn, orch.services.redis_url, now, QUEUES[orch.cfg.queue].broker
+        ):
             self.series.setdefault(server, []).append([now - self.t0, cpu_s, server_rss])
         await self._sample_queues(orch, now)
         if self.on_poll is not None:
@@ -113,7 +115,8 @@ class ResourceMonitor:
 
 @dataclass
 class ServerProcesses:
-    """CPU of the PostgreSQL and Redis servers serving the run, as two more "stages" (``postgresql``, ``redis``).
+    """CPU of the PostgreSQL and Redis servers serving the run, as two more "stages" (``postgresql``, ``redis``),
+    and of the broker its queue variant uses (``nats``, ``rabbitmq``: the local process listening on its port).
 
     PostgreSQL: every server process ``pg_stat_activity`` lists for the run's database, plus its background
     processes (WAL writer, checkpointer, …), refreshed every ``REFRESH_S``; Redis: ``INFO server``'s
@@ -128,11 +131,13 @@ class ServerProcesses:
     total: dict[str, float] = field(default_factory=dict)
     problem: str | None = None
 
-    async def sample(self, pg_dsn: str, redis_url: str, now: float) -> list[tuple[str, float, float]]:
+    async def sample(
+        self, pg_dsn: str, redis_url: str, now: float, broker: str | None = None
+    ) -> list[tuple[str, float, float]]:
         if now - self.refreshed >= self.REFRESH_S:
             self.refreshed = now
             try:
-                self.pids = await asyncio.to_thread(_server_pids, pg_dsn, redis_url)
+                self.pids = await asyncio.to_thread(_server_pids, pg_dsn, redis_url, broker)
             except Exception as exc:  # the server is restarting (a fault cell): keep the last known processes
                 self.problem = str(exc)
         out = []
@@ -153,7 +158,7 @@ class ServerProcesses:
         return out
 
 
-def _server_pids(pg_dsn: str, redis_url: str) -> dict[str, list[int]]:
+def _server_pids(pg_dsn: str, redis_url: str, broker: str | None = None) -> dict[str, list[int]]:
     import psycopg
     import redis
 
@@ -178,7 +183,25 @@ def _server_pids(pg_dsn: str, redis_url: str) -> dict[str, list[int]]:
         out["redis"] = named([int(info["process_id"])], "redis")
     finally:
         client.close()
+    from urllib.parse import urlsplit
+
+    from pipeline.queues.base import BROKER_URLS
+
+    # the broker the run's queue variant uses (jetstream, rabbitmq): the local process listening on its port
+    word, port = {"nats": ("nats-server", 4222), "rabbitmq": ("beam", 5672)}.get(broker or "", ("", 0))
+    if broker and word and (url := BROKER_URLS.get(broker)):
+        parts = urlsplit(url)
+        if parts.hostname in ("127.0.0.1", "localhost"):
+            out[broker] = named(_listening(parts.port or port), word)
     return {k: v for k, v in out.items() if v}
+
+
+def _listening(port: int) -> list[int]:
+    """The pids listening on TCP ``port`` on this machine."""
+    with contextlib.suppress(psutil.Error):
+        return sorted({c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr
+                       and c.laddr.port == port and c.pid})  # fmt: skip
+    return []
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:

@@ -14,7 +14,12 @@ from typing import Any
 from experiments.measure.promql import quantiles
 from pipeline import db
 
-SERVERS = ("postgresql", "redis")  # the servers' pseudo-stages in a repeat's resources (``monitor.ServerProcesses``)
+SERVERS = (
+    "postgresql",
+    "redis",
+    "nats",
+    "rabbitmq",
+)  # the servers' pseudo-stages in a repeat's resources (``monitor.ServerProcesses``)
 
 # --------------------------------------------------------------------------------------------------- the table
 MIN_COMMITS = 20  # a measured window spans at least this many commits (matrix `min_commits`)

@@ -4,6 +4,8 @@ shares comes from its ``RunContext``.)"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 
 from experiments.plan.matrix import Cell
@@ -11,6 +13,8 @@ from experiments.results.model import Results
 from experiments.run import stage_ceilings
 from experiments.run.capacity import Probe, find_capacity
 from experiments.run.context import RunContext
+from harness.services import ServiceError
+from pipeline.queues import QUEUES
 
 CAPACITY_PROBES = 7  # probes per configuration: a bracket, then bisection to CAPACITY_TOLERANCE
 CAPACITY_TOLERANCE = 0.15
@@ -26,6 +30,9 @@ async def stage_pass(ctx: RunContext, passes: list[dict[str, float]]) -> None:
     if not ctx.m.stage_ceilings or ctx.results.ceilings is None:
         return
     cell = ctx.cell(ctx.m.stage_ceilings)
+    for broker in sorted({q.broker for q in QUEUES.values() if q.broker}):  # each broker alone: found first
+        with contextlib.suppress(ServiceError):  # none answers: that queue's ceiling is left out
+            await asyncio.to_thread(ctx.services.broker_url, broker)
     try:
         got = await stage_ceilings.one_pass(cell.params, ctx.services.pg_dsn, ctx.services.redis_url, ctx.schema,
                                             f"{ctx.queue_key}:ceiling", _writers(ctx))  # fmt: skip

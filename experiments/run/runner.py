@@ -239,6 +239,7 @@ class Runner:
             if self.ctx.placement is not None:
                 self.ctx.placement.close()
             drop_keys(self.ctx.services.redis_url, self.ctx.queue_key)
+            self.ctx.services.brokers.drop_queues(self.ctx.queue_key)  # jetstream/rabbitmq: their streams, queues
             with contextlib.suppress(Exception):  # the database may be what failed; the next run reaps it then
                 db.drop_schema(self.ctx.services.pg_dsn, self.ctx.schema)
         capacity_runs.bind(self.results)

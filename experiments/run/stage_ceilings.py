@@ -8,6 +8,7 @@ like the cells), so each ceiling comes with its spread and drifts with the machi
 | ``generator`` | the generator process at max rate into a subscriber that reads and discards (``ceilings``) |
 | ``ingest`` | the run's decoder over pre-built stream messages (no queue, no network) |
 | ``queue`` | the run's queue variant: ``put`` of whole messages' rows, then ``get`` + ``ack`` until empty (one Redis) |
+| ``queue_NAME`` | every queue variant (``list`` … ``jetstream``, ``rabbitmq``: each broker alone), the same |
 | ``writer_1`` | the run's sink and batch size, one connection, pre-built rows, a transaction per batch |
 | ``writer_N`` | the same with N connections at once (N: the most writers any cell runs, at least 2) |
 | ``forward`` | the forwarder variant (``async`` if the cell forwards nothing) POSTing pre-built rows to a backend |
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import statistics
 import subprocess
@@ -40,6 +42,8 @@ from pipeline.queues import QUEUES
 from pipeline.rows import Row
 from pipeline.sinks import SINKS
 from pipeline.stream import StreamParams, produce
+
+log = logging.getLogger("telemetry_bench.ceilings")
 
 READINGS = 50_000  # per stage and pass: about a second each at today's speeds
 STAGES = ("generator", "ingest", "queue", "writer_1", "writer_N", "forward")
@@ -72,10 +76,11 @@ async def ingest(cfg: PipelineConfig, messages: list[Any]) -> tuple[float, list[
 
 async def queue(cfg: PipelineConfig, redis_url: str, key: str, rows: list[Row]) -> float:
     client = aioredis.Redis.from_url(redis_url)
+    q = None
     try:
         await client.delete(key)
         q = QUEUES[cfg.queue](client, key, entry=cfg.queue_entry, cap=10 * len(rows), group="ceiling",
-                              consumer="ceiling-1")  # fmt: skip
+                              consumer="ceiling-1", settings=cfg)  # fmt: skip
         await q.setup()
         per = max(1, cfg.readings_per_message)
         t0 = time.perf_counter()
@@ -90,6 +95,9 @@ async def queue(cfg: PipelineConfig, redis_url: str, key: str, rows: list[Row]) 
             got += len(batch)
         return _timed(got, t0)
     finally:
+        if q is not None:  # a broker variant (jetstream, rabbitmq): its connection, stream or queue
+            await q.close()
+            await QUEUES[cfg.queue].drop(client, key)
         keys = [k async for k in client.scan_iter(match=f"{key}*")]
         if keys:
             await client.delete(*keys)
@@ -171,6 +179,11 @@ async def one_pass(
     messages = await _messages(cfg, readings)
     out["ingest"], rows = await ingest(cfg, messages)
     out["queue"] = await queue(cfg, redis_url, key, rows)
+    for name in QUEUES:  # each queue variant alone, the brokers' included: their put/get/ack round trips compared
+        try:
+            out[f"queue_{name}"] = await queue(cfg.model_copy(update={"queue": name}), redis_url, key, rows)
+        except Exception as exc:  # a broker no cell used and none answers: that ceiling is left out
+            log.info("queue ceiling of %s left out: %s", name, exc)
     out["writer_1"] = await writers(cfg, pg_dsn, schema, rows, 1)
     out["writer_N"] = await writers(cfg, pg_dsn, schema, rows, max(2, n_writers))
     out["forward"] = await forward(cfg, rows[:FORWARD_READINGS])
@@ -180,7 +193,7 @@ async def one_pass(
 def summarize(passes: list[dict[str, float]], n_writers: int) -> dict[str, dict[str, Any]]:
     """stage → {median, min, max, passes}: the ``ceilings.stages`` of results.json."""
     out: dict[str, dict[str, Any]] = {}
-    for stage in STAGES:
+    for stage in (*STAGES, *(f"queue_{name}" for name in QUEUES)):
         vals = [p[stage] for p in passes if stage in p]
         if vals:
             out[stage] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "passes": vals}
@@ -194,6 +207,7 @@ def binding_stage(verdict_stage: str | None, workers: int) -> str | None:
     return {
         "generator": "generator", "ingest": "ingest", "writer": "writer_N" if workers > 1 else "writer_1",
         "redis": "queue", "postgresql": "writer_N" if workers > 1 else "writer_1", "forwarder": "forward",
+        "nats": "queue", "rabbitmq": "queue",
     }.get(verdict_stage or "")  # fmt: skip
 
 

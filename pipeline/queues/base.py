@@ -13,6 +13,10 @@ Ack = Any  # a variant's acknowledgement token, opaque to callers
 Progress = tuple[str, dict[str, int]]  # (hash key, fields) written atomically with a put
 Entry = Literal["reading", "batch"]
 
+# broker → the URL this process's observers use (the harness sets it when it finds the broker; stages are given
+# theirs as a knob): what the classmethods (depth, summary, held, drop) of a broker variant connect to
+BROKER_URLS: dict[str, str] = {}
+
 
 def encode(rows: list[Row], entry: Entry) -> list[bytes]:
     """JSON payloads: per reading, the seed's flat object (plus timing keys); per batch, an array of arrays."""
@@ -32,6 +36,14 @@ class Queue(ABC):
     """A Redis-backed queue of rows. ``cap`` bounds the readings it holds: ``put`` waits while it is full."""
 
     name: str
+    broker: str | None = None  # a broker besides Redis the variant needs ("nats", "rabbitmq"): harness.services
+
+    def knob(self, name: str) -> Any:
+        """Knob ``name`` from the stage's settings, else its catalogue default (a queue built outside a stage)."""
+        from pipeline.knobs import KNOBS
+
+        value = getattr(self.settings, name, None)
+        return KNOBS[name].default if value is None else value
 
     def __init__(
         self,
@@ -42,9 +54,11 @@ class Queue(ABC):
         cap: int = 1_000_000,
         group: str = "writers",
         consumer: str = "writer-1",
+        settings: Any = None,
     ) -> None:
         self.r, self.key, self.entry, self.cap = client, key, entry, cap
         self.group, self.consumer = group, consumer
+        self.settings = settings  # the stage's settings: a broker variant's URL and knobs (None: their defaults)
         self._rows_per_entry = 1.0  # running estimate, for cap and read counts with batch entries
 
     async def setup(self) -> None:
@@ -62,6 +76,14 @@ class Queue(ABC):
 
     async def ack(self, token: Ack) -> None:
         """The rows of ``token`` are committed: the queue may forget them."""
+
+    async def close(self) -> None:
+        """Close what the variant opened besides the Redis client (a broker connection)."""
+
+    @classmethod
+    async def drop(cls, client: aioredis.Redis, key: str, url: str | None = None) -> None:
+        """Delete what the variant keeps for the queue at ``key`` outside Redis (a broker's stream or queue, on the
+        broker at ``url``, default: this process's); the harness deletes the Redis keys under the run's prefix."""
 
     @abstractmethod
     async def length(self) -> int:
