@@ -157,11 +157,9 @@ def _clear_services(record: RunRecord) -> None:
 
     drop_keys(record.redis_url, record.key_prefix)
     if record.brokers:  # the run's broker streams/queues (jetstream, rabbitmq)
-        from harness.services import Brokers
+        from harness.broker_queues import drop_broker_queues
 
-        brokers = Brokers()
-        brokers.found = {b: (url, "explicit") for b, url in record.brokers.items()}
-        brokers.drop_queues(record.key_prefix)
+        drop_broker_queues(dict(record.brokers), record.key_prefix)
     if record.schema != "public":
         from psycopg import sql
 

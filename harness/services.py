@@ -38,6 +38,7 @@ import redis
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from harness.broker_queues import drop_broker_queues
 from harness.servers import (
     PG_ENGINE,
     REDIS_ENGINE,
@@ -146,23 +147,7 @@ class Brokers:
     def drop_queues(self, key: str) -> None:
         """Delete the broker streams/queues of the queue at ``key`` and its forward queue, on every broker found
         (a run's end: what the Redis variants' keys get from ``drop_keys``)."""
-        from harness.servers import _run_async
-        from pipeline.queues import QUEUES
-        from pipeline.wiring import FORWARD_SUFFIX
-
-        variants = [q for q in QUEUES.values() if q.broker in self.found]
-
-        async def drop() -> None:
-            for variant in variants:
-                url = self.found[str(variant.broker)][0]
-                for k in (key, key + FORWARD_SUFFIX):
-                    try:
-                        await variant.drop(None, k, url)  # type: ignore[arg-type]  # the broker variants need no Redis
-                    except Exception as exc:  # the broker went away: nothing left to drop there
-                        log.info("could not drop %s queue %s: %s", variant.name, k, short_reason(exc))
-
-        if variants:
-            _run_async(drop)
+        drop_broker_queues({b: url for b, (url, _) in self.found.items()}, key)
 
     def describe(self) -> str:
         return "".join(
