@@ -289,3 +289,15 @@ def test_the_run_states_its_resolution_and_a_tie_below_it_says_so() -> None:
     ]
     sentence, _ = winners.verdict(rows, open_loop=False)
     assert "within noise" in sentence and "below this comparison's resolution" in sentence
+
+
+def test_a_count_cell_sizes_its_warm_up_from_its_run_and_always_measures() -> None:
+    """100,000 readings in 10 commits of 10,000 over 0.6 s: a 1 s warm-up would leave no window (no_data); a count
+    cell's warm-up is at most a fifth of its span, and its window holds the rest of its commits."""
+    events = [(int(i * 0.066e9), 10_000) for i in range(10)]
+    assert measure.window_from_commits(events, 1.0, 4.0) is not None
+    empty = measure.window_from_commits(events, 1.0, 4.0)
+    assert empty is not None and empty.commits == 0
+    w = measure.window_from_commits(events, 1.0, 4.0, count=True)
+    assert w is not None and w.commits >= 7 and w.seconds > 0
+    assert w.throughput == pytest.approx(10_000 / 0.066, rel=0.01)

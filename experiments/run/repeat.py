@@ -94,7 +94,7 @@ async def run_repeat(
     duration = time.time() - t0
     acct = result.accounting
     after = measure.pg_stats(services.pg_dsn, schema)
-    window = measure.measure_window(services.pg_dsn, schema, m.warmup_s, measure_s)
+    window = measure.measure_window(services.pg_dsn, schema, m.warmup_s, measure_s, count=bool(cfg.count))
     bounds = measure.intended_bounds(services.pg_dsn, schema)
     lat: dict[str, dict[str, Any]] = {"intended": {"n": 0}, "sent": {"n": 0}}
     e2e: dict[str, Any] = {"n": 0}
