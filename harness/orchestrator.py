@@ -146,6 +146,18 @@ class Orchestrator:
         return {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url, "db_schema": self.schema,
                 "queue_key": self.queue_key, **self.services.queue_wiring(self.cfg.queue)}  # fmt: skip
 
+    def _pubsub(self, *, with_redis: bool = False) -> dict[str, object]:
+        """A forwarder that reaches the backend through Redis pub/sub (the variant says so: ``via_pubsub``): the run's
+        channel for it and the backend, and the backend's Redis."""
+        from pipeline.forwarders import FORWARDERS
+
+        if not (self.cfg.forwarding and FORWARDERS[self.cfg.forwarder].via_pubsub):
+            return {}
+        wiring: dict[str, object] = {"pubsub_channel": self.queue_key + ":pubsub"}
+        if with_redis:
+            wiring["redis_url"] = self.services.redis_url
+        return wiring
+
     def plan(self) -> list[Stage]:
         """The stages in start order (consumers first, generator last)."""
         c = self.cfg
@@ -156,6 +168,7 @@ class Orchestrator:
             wiring: dict[str, object] = {"port": self.ports["backend"], "host": self.host("backend")}
             if self.injection is not None and self.injection.backend_hook:  # the backend_503 fault's one fake
                 wiring["fault_hook"] = True
+            wiring.update(self._pubsub(with_redis=True))
             backend = self._new_stage(
                 "backend",
                 [sys.executable, *self.python_prefix("backend"), "-m", "pipeline.backend",
@@ -165,11 +178,12 @@ class Orchestrator:
             self.stages["backend"] = backend
             order.append(backend)
         if c.topology == "node":
-            wiring = {**self._services(), "generator": generator, "backend_url": backend_url or None}
+            wiring = {**self._services(), "generator": generator, "backend_url": backend_url or None, **self._pubsub()}
             order.append(self._stage("node", "node", wiring))
         else:
             if c.forwarding:
-                order.append(self._stage("forwarder", "forwarder", {**self._services(), "backend_url": backend_url}))
+                wiring = {**self._services(), "backend_url": backend_url, **self._pubsub()}
+                order.append(self._stage("forwarder", "forwarder", wiring))
             for i in range(c.workers):
                 order.append(
                     self._stage(f"writer-{i + 1}", "writer", {**self._services(), "consumer": f"writer-{i + 1}"})

@@ -136,6 +136,7 @@ class ForwarderMixin(_Settings):
     forward_batch: int = knob("forward_batch")
     concurrency: int = knob("concurrency")
     api_token: str | None = knob("api_token")
+    pubsub_channel: str | None = knob("pubsub_channel")
     delay_forwarder_us: float = knob("delay_forwarder_us")
     delay_kind: DelayKind = knob("delay_kind")
 
@@ -188,6 +189,8 @@ class BackendSettings(StageSettings):
     ws_buffer: int = knob("ws_buffer")
     backend_behaviour: BackendBehaviour = knob("backend_behaviour")
     fault_hook: bool = knob("fault_hook")
+    redis_url: str | None = knob("redis_url")
+    pubsub_channel: str | None = knob("pubsub_channel")
     delay_backend_us: float = knob("delay_backend_us")
     delay_kind: DelayKind = knob("delay_kind")
 

@@ -25,7 +25,7 @@ async def run(settings: ForwarderSettings) -> None:
     stop = stop_event()
     client = await open_redis(settings)
     queue = await make_queue(settings, client, forward=True, consumer=settings.consumer)
-    forwarder = await make_forwarder(settings)
+    forwarder = await make_forwarder(settings, settings.redis_url)
     port = metrics.serve(settings.metrics_port, settings.host)
     log.info("forwarder %s: metrics on :%d, → %s", settings.forwarder, port, settings.backend_url)
     try:

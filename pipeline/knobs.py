@@ -128,7 +128,8 @@ KNOBS: dict[str, Knob] = _k(
          ("generator", "backend"), ge=0, le=65535, stage_defaults={"backend": 8000}),
     # ------------------------------------------------------------------------------------------- services
     Knob("pg_dsn", str | None, None, "PostgreSQL DSN (default: local server, else a throwaway one)", _SERVICES),
-    Knob("redis_url", str | None, None, "Redis URL (default: local server, else a throwaway one)", _SERVICES),
+    Knob("redis_url", str | None, None, "Redis URL (default: local server, else a throwaway one; backend: the one "
+         "its pub/sub channel is on)", (*_SERVICES, "backend")),
     Knob("db_schema", str, "public", "schema holding telemetry_data", _SERVICES),
     Knob("nats_url", str | None, None, "NATS URL, JetStream on (jetstream queue; default: local, else a throwaway)",
          _SERVICES),
@@ -201,6 +202,9 @@ KNOBS: dict[str, Knob] = _k(
     Knob("forwarder", str, "none", "forwarder variant", _FORWARD,
          plan=Plan("async", why="a stage alone forwards nothing; runs forward with bounded async POSTs")),
     Knob("backend_url", str, "http://127.0.0.1:8000", "backend base URL", _FORWARD),
+    Knob("pubsub_channel", str | None, None, "Redis pub/sub channel of the pubsub forwarder: it publishes each batch "
+         "there, the backend subscribes and broadcasts (None: the backend subscribes to nothing)",
+         (*_FORWARD, "backend")),
     Knob("forward_batch", int, 1, "readings per POST (1: the seed's /telem_data; the backend takes ≤ 10,000)",
          _FORWARD, ge=1, le=10_000, plan=Plan(100, why="the seed posts one reading; runs post 100 at a time")),
     Knob("concurrency", int, 8, "POSTs in flight (async forwarder)", _FORWARD, ge=1, le=1024, plan=Plan()),

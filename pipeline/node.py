@@ -63,7 +63,7 @@ async def run(settings: NodeSettings) -> None:
     client = await open_redis(settings)
     queue = await make_queue(settings, client)
     await open_pg(settings)
-    forwarder = await make_forwarder(settings)
+    forwarder = await make_forwarder(settings, settings.redis_url)
     put, room = stream_writer(
         queue, seed_prints=settings.seed_prints, loop_delay=delay.make(settings.delay_node_us, settings.delay_kind)
     )

@@ -87,12 +87,13 @@ def make_sink(settings: WriterMixin) -> Sink:
     return SINKS[settings.sink](STAGE if settings.dedupe else TABLE_NAME)
 
 
-async def make_forwarder(settings: ForwarderMixin) -> Forwarder:
+async def make_forwarder(settings: ForwarderMixin, redis_url: str | None = None) -> Forwarder:
     from pipeline.forwarders import FORWARDERS
 
     fwd = FORWARDERS[settings.forwarder](
-        settings.backend_url, batch=settings.forward_batch, concurrency=settings.concurrency, token=settings.api_token
-    )
+        settings.backend_url, batch=settings.forward_batch, concurrency=settings.concurrency, token=settings.api_token,
+        redis_url=redis_url, channel=settings.pubsub_channel,
+    )  # fmt: skip
     fwd.delay = delay.make(settings.delay_forwarder_us, settings.delay_kind)
     await fwd.start()
     return fwd

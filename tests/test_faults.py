@@ -24,6 +24,7 @@ from harness.orchestrator import Fault, Orchestrator
 from harness.plan import PipelineConfig
 from harness.services import Services
 from pipeline import db
+from pipeline.forwarders import FORWARDERS
 from tests.helpers import expected_readings, table_readings
 
 FAULTS = {c.id: c for c in load("faults").cells if c.fault}
@@ -49,9 +50,8 @@ def test_fault_times_are_drawn_per_repeat_from_the_seed_within_the_window() -> N
 
 def test_backend_503_runs_for_every_forwarder_variant_that_posts() -> None:
     """Each variant that POSTs has a backend_503 cell and a stated expectation (LOST_TO_503)."""
-    from pipeline.forwarders import FORWARDERS
 
-    posting = {name for name in FORWARDERS.names() if name != "none"}
+    posting = {name for name in FORWARDERS.names() if name != "none" and not FORWARDERS[name].via_pubsub}
     assert {c.params.forwarder for c in FAULTS.values() if c.fault == "backend_503"} == posting == set(LOST_TO_503)
 
 
@@ -129,6 +129,14 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
             assert result.failures == ([f"{a.duplicated} duplicated rows in telemetry_data"] if claimed else [])
             return
         assert (skipped > 0) == (claimed > 0), (fault.detail, skipped)  # dedupe skipped the second commit
+    elif cell.expect_loss and cfg.forwarding and FORWARDERS[cfg.forwarder].via_pubsub:
+        # at most once: what the forwarder published while no backend was subscribed is gone — counted as failed,
+        # never as forwarded — and reported as this design's loss; the database path loses nothing
+        failed = orch.stages["forwarder"].last.get("telemetry_errors_total", stage="forwarder", kind="post_failed")
+        assert a.committed == a.rows == 15_000 and a.lost == 0 and a.duplicated == 0
+        assert 0 < 15_000 - a.forwarded == failed, (a, failed)
+        assert f"forwarded {a.forwarded} of 15000 readings" in result.failures, result.failures
+        return
     elif cell.expect_loss:
         # the seed's list: what the killed writer had popped is gone — a real loss, seen in the table, not only in
         # the counters — and the accounting reports exactly that many

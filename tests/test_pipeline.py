@@ -52,6 +52,12 @@ CELLS = {
     # the seed's own design: one process, seed RPC, MessageToDict, LPUSH/BRPOP, COPY of 20, a blocking POST each
     # (a few hundred readings/s at best: 1,000 readings are 50 COPYs and 1,000 POSTs, every one accounted for)
     "node-seed": SEED.model_copy(update={"rate": 1000.0, "count": 1000, "flush_interval": 0.5, "seed": 16}),
+    # the pubsub forwarder: batches published on the run's Redis channel, the backend subscribed, no HTTP hop
+    "split-pubsub": PipelineConfig(
+        topology="split", rate=10_000, count=5_000, readings_per_message=100, decoder="direct", queue="stream",
+        queue_entry="batch", sink="copy_binary", batch_size=1000, flush_interval=0.2, forwarder="pubsub",
+        forward_batch=100, seed=19,
+    ),
     # node topology with the async forwarder and two queue-reader coroutines
     "node-async-2workers": PipelineConfig(
         topology="node", rate=10_000, count=10_000, readings_per_message=100, decoder="direct", queue="stream",

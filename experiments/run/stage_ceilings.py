@@ -125,13 +125,18 @@ async def writers(cfg: PipelineConfig, pg_dsn: str, schema: str, rows: list[Row]
             await c.close()
 
 
-async def forward(cfg: PipelineConfig, rows: list[Row]) -> float:
-    """Readings/s from the forwarder through a backend process to one websocket client (all of them received)."""
+async def forward(cfg: PipelineConfig, rows: list[Row], redis_url: str, key: str) -> float:
+    """Readings/s from the forwarder through a backend process to one websocket client (all of them received); a
+    forwarder through Redis pub/sub (``via_pubsub``) publishes on a channel of this pass that the backend subscribes
+    to."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+    name = cfg.forwarder if cfg.forwarding else "async"
+    channel = f"{key}:pubsub:ceiling" if FORWARDERS[name].via_pubsub else None
+    sub = ["--redis-url", redis_url, "--pubsub-channel", channel] if channel else []
     backend = subprocess.Popen(
         [sys.executable, "-m", "pipeline.backend", "--port", str(port), "--host", "127.0.0.1", "--log-level",
-         "WARNING", "--backend-behaviour", cfg.backend_behaviour],
+         "WARNING", "--backend-behaviour", cfg.backend_behaviour, *sub],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         preexec_fn=die_with_parent(),
     )  # fmt: skip
@@ -147,8 +152,8 @@ async def forward(cfg: PipelineConfig, rows: list[Row]) -> float:
                     raise RuntimeError(f"backend did not start (status {backend.poll()})")
                 await asyncio.sleep(0.1)
         await probe.start()
-        name = cfg.forwarder if cfg.forwarding else "async"
-        fwd = FORWARDERS[name](f"http://127.0.0.1:{port}", batch=cfg.forward_batch, concurrency=cfg.concurrency)
+        fwd = FORWARDERS[name](f"http://127.0.0.1:{port}", batch=cfg.forward_batch, concurrency=cfg.concurrency,
+                               redis_url=redis_url, channel=channel)  # fmt: skip
         await fwd.start()
         per = max(1, cfg.readings_per_message)
         t0 = time.perf_counter()
@@ -186,7 +191,7 @@ async def one_pass(
             log.info("queue ceiling of %s left out: %s", name, exc)
     out["writer_1"] = await writers(cfg, pg_dsn, schema, rows, 1)
     out["writer_N"] = await writers(cfg, pg_dsn, schema, rows, max(2, n_writers))
-    out["forward"] = await forward(cfg, rows[:FORWARD_READINGS])
+    out["forward"] = await forward(cfg, rows[:FORWARD_READINGS], redis_url, key)
     return out
 
 

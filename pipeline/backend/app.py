@@ -22,6 +22,7 @@ from pipeline.backend.routes import add_common_routes, add_reading_routes
 from pipeline.backend.schema import SCHEMA_DEFS
 from pipeline.backend.seed import add_seed_reading_routes
 from pipeline.backend.static import add_static_routes
+from pipeline.backend.subscriber import Subscriber
 from pipeline.backend.ws import serve_client
 from pipeline.config import BackendSettings
 
@@ -35,12 +36,23 @@ def create_app(settings: BackendSettings) -> FastAPI:
         metrics.readings().labels(stage)
 
     hook = FaultHook() if settings.fault_hook else None  # off by default: the backend_503 fault's fake
+    subscriber = (  # the pubsub forwarder's channel: readings arrive without an HTTP hop
+        Subscriber(
+            settings.redis_url, settings.pubsub_channel, hub, guard, awaited=settings.backend_behaviour == "seed"
+        )
+        if settings.pubsub_channel and settings.redis_url
+        else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if hook is not None:
             hook.install()
+        if subscriber is not None:
+            await subscriber.start()  # before the health check answers
         yield
+        if subscriber is not None:
+            await subscriber.stop()
         if hook is not None:
             hook.uninstall()
         for task in list(tasks):

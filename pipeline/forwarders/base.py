@@ -46,8 +46,22 @@ class Forwarder(ABC):
     blocks_event_loop: ClassVar[bool] = False  # True: ``send`` blocks the event loop while it POSTs (the verdict
     # then measures the share of the run a one-process topology spends blocked in POSTs)
 
-    def __init__(self, backend_url: str, *, batch: int = 1, concurrency: int = 8, token: str | None = None) -> None:
+    # True: the variant reaches the backend through a Redis pub/sub channel, not HTTP (the harness then gives the
+    # forwarder and the backend the run's channel, and the backend the run's Redis)
+    via_pubsub: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        backend_url: str,
+        *,
+        batch: int = 1,
+        concurrency: int = 8,
+        token: str | None = None,
+        redis_url: str | None = None,
+        channel: str | None = None,
+    ) -> None:
         self.base = backend_url.rstrip("/")
+        self.redis_url, self.channel = redis_url, channel
         self.batch, self.concurrency = batch, concurrency
         self.headers = {"content-type": "application/json"}
         if token:
