@@ -44,30 +44,28 @@ class Delay:
         while time.thread_time_ns() < until:
             pass
 
-    async def __call__(self, n: int) -> None:
-        """In async code: the cost of ``n`` readings (``sleep`` yields to the event loop)."""
+    def _owe(self, n: int) -> float:
+        """Add the cost of ``n`` readings: spin it off now, or owe it; the seconds to sleep now (0: nothing yet)."""
         ns = n * self.ns_per_reading
         self.added_ns += ns
         if self.kind == "spin":
             self._spin(ns)
-            return
+            return 0.0
         self.debt_ns += ns
-        if self.debt_ns >= SLEEP_QUANTUM_NS:
+        return self.debt_ns / 1e9 if self.debt_ns >= SLEEP_QUANTUM_NS else 0.0
+
+    async def __call__(self, n: int) -> None:
+        """In async code: the cost of ``n`` readings (``sleep`` yields to the event loop)."""
+        if seconds := self._owe(n):
             t = time.perf_counter_ns()
-            await asyncio.sleep(self.debt_ns / 1e9)
+            await asyncio.sleep(seconds)
             self.debt_ns -= time.perf_counter_ns() - t
 
     def block(self, n: int) -> None:
         """In sync code: the cost of ``n`` readings (``sleep`` blocks the thread)."""
-        ns = n * self.ns_per_reading
-        self.added_ns += ns
-        if self.kind == "spin":
-            self._spin(ns)
-            return
-        self.debt_ns += ns
-        if self.debt_ns >= SLEEP_QUANTUM_NS:
+        if seconds := self._owe(n):
             t = time.perf_counter_ns()
-            time.sleep(self.debt_ns / 1e9)
+            time.sleep(seconds)
             self.debt_ns -= time.perf_counter_ns() - t
 
 
