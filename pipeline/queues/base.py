@@ -1,13 +1,38 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 
 from pipeline.rows import Row, dict_to_row, row_to_dict
+
+T = TypeVar("T")
+BROKER_RETRY_S = 60.0  # how long a broker request retries through a dropped connection or a broker restart
+
+
+async def retrying(request: Callable[[], Awaitable[T]], gone: tuple[type[Exception], ...], broker: str) -> T:
+    """``request()``, again with backoff (50 ms doubling to 1 s) while the broker is gone (``gone``), for up to
+    ``BROKER_RETRY_S`` (the broker variants' publishes, declares and stream requests). A publish repeated after a lost
+    acknowledgement stores the entry twice: redelivered rows, which ``dedupe`` makes harmless."""
+    deadline, delay = time.monotonic() + BROKER_RETRY_S, 0.05
+    while True:
+        try:
+            return await request()
+        except gone as exc:
+            if time.monotonic() > deadline:
+                raise
+            logging.getLogger("telemetry_bench.queue").warning(
+                "%s request failed (%s): retrying", broker, type(exc).__name__
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
 
 Ack = Any  # a variant's acknowledgement token, opaque to callers
 Progress = tuple[str, dict[str, int]]  # (hash key, fields) written atomically with a put

@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,12 +15,11 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from pipeline.endpoints import LOCAL_NATS_URL
-from pipeline.queues.base import BROKER_URLS, Ack, Progress, Queue, decode, encode
+from pipeline.queues.base import BROKER_URLS, Ack, Progress, Queue, decode, encode, retrying
 from pipeline.rows import Row
 
 log = logging.getLogger("telemetry_bench.queue")
 T = TypeVar("T")
-RETRY_S = 60.0  # how long a publish or stream request retries through a dropped connection or a server restart
 # what a request meets while the server restarts (nats.errors.TimeoutError is a TimeoutError, caught apart)
 _GONE: tuple[type[Exception], ...] = (
     nats.errors.ConnectionClosedError,
@@ -35,18 +33,8 @@ _ACK_LOST: tuple[type[Exception], ...] = (TimeoutError, *_GONE)
 
 
 async def _retrying(request: Callable[[], Awaitable[T]]) -> T:
-    """``request()``, again with backoff while the server is gone, for up to ``RETRY_S``. A publish repeated after
-    a lost acknowledgement stores the entry twice: redelivered rows, which ``dedupe`` makes harmless."""
-    deadline, delay = time.monotonic() + RETRY_S, 0.05
-    while True:
-        try:
-            return await request()
-        except _ACK_LOST as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("NATS request failed (%s): retrying", type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    """``request()``, retried while the server is gone (``pipeline.queues.base.retrying``)."""
+    return await retrying(request, _ACK_LOST, "NATS")
 
 
 def stream_name(key: str) -> str:

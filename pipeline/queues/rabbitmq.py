@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,7 +12,7 @@ import aiormq.exceptions
 import redis.asyncio as aioredis
 
 from pipeline.endpoints import LOCAL_AMQP_URL
-from pipeline.queues.base import BROKER_URLS, Ack, Progress, Queue, decode, encode
+from pipeline.queues.base import BROKER_URLS, Ack, Progress, Queue, decode, encode, retrying
 from pipeline.rows import Row
 
 QUEUE_TYPE = "quorum"  # docs/brokers.md: why quorum and not classic or stream
@@ -21,23 +20,12 @@ QUEUE_TYPE = "quorum"  # docs/brokers.md: why quorum and not classic or stream
 
 log = logging.getLogger("telemetry_bench.queue")
 T = TypeVar("T")
-RETRY_S = 60.0  # how long a publish or declare retries through a dropped connection or a broker restart
 _GONE: tuple[type[Exception], ...] = (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
 
 
 async def _retrying(request: Callable[[], Awaitable[T]]) -> T:
-    """``request()``, again with backoff while the broker is gone (the robust connection reconnects), for up to
-    ``RETRY_S``. A publish repeated after a lost confirm stores it twice: redelivered rows, for ``dedupe``."""
-    deadline, delay = time.monotonic() + RETRY_S, 0.05
-    while True:
-        try:
-            return await request()
-        except _GONE as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("RabbitMQ request failed (%s): retrying", type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    """``request()``, retried while the broker is gone (``pipeline.queues.base.retrying``)."""
+    return await retrying(request, _GONE, "RabbitMQ")
 
 
 def _url(settings: Any = None) -> str:
