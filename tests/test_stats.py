@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 import pytest
 
@@ -194,12 +195,28 @@ def test_instrumentation_target_is_decided_on_the_interval() -> None:
     base = res.cells[3]
 
     def pair(on: list[float], off: list[float]) -> str:
+        """Each repeat's CPU per reading is its figure (× 10⁻⁶ s), round k of on paired with round k of off."""
+        from experiments.results.model import StageResources
+
         r = res.model_copy(deep=True)
         r.cells = [c for c in r.cells if c.id != base.id]
         for cid, tps in (("histograms-on", on), ("histograms-off", off)):
             c = base.model_copy(deep=True)
             c.id = cid
-            c.repeats = [c.repeats[0].model_copy(update={"throughput_rps": t}) for t in tps]
+            rep = c.repeats[0]
+            c.repeats = [
+                rep.model_copy(
+                    update={
+                        "throughput_rps": t,
+                        "kind": "timed",
+                        "pilot": False,
+                        "excluded": False,
+                        "resources": {"writer-1": StageResources(cpu_s=t, cpu_util_window=None, peak_rss_bytes=0)},
+                        "accounting": rep.accounting.model_copy(update={"committed": 1_000_000}),
+                    }
+                )
+                for t in tps
+            ]
             assert c.summary is not None
             c.summary.throughput_rps = statistics.median(tps)
             r.cells.append(c)
@@ -301,3 +318,42 @@ def test_a_count_cell_sizes_its_warm_up_from_its_run_and_always_measures() -> No
     w = measure.window_from_commits(events, 1.0, 4.0, count=True)
     assert w is not None and w.commits >= 7 and w.seconds > 0
     assert w.throughput == pytest.approx(10_000 / 0.066, rel=0.01)
+
+
+def test_instrumentation_cost_known_answer_paired_cpu_per_reading_decides_both_ways() -> None:
+    """A stated extra cost comes out FAIL with an interval excluding 0, none comes out PASS — on CPU per reading
+    paired by round, although the machine drifts ±10 % from round to round (which an unpaired comparison cannot
+    see through: its interval straddles the ±3 % bound)."""
+    import random
+
+    from experiments.analysis import targets
+    from experiments.results.model import StageResources
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    template = next(r for c in res.cells for r in c.repeats if r.kind == "timed" and r.accounting.committed)
+    rng = random.Random(5)
+
+    def cells(extra: float) -> tuple[Any, Any]:
+        on, off = res.cells[0].model_copy(deep=True), res.cells[0].model_copy(deep=True)
+        on.repeats, off.repeats = [], []
+        for i in range(16):
+            drift = 1 + rng.uniform(-0.10, 0.10)  # the round's machine: both cells of the pair see it
+            for cell, cost in ((on, 1 + extra), (off, 1.0)):
+                cpu = 10.0 * drift * cost * (1 + rng.gauss(0, 0.015))
+                cell.repeats.append(template.model_copy(update={
+                    "index": i, "pilot": False, "excluded": False, "throughput_rps": 1e5 / (drift * cost),
+                    "resources": {"writer-1": StageResources(cpu_s=cpu, cpu_util_window=None, peak_rss_bytes=0)},
+                    "accounting": template.accounting.model_copy(update={"committed": 1_000_000}),
+                }))  # fmt: skip
+        return on, off
+
+    on, off = cells(0.05)
+    r = targets.paired(on, off, targets.cpu_per_reading)
+    assert r.lo is not None and r.hi is not None and r.lo > 1.0  # excludes 0 extra cost
+    assert stats.within(r, targets.MAX_METRICS_OVERHEAD) == "fail" and 0.03 < r.ratio - 1 < 0.07
+    unpaired = stats.ratio(
+        [targets.cpu_per_reading(x) for x in on.repeats], [targets.cpu_per_reading(x) for x in off.repeats]
+    )
+    assert stats.within(unpaired, targets.MAX_METRICS_OVERHEAD) == "cannot_tell"
+    on, off = cells(0.0)
+    assert stats.within(targets.paired(on, off, targets.cpu_per_reading), targets.MAX_METRICS_OVERHEAD) == "pass"
