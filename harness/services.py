@@ -156,11 +156,12 @@ class Brokers:
         )
 
     def close(self) -> None:
-        from pipeline.queues.base import BROKER_URLS
+        if self.found:  # (no import otherwise: close may run from atexit, as the interpreter shuts down)
+            from pipeline.queues.base import BROKER_URLS
 
-        for broker, (url, _) in self.found.items():  # observers no longer point at a server that is gone
-            if BROKER_URLS.get(broker) == url:
-                del BROKER_URLS[broker]
+            for broker, (url, _) in self.found.items():  # observers no longer point at a server that is gone
+                if BROKER_URLS.get(broker) == url:
+                    del BROKER_URLS[broker]
         if self.throwaways is not None:
             self.throwaways.close()
 

@@ -20,8 +20,8 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     [
         ("--sink", "kopy", "insert, executemany, values, copy, copy_binary"),
         ("--decoder", "fast", "dict, direct"),
-        ("--queue", "kafka", "list, list_reliable, stream"),
-        ("--forwarder", "grpc", "sync, async, none"),
+        ("--queue", "kafka", "jetstream, list, list_reliable, rabbitmq, stream"),
+        ("--forwarder", "grpc", "sync, async, pubsub, none"),
     ],
 )
 def test_live_unknown_variant_fails_before_anything_starts(flag: str, value: str, valid: str) -> None:
@@ -37,8 +37,8 @@ def test_live_unknown_variant_fails_before_anything_starts(flag: str, value: str
     [
         ("pipeline.writer", "--sink", "kopy", "valid sinks: insert, executemany"),
         ("pipeline.ingest", "--decoder", "fast", "valid decoders: dict, direct"),
-        ("pipeline.node", "--queue", "kafka", "valid queues: list, list_reliable, stream"),
-        ("pipeline.forwarder", "--forwarder", "grpc", "valid forwarders: sync, async, none"),
+        ("pipeline.node", "--queue", "kafka", "valid queues: jetstream, list, list_reliable, rabbitmq, stream"),
+        ("pipeline.forwarder", "--forwarder", "grpc", "valid forwarders: sync, async, pubsub, none"),
         ("pipeline.writer", "--batch-size", "0", "greater than or equal to 1"),
         ("pipeline.generator", "--port", "70000", "less than or equal to 65535"),
     ],

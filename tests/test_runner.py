@@ -78,7 +78,7 @@ def test_default_matrix_has_the_four_comparisons_and_the_seed() -> None:
     }
     assert {c.params.batch_size for c in m.cells if "batch" in c.groups} == {10, 100, 1000, 10000}  # 1: in full
     assert {c.params.decoder for c in m.cells if "decoder" in c.groups} == {"dict", "direct"}
-    assert {c.params.forwarder for c in m.cells if "forwarder" in c.groups} == {"sync", "async"}
+    assert {c.params.forwarder for c in m.cells if "forwarder" in c.groups} == {"sync", "async", "pubsub"}
     seed = next(c for c in m.cells if c.id == "seed").params
     assert (seed.topology, seed.rpc, seed.decoder, seed.queue, seed.sink, seed.batch_size, seed.forwarder) == (
         "node", "seed", "dict", "list", "copy", 20, "sync"

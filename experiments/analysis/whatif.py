@@ -30,7 +30,8 @@ slope over the points up to the knee (≈ 0), and it is reported as "≈ 0 up to
 throughput gains s·k / (1 − s·k) (p99 falls by s·k), the interval from s's interval (the gain grows with s). It holds
 until the next stage binds: a stage with slack up to +c of its time (its knee, or at least the largest amount tried
 when it never bent) can carry (1 + c) × today's throughput, so the gain is capped at the smallest such c over the
-other stages (and at a measured stage ceiling ÷ throughput − 1 where one is given).
+other stages with slack (and at a measured stage ceiling ÷ throughput − 1 where one is given). Another sensitive
+stage does not cap it: it shares the critical path (a synchronous wait, or the same cores), where savings add.
 """
 
 from __future__ import annotations
@@ -275,7 +276,10 @@ def predict(
     hi = None if fit.hi is None else _gain(fit.hi, k, metric)
     if metric != "throughput" and lo is not None and hi is not None:
         lo, hi = min(lo, hi), max(lo, hi)
-    caps = [(f.headroom, f.stage) for f in fits if f.stage != stage]
+    # a stage with slack binds once the speed-up uses its slack; another *sensitive* stage does not cap: it is on the
+    # same critical path (the seed's node waits on the backend's answer; stages sharing two cores share their CPU),
+    # so the time saved adds up rather than moving the bottleneck to it
+    caps = [(f.headroom, f.stage) for f in fits if f.stage != stage and not f.sensitive]
     if ceilings and throughput:
         caps += [(c / throughput - 1.0, f"ceiling:{st}") for st, c in ceilings.items() if st != stage and c > 0]
     cap, by = min(caps, default=(None, None))
