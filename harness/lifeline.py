@@ -7,8 +7,8 @@ Three mechanisms, each for one way a run can end:
   turns SIGTERM and SIGHUP into the SIGINT that ``asyncio.run`` already handles (it cancels the main task, so every
   ``finally`` runs: the orchestrator stops its stages and throwaway servers, the runner has written the results so
   far); the command then exits non-zero (130).
-- **SIGKILL to the harness** (nothing of it runs any more): every stage is started with :func:`die_with_parent` as
-  its ``preexec_fn``, so the kernel sends it SIGTERM when the harness dies (Linux ``PR_SET_PDEATHSIG``); a stage
+- **SIGKILL to the harness** (nothing of it runs any more): every stage is started through :func:`die_with_parent`,
+  so the kernel sends it SIGTERM when the harness dies (Linux ``PR_SET_PDEATHSIG``); a stage
   then flushes, acknowledges and exits as on any stop.
 - **What a killed run leaves in the services** (queue keys, progress records, its schema): each run writes a
   :class:`RunRecord` (``<tmp>/telemetry-bench-runs/<pid>.json``) naming its harness process, its stage processes,
@@ -20,13 +20,13 @@ Three mechanisms, each for one way a run can end:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,31 +35,22 @@ import psutil
 
 log = logging.getLogger("telemetry_bench.lifeline")
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-try:  # resolved once, here: the child between fork and exec only makes the call (no loading, no locks)
-    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: the run records still clean up
-    _prctl = None
+SETPRIV = shutil.which("setpriv")  # util-linux: in every Debian
 RECORDS = Path(tempfile.gettempdir()) / "telemetry-bench-runs"
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when the process that started it dies.
+def die_with_parent(argv: Sequence[str], sig: int = signal.SIGTERM) -> list[str]:
+    """``argv`` so started that the process gets ``sig`` when the process that started it dies.
 
-    If the parent is already gone by the time the child runs this (a race with a SIGKILL), the child exits at once.
-    Where ``prctl`` is unavailable (not Linux) it does nothing: the run records still clean up.
+    ``setpriv --pdeathsig`` (Linux ``PR_SET_PDEATHSIG``) sets the signal and execs ``argv`` in the same process, so
+    the pid the caller records is the stage's. No ``preexec_fn``: Python code run between fork and exec in a process
+    with gRPC threads crashed the child (SIGSEGV after "Other threads are currently calling into gRPC, skipping
+    fork() handlers"), whereas without one ``subprocess`` uses vfork and runs no fork handler at all. Where setpriv
+    is missing, ``argv`` as it is: the run records (below) still clean up.
     """
-    parent = os.getpid()
-    signum = int(sig)
-
-    def preexec() -> None:
-        if _prctl is None:
-            return
-        _prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
+    if SETPRIV is None:
+        return list(argv)
+    return [SETPRIV, f"--pdeathsig={signal.Signals(sig).name.removeprefix('SIG')}", "--", *argv]
 
 
 def graceful_stop_signals() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,43 @@ POLL_S = 0.25
 STOP_TIMEOUT_S = 15.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` that is free now and stays free until a stage binds it.
+
+    Not the kernel's ``bind(0)``: that port comes from the ephemeral range, from which the kernel also picks the
+    source port of every outgoing connection (to Redis, PostgreSQL, a stage's metrics), so between this call and
+    the stage's own bind another connection could take it (``Address already in use``, seen on a busy 2-core CI).
+    Ports are drawn at random *below* the ephemeral range, above Ray's worker ports (10002–19999), where the kernel
+    never hands one out by itself; a port already handed out by this process is not drawn again.
+    """
+    lo = 20000
+    hi = _ephemeral_range()[0] - 1
+    if hi - lo < 1000:  # an unusual ephemeral range: the kernel's pick is the best there is
+        lo, hi = 0, 0
+    for _ in range(200):
+        want = random.randint(lo, hi) if hi else 0
+        if want in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, want))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _handed_out.add(port)
+        return port
+    raise PipelineError(f"no free port on {host} in {lo}-{hi} after 200 tries")
 
 
 class PipelineError(RuntimeError):
@@ -65,8 +99,8 @@ class Stage:
         self.env = env
         self.log_file = self.log_path.open("ab" if self.restarts else "wb")
         self.proc = subprocess.Popen(
-            self.argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=die_with_parent(),
+            die_with_parent(self.argv), stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
         )  # fmt: skip
         if self.record is not None:
             self.record.add_child(self.proc.pid)

@@ -211,12 +211,11 @@ class ThrowawayRedis:
         # fmt: on
         # own session: a Ctrl-C meant for the harness does not kill Redis before the harness is done with it
         self._proc = subprocess.Popen(
-            args,
+            die_with_parent(args),  # should the harness be killed, Redis stops too (SIGTERM: it saves)
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent(),  # should the harness be killed, Redis stops too (SIGTERM: it saves)
         )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -365,12 +364,11 @@ class ThrowawayNats:
         self.store.mkdir(parents=True, exist_ok=True)
         args = [exe, "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log_path)]
         self._proc = subprocess.Popen(
-            args,
+            die_with_parent(args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C meant for the harness does not stop it before the harness is done
-            preexec_fn=die_with_parent(),
         )
         deadline = time.monotonic() + START_TIMEOUT
         while True:

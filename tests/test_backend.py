@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from harness.process import free_port
 from pipeline.backend import MAX_BATCH, create_app, main
 from pipeline.backend.hub import Client
 from pipeline.config import BackendSettings
@@ -81,12 +81,6 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
@@ -95,7 +89,7 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
         workdir = tmp_path_factory.mktemp(f"backend-{name}")  # no stray .env is read from here
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        port = _free_port()
+        port = free_port()
         log = workdir / "server.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(

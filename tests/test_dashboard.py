@@ -13,7 +13,6 @@ import math
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from harness.process import free_port
 from tests.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, needs_chromium
 
 TOKEN = "dash-s3cret"
@@ -35,17 +35,11 @@ TOKEN = "dash-s3cret"
 # --- a backend that can be stopped and started again on the same port -------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Backend:
     workdir: Path
     flags: tuple[str, ...] = ()
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
 

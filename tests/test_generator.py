@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import socket
 import subprocess
 import sys
 import time
@@ -13,19 +12,14 @@ from datetime import datetime
 import grpc
 import pytest
 
+from harness.process import free_port
 from pipeline.decoders import DECODERS
 from pipeline.proto import pb2, pb2_grpc
 from tests.helpers import expected_readings
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _generator(*flags: str) -> Iterator[pb2_grpc.TelemetryServiceStub]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.generator", "--port", str(port), "--metrics-port", "0",
          "--count", "12", *flags],  # the seed RPC's stream: 12 readings at the seed's periods

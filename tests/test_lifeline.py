@@ -46,15 +46,15 @@ def _gone(pids: list[int], timeout: float = 60.0) -> list[int]:
 
 
 def test_child_dies_with_its_parent(tmp_path: Path) -> None:
-    """A child started with die_with_parent() gets SIGTERM when the process that started it is SIGKILLed."""
+    """A child started through die_with_parent() gets SIGTERM when the process that started it is SIGKILLed."""
     script = tmp_path / "parent.py"
     script.write_text(
         textwrap.dedent(
             """
             import subprocess, sys, time
             from harness.lifeline import die_with_parent
-            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                                     preexec_fn=die_with_parent(), start_new_session=True)
+            child = subprocess.Popen(die_with_parent([sys.executable, "-c", "import time; time.sleep(60)"]),
+                                     start_new_session=True)
             print(child.pid, flush=True)
             time.sleep(60)
             """
@@ -64,7 +64,9 @@ def test_child_dies_with_its_parent(tmp_path: Path) -> None:
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True)
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
-    assert psutil.pid_exists(child)
+    deadline = time.monotonic() + 10  # setpriv sets the signal, then execs the command: wait for the command
+    while psutil.Process(child).name() == "setpriv" and time.monotonic() < deadline:
+        time.sleep(0.01)
     parent.kill()
     parent.wait()
     assert _gone([child]) == [], "the child outlived its SIGKILLed parent"

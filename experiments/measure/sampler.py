@@ -99,9 +99,7 @@ class Sampler:
             out = self.out_dir / f"{stage}.collapsed"
             argv = py_spy_argv(exe, pid, out, self.rate_hz, native=self.native)
             log = (self.out_dir / f"{stage}.py-spy.log").open("wb")
-            self.procs[stage] = subprocess.Popen(
-                argv, stdout=log, stderr=log, start_new_session=True, preexec_fn=die_with_parent()
-            )
+            self.procs[stage] = subprocess.Popen(die_with_parent(argv), stdout=log, stderr=log, start_new_session=True)
 
     def interrupt(self) -> None:
         """Ask every py-spy to stop and write its output (SIGINT), without waiting: :meth:`stop` collects."""

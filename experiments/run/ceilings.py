@@ -107,10 +107,9 @@ async def generator(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.generator", "--port", str(port), "--metrics-port", "0",
-         "--host", "127.0.0.1", "--builder", builder, "--log-level", "WARNING"],
+        die_with_parent([sys.executable, "-m", "pipeline.generator", "--port", str(port), "--metrics-port", "0",
+                         "--host", "127.0.0.1", "--builder", builder, "--log-level", "WARNING"]),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        preexec_fn=die_with_parent(),
     )  # fmt: skip
     options = [*GRPC_OPTIONS, ("grpc.http2.bdp_probe", 0)]  # as ingest's channel
     request = pb2.StreamRequest(

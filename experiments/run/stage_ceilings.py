@@ -135,10 +135,9 @@ async def forward(cfg: PipelineConfig, rows: list[Row], redis_url: str, key: str
     channel = f"{key}:pubsub:ceiling" if FORWARDERS[name].via_pubsub else None
     sub = ["--redis-url", redis_url, "--pubsub-channel", channel] if channel else []
     backend = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.backend", "--port", str(port), "--host", "127.0.0.1", "--log-level",
-         "WARNING", "--backend-behaviour", cfg.backend_behaviour, *sub],
+        die_with_parent([sys.executable, "-m", "pipeline.backend", "--port", str(port), "--host", "127.0.0.1",
+                         "--log-level", "WARNING", "--backend-behaviour", cfg.backend_behaviour, *sub]),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=die_with_parent(),
     )  # fmt: skip
     probe = WsProbe(f"ws://127.0.0.1:{port}/ws?client_id=ceiling&batch=1", keep=0)
     try:

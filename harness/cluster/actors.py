@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import psutil
 
 from harness.lifeline import die_with_parent
+from harness.process import free_port
 
 
 def node_ip() -> str:
@@ -44,9 +44,7 @@ class NodeAgent:
         return time.time_ns()
 
     def free_port(self) -> int:
-        with socket.socket() as s:
-            s.bind((node_ip(), 0))
-            return int(s.getsockname()[1])
+        return free_port(node_ip())
 
 
 class StageHost:
@@ -62,9 +60,8 @@ class StageHost:
         self.rss_peak = 0
         with self.log_path.open("ab" if self.incarnation else "wb") as log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd if Path(cwd).is_dir() else None,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
+                die_with_parent(argv), stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=cwd if Path(cwd).is_dir() else None, start_new_session=True,
             )  # fmt: skip
         self._ps = psutil.Process(self.proc.pid)
         threading.Thread(target=self._watch, daemon=True).start()

@@ -92,8 +92,8 @@ class LocalCluster:
         Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
         with self._log(host).open("wb") as out:
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **RAY_ENV},
-                preexec_fn=die_with_parent() if self.attached else None,
+                die_with_parent(cmd) if self.attached else cmd, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, env={**os.environ, **RAY_ENV},
             )  # fmt: skip
         # the group outlives a detached `ray start` (it exits once the node is up)
         self.nodes.append(Node(host, ip, proc.pid))
