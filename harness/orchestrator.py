@@ -399,7 +399,7 @@ class Orchestrator:
             self._generator_stopped = True
             generator_stop = asyncio.create_task(self.stages["generator"].stop())
             stream_ended = time.time_ns()
-            stall = c.flush_interval + 10.0
+            stall = c.flush_interval + c.drain_stall_s
             ing = "node" if c.topology == "node" else "ingest"
             if c.topology == "split":
                 # ingest exits at the end of the stream once it has queued everything (it may wait on the queue's
@@ -426,7 +426,7 @@ class Orchestrator:
             if c.forwarding:
                 await self._wait_for("forwarder", lambda s: s["forwarded"] >= generated, stall, [])
                 await self._wait_for(
-                    "broadcast", lambda s: s["ws_received"] >= s["forwarded"] * len(self.probes), 10.0, []
+                    "broadcast", lambda s: s["ws_received"] >= s["forwarded"] * len(self.probes), c.drain_stall_s, []
                 )
             drained = time.time_ns()
             rc = await generator_stop

@@ -62,6 +62,7 @@ class PipelineConfig(BaseModel):
     concurrency: int = plan_knob("concurrency")
     histograms: bool = plan_knob("histograms")
     ws_clients: int = plan_knob("ws_clients")
+    drain_stall_s: float = plan_knob("drain_stall_s")
     backend_behaviour: BackendBehaviour = plan_knob("backend_behaviour")
     seed_prints: bool = plan_knob("seed_prints")
     # deliberate delays (the what-if experiment): µs per reading per stage, and their kind

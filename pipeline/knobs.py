@@ -140,6 +140,9 @@ KNOBS: dict[str, Knob] = _k(
          plan=Plan()),
     Knob("ws_clients", int, 1, "websocket clients the orchestrator runs and counts", HARNESS, ge=0, le=64,
          plan=Plan()),
+    Knob("drain_stall_s", float, 10.0, "seconds the drain waits with nothing moving before it gives up and "
+         "accounts (a writer's batch also gets its flush_interval); it must outlast a redelivery (claim timeout, "
+         "ack_wait) for what a killed stage held to come back", HARNESS, gt=0, le=600, plan=Plan()),
     Knob("workers", int, 1, "writers: queue-reader coroutines in node; in split, writer processes", ("node",),
          ge=1, le=64, plan=Plan(le=16, why="split runs a process each, with fixed metrics ports for 16 (live)")),
     # ----------------------------------------------------------------------------------------------- stream

@@ -156,8 +156,8 @@ def _harness(args: list[str], tmp_path: Path, services: Services) -> subprocess.
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_live_stopped_from_outside_leaves_no_process(tmp_path: Path, services: Services, sig: signal.Signals) -> None:
     """``telemetry-bench live`` stopped mid-run by each signal: every process it started is gone afterwards."""
-    proc = _harness(["live", "--topology", "split", "--rpc", "batched", "--rate", "2000", "--duration", "120",
-                     "--forwarder", "async"], tmp_path, services)  # fmt: skip
+    proc = _harness(["live", "--topology", "split", "--rpc", "batched", "--rate", "300", "--flush-interval", "0.5",
+                     "--duration", "120", "--forwarder", "async"], tmp_path, services)  # fmt: skip
     try:
         seen = _stages_started(proc)
         proc.send_signal(sig)

@@ -57,7 +57,10 @@ def test_live_stops_cleanly_from_its_terminal(args: list[str], stop: str, servic
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
     env.update(PYTHONPATH=str(ROOT), TELEMETRY_PG_DSN=services.pg_dsn, TELEMETRY_REDIS_URL=services.redis_url)
     master, slave = os.openpty()
-    cmd = [sys.executable, "-m", "telemetry_bench.cli", "live", "--rate", "2000", "--duration", "60", *args]
+    # a rate each design keeps up with (the seed's ~400/s) and a short flush timer (the seed's is 10 s, which a
+    # partial batch waits out in the drain): the drain after the stop is short, the stop path the same
+    cmd = [sys.executable, "-m", "telemetry_bench.cli", "live", "--rate", "300", "--duration", "60",
+           "--flush-interval", "0.5", *args]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True,
                             preexec_fn=_controlling_terminal)  # fmt: skip
     os.close(slave)
