@@ -321,14 +321,14 @@ def test_profile_launcher_saves_a_loadable_profile(tmp_path: Path, profiler: str
     pstats.Stats(str(out) + suffixes[0])  # snakeviz opens pstats files
 
 
-def test_repeats_are_interleaved_round_robin() -> None:
+def test_repeats_are_interleaved_in_abba_rounds() -> None:
     from experiments.run.runner import run_order
 
     cells = load("perf").cells[:3]
     reps = {cells[0].id: 2, cells[1].id: 3, cells[2].id: 1}
     order = [(c.id, i) for c, i in run_order(cells, lambda c: reps[c.id], True)]
     a, b, c = (x.id for x in cells)
-    assert order == [(a, 0), (b, 0), (c, 0), (a, 1), (b, 1), (b, 2)]
+    assert order == [(a, 0), (b, 0), (c, 0), (b, 1), (a, 1), (b, 2)]  # round 2 reversed: b before a
     sequential = [(x.id, i) for x, i in run_order(cells, lambda c: reps[c.id], False)]
     assert sequential == [(a, 0), (a, 1), (b, 0), (b, 1), (b, 2), (c, 0)]
 

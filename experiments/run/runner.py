@@ -4,10 +4,10 @@ each cell's interval is tight enough, then a profiled repeat per cell.
     telemetry-bench run --matrix default [--repeats N] [--profile cprofile|yappi|none] [--out reports]
 
 **Rounds.** Each round runs one repeat of every cell that still needs one (interleaved: slow drift of the machine —
-caches, WAL, checkpoints, clocks — spreads over every cell instead of biasing whichever runs later; with
-``interleave = false``, cell by cell). A cell needs another repeat until ``experiments.analysis.summary.stop_reason``
-says why not: its minimum repeats taken and its throughput interval's half-width ≤ its target, or its cap, or the run's
-time budget.
+caches, WAL, checkpoints, clocks — spreads over every cell instead of biasing whichever runs later; odd rounds in
+reverse order, ABBA, so neighbouring cells alternate which runs first; with ``interleave = false``, cell by cell). A
+cell needs another repeat until ``experiments.analysis.summary.stop_reason`` says why not: its minimum repeats taken
+and its throughput interval's half-width ≤ its target, or its cap, or the run's time budget.
 
 **Window sizing.** A cell's first repeat is its pilot: if its measured window spans fewer than ``min_commits``
 commits, the window is lengthened for the cell's later repeats (``measure.window_length``: 1.25 × min_commits × the
@@ -67,13 +67,22 @@ PROFILE_SUFFIXES = {"cprofile": ".prof", "yappi_pstat": ".yappi.pstat", "yappi_c
                     "yappi_text": ".yappi.txt"}  # fmt: skip
 
 
+def round_order(active: list[Cell], round_no: int) -> list[Cell]:
+    """The cells of round ``round_no`` in play order: the matrix's order in even rounds, reversed in odd ones (ABBA).
+    Two neighbouring cells (histograms on and off) then run A B, B A, A B, …: each round's pair is back to back, and
+    a drift of the machine that is linear over two rounds cancels in their paired ratio (``targets.paired``) instead
+    of always favouring the cell that runs second."""
+    return active if round_no % 2 == 0 else active[::-1]
+
+
 def run_order(cells: list[Cell], repeats: Callable[[Cell], int], interleave: bool) -> list[tuple[Cell, int]]:
-    """(cell, repeat index) of a fixed plan, in run order. Interleaved: round-robin over the cells, one repeat each
-    per round. Otherwise cell by cell. (The runner plays the same order round by round, adding rounds as needed.)"""
+    """(cell, repeat index) of a fixed plan, in run order. Interleaved: one repeat of each cell per round, in ABBA
+    order (``round_order``). Otherwise cell by cell. (The runner plays the same order round by round, adding rounds
+    as needed.)"""
     if not interleave:
         return [(c, i) for c in cells for i in range(repeats(c))]
     rounds = max((repeats(c) for c in cells), default=0)
-    return [(c, i) for i in range(rounds) for c in cells if i < repeats(c)]
+    return [(c, i) for i in range(rounds) for c in round_order([c for c in cells if i < repeats(c)], i)]
 
 
 def redact_argv(argv: list[str]) -> list[str]:
@@ -333,11 +342,13 @@ class Runner:
             )  # fmt: skip
             self.results.cells.append(results[cell.id])
         if self.m.interleave:
+            round_no = 0
             while active := [c for c in cells if self._stop(c, results[c.id]) is None]:
-                for cell in active:  # one round: a repeat of every cell that still needs one
+                for cell in round_order(active, round_no):  # one round: a repeat of every cell that still needs one
                     await self._one(cell, results[cell.id], progress, overall, task)
                     self._grow(progress, overall, cell, results[cell.id])
                 await capacity_runs.stage_pass(self.ctx, self.stage_passes)
+                round_no += 1
         else:
             for cell in cells:
                 while self._stop(cell, results[cell.id]) is None:
