@@ -162,6 +162,7 @@ class Orchestrator:
         """The stages in start order (consumers first, generator last)."""
         c = self.cfg
         generator = f"{self.host('generator')}:{self._port('generator')}"
+        shares = [c.stream_share(g) for g in range(c.generators)]
         backend_url = f"http://{self.host('backend')}:{self._port('backend')}" if c.forwarding else ""
         order = []
         if c.forwarding:
@@ -188,9 +189,35 @@ class Orchestrator:
                 order.append(
                     self._stage(f"writer-{i + 1}", "writer", {**self._services(), "consumer": f"writer-{i + 1}"})
                 )
-            order.append(self._stage("ingest", "ingest", {**self._services(), "generator": generator}))
-        order.append(self._stage("generator", "generator", {"port": self.ports["generator"]}))
+            for (gen, ing), share in zip(c.streams(), shares, strict=True):
+                wiring = {**self._services(), "generator": f"{self.host(gen)}:{self._port(gen)}"}
+                if c.generators > 1:  # its generator's share of the stream, and its own saved position
+                    wiring.update(sensors=share["sensors"], rate=share["rate"], count=share["count"],
+                                  progress_key=self._progress_key(ing))  # fmt: skip
+                order.append(self._stage(ing, "ingest", wiring))
+        for gen, share in zip((g for g, _ in c.streams()), shares, strict=True):
+            wiring = {"port": self._port(gen)}
+            if c.generators > 1:
+                wiring.update(share)
+            order.append(self._stage(gen, "generator", wiring))
         return order
+
+    def _progress_key(self, ingest: str) -> str:
+        """Where ingest ``ingest`` saves its stream position (with each put: a restarted ingest resumes there)."""
+        return f"{self.queue_key}:progress" + ("" if ingest == "ingest" else ingest.removeprefix("ingest"))
+
+    @property
+    def generator_names(self) -> list[str]:
+        return [g for g, _ in self.cfg.streams()]
+
+    @property
+    def generators(self) -> list[Stage]:
+        return [self.stages[g] for g in self.generator_names if g in self.stages]
+
+    @property
+    def ingests(self) -> list[str]:
+        """The stage names that read the stream: the node, or one ingest per generator."""
+        return ["node"] if self.cfg.topology == "node" else [i for _, i in self.cfg.streams()]
 
     # ----------------------------------------------------------------------------------------------- running
     async def ready(self, stage: Stage) -> None:
@@ -205,8 +232,8 @@ class Orchestrator:
 
     async def _answers(self, stage: Stage) -> bool:
         try:
-            if stage.name == "generator":
-                async with grpc.aio.insecure_channel(f"{self.host('generator')}:{self.ports['generator']}") as ch:
+            if stage.name in self.generator_names:
+                async with grpc.aio.insecure_channel(f"{self.host(stage.name)}:{self.ports[stage.name]}") as ch:
                     resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                     return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
             url = (f"http://{self.host('backend')}:{self.ports['backend']}/healthz" if stage.name == "backend"
@@ -235,21 +262,20 @@ class Orchestrator:
 
     def snapshot(self) -> dict[str, Any]:
         writers = [n for n in self.stages if n.startswith("writer-") or n == "node"]
-        ing = "node" if self.cfg.topology == "node" else "ingest"
         fwd = "node" if self.cfg.topology == "node" else "forwarder"
+        gens = self.generators
         return {
             # distinct readings: a resumed stream re-sends none, but the "generated" counter counts every send
-            "generated": int(self.stages["generator"].last.get("generator_distinct_readings"))
-            or self.stages["generator"].count("generated"),
-            "ingested": self.total([ing], "ingested"),
-            "queued": self.total([ing], "queued"),
+            "generated": sum(int(g.last.get("generator_distinct_readings")) or g.count("generated") for g in gens),
+            "ingested": self.total(self.ingests, "ingested"),
+            "queued": self.total(self.ingests, "queued"),
             "committed": self.total(writers, "committed"),
             "forwarded": self.total([fwd], "forwarded"),
             "received": self.total(["backend"], "received"),
             "broadcast": self.total(["backend"], "broadcast"),
             "ws_received": sum(p.received for p in self.probes),
-            "streams_completed": int(self.stages["generator"].last.get("generator_streams_total", event="completed")),
-            "unsent": self.stages["generator"].count("unsent"),
+            "streams_completed": sum(int(g.last.get("generator_streams_total", event="completed")) for g in gens),
+            "unsent": sum(g.count("unsent") for g in gens),
         }
 
     async def _poll(self) -> dict[str, Any]:
@@ -291,10 +317,11 @@ class Orchestrator:
             if st.alive or st.proc is None:
                 continue
             rc = st.proc.poll()
-            if (name == "generator" and self._generator_stopped) or (name == "ingest" and rc == 0):
+            generator, ingest = name in self.generator_names, name in self.ingests and name != "node"
+            if (generator and self._generator_stopped) or (ingest and rc == 0):
                 continue  # stopped on purpose; ingest (split) exits 0 once it queued its whole stream
-            if name == "ingest" and self._generator_stopped:  # its stream is over: nothing to resume from
-                raise PipelineError(f"ingest exited with status {rc} after the stream ended: not restarted, the "
+            if ingest and self._generator_stopped:  # its stream is over: nothing to resume from
+                raise PipelineError(f"{name} exited with status {rc} after the stream ended: not restarted, the "
                                     f"generator has stopped\n{st.log_tail()}")  # fmt: skip
             if not sup.allows(name):
                 raise PipelineError(f"{name} exited with status {rc}{sup.why_not(name)}:\n{st.log_tail()}")
@@ -354,15 +381,15 @@ class Orchestrator:
         order = self.plan()
         failures: list[str] = []
         begun = started = stream_ended = drained = time.time_ns()
-        generator_stop: asyncio.Task[int | None] | None = None
+        generator_stop: asyncio.Task[list[int | None]] | None = None
         try:
             # consumers start together (the backend first: the forwarder needs it), then the generator — together
             # with them when no websocket client must connect before the first reading and no fault is timed from
             # the start (ingest then connects the moment the generator listens: ~0.5 s less per repeat)
-            generator = self.stages["generator"]
+            generators = self.generators
             probes = c.ws_clients if c.forwarding else 0
             together = probes == 0 and self.fault is None
-            starting = order if together else [s for s in order if s.name != "generator"]
+            starting = order if together else [s for s in order if s.name not in self.generator_names]
             for stage in starting:
                 stage.start(env)
             await asyncio.gather(*(self.ready(s) for s in starting))
@@ -374,11 +401,12 @@ class Orchestrator:
                 await probe.start()
                 self.probes.append(probe)
             if not together:
-                generator.start(env)
-                await self.ready(generator)
+                for generator in generators:
+                    generator.start(env)
+                await asyncio.gather(*(self.ready(g) for g in generators))
             started = time.time_ns()
             log.debug("pipeline running: %s", self.ports)
-            everyone = [s.name for s in order if s.name != "ingest"]
+            everyone = [s.name for s in order if s.name == "node" or s.name not in self.ingests]
             # 1. until the stream has ended (count/duration) or a stop is asked for; a fault cell injects its fault
             while not stop_requested.is_set():
                 snap = await self._poll()
@@ -386,7 +414,7 @@ class Orchestrator:
                 if inj is not None and inj.due(started):
                     await inj.inject(self, snap)
                     continue
-                if snap["streams_completed"] >= 1 and (inj is None or inj.settled):
+                if snap["streams_completed"] >= len(generators) and (inj is None or inj.settled):
                     break
                 await self._watch(everyone)
                 with contextlib.suppress(TimeoutError):
@@ -397,30 +425,30 @@ class Orchestrator:
                 self.supervisor.stop()
             await self._poll()
             self._generator_stopped = True
-            generator_stop = asyncio.create_task(self.stages["generator"].stop())
+            generator_stop = asyncio.create_task(self._stop_generators())
             stream_ended = time.time_ns()
             stall = c.flush_interval + c.drain_stall_s
-            ing = "node" if c.topology == "node" else "ingest"
             if c.topology == "split":
                 # ingest exits at the end of the stream once it has queued everything (it may wait on the queue's
                 # cap while the writers drain): wait as long as it makes progress
-                ingest = self.stages["ingest"]
+                ingests = [self.stages[n] for n in self.ingests]
                 # supervised, an ingest that died is restarted (by _watch) and resumes: wait for its clean exit
                 supervised = self.supervisor is not None
 
                 def ingest_ended(_snap: dict[str, Any]) -> bool:
-                    rc = ingest.proc.poll() if ingest.proc is not None else None
-                    return rc is not None and (rc == 0 or not supervised)
+                    rcs = [i.proc.poll() if i.proc is not None else None for i in ingests]
+                    return all(rc is not None and (rc == 0 or not supervised) for rc in rcs)
 
                 await self._wait_for("ingest", ingest_ended, stall, [])
-                rc = await ingest.wait(0.1)
-                if rc is None:
-                    failures.append("ingest made no progress and did not finish its stream: stopped")
-                    await ingest.stop()
-                elif rc != 0:
-                    failures.append(f"ingest exited with status {rc}:\n{self.stages['ingest'].log_tail()}")
+                for ingest in ingests:
+                    rc = await ingest.wait(0.1)
+                    if rc is None:
+                        failures.append(f"{ingest.name} made no progress and did not finish its stream: stopped")
+                        await ingest.stop()
+                    elif rc != 0:
+                        failures.append(f"{ingest.name} exited with status {rc}:\n{ingest.log_tail()}")
             else:
-                await self._wait_for("ingest", lambda s: s["ingested"] >= s["generated"], stall, [ing])
+                await self._wait_for("ingest", lambda s: s["ingested"] >= s["generated"], stall, ["node"])
             generated = self.snapshot()["generated"]
             await self._wait_for("writers", lambda s: s["committed"] >= generated, stall, [])
             if c.forwarding:
@@ -429,12 +457,12 @@ class Orchestrator:
                     "broadcast", lambda s: s["ws_received"] >= s["forwarded"] * len(self.probes), c.drain_stall_s, []
                 )
             drained = time.time_ns()
-            rc = await generator_stop
-            if rc not in (0, None):
-                failures.append(f"generator exited with status {rc}:\n{self.stages['generator'].log_tail()}")
+            for gen, rc in zip(generators, await generator_stop, strict=True):
+                if rc not in (0, None):
+                    failures.append(f"{gen.name} exited with status {rc}:\n{gen.log_tail()}")
             await self._poll()
-            for name in [ing, *[n for n in self.stages if n.startswith("writer-")], "forwarder"]:
-                if name in self.stages and name != "ingest":
+            for name in ["node", *[n for n in self.stages if n.startswith("writer-")], "forwarder"]:
+                if name in self.stages:
                     rc = await self.stages[name].stop()
                     if rc not in (0, None):
                         failures.append(f"{name} exited with status {rc}:\n{self.stages[name].log_tail()}")
@@ -472,7 +500,7 @@ class Orchestrator:
         client = aioredis.Redis.from_url(self.services.redis_url)
         try:
             held = await QUEUES[self.cfg.queue].held(client, self.queue_key)
-            position = await client.hget(f"{self.queue_key}:progress", "next")
+            positions = [await client.hget(self._progress_key(i), "next") for _, i in self.cfg.streams()]
         finally:
             await client.aclose()
         if held is None:
@@ -489,10 +517,13 @@ class Orchestrator:
                 cur = await conn.execute(query, ([k[0] for k in keys], [k[1] for k in keys]))
                 row = await cur.fetchone()
                 in_queue = int(row[0]) if row else 0
-        queued = int(position) if position is not None else acct.queued
+        queued = sum(int(p) for p in positions if p is not None) if None not in positions else acct.queued
         in_flight = max(0, acct.generated - queued)
         lost = acct.generated - acct.committed - in_queue - in_flight
         return Uncommitted(in_queue=in_queue, in_flight=in_flight, lost=lost, queue_key=self.queue_key)
+
+    async def _stop_generators(self) -> list[int | None]:
+        return list(await asyncio.gather(*(g.stop() for g in self.generators)))
 
     async def _clear_queues(self) -> None:
         import redis.asyncio as aioredis

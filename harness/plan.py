@@ -34,6 +34,7 @@ class PipelineConfig(BaseModel):
     rate: float = plan_knob("rate")
     max_rate: bool = plan_knob("max_rate")
     sensors: int = plan_knob("sensors")
+    generators: int = plan_knob("generators")
     count: int = plan_knob("count")
     duration: float = plan_knob("duration")
     seed: int = plan_knob("seed")
@@ -85,7 +86,26 @@ class PipelineConfig(BaseModel):
         if self.rpc == "seed" and (self.max_rate or self.readings_per_message != 1):
             raise ValueError("rpc 'seed' sends one reading per message at the generator's rate: "
                              "use rpc 'batched' for max_rate or readings_per_message > 1")  # fmt: skip
+        if self.generators > 1 and self.topology != "split":
+            raise ValueError(f"generators = {self.generators}: several generators need topology 'split' (one "
+                             "ingest each); the node reads one stream")  # fmt: skip
+        if self.generators > self.sensors:
+            raise ValueError(f"generators = {self.generators} > sensors = {self.sensors}: each generator simulates "
+                             "at least one sensor of its own")  # fmt: skip
         return self
+
+    def streams(self) -> list[tuple[str, str]]:
+        """(generator, ingest) stage names, one pair per generator; the first pair keeps the plain names."""
+        return [("generator", "ingest")] + [(f"generator-{g}", f"ingest-{g}") for g in range(2, self.generators + 1)]
+
+    def stream_share(self, g: int) -> dict[str, int | float]:
+        """What generator ``g`` (0-based) of ``generators`` streams, and its ingest asks for: a contiguous share of
+        the run's sensors (from ``sensor_offset``), the rate and the count in proportion to it (the counts add up
+        exactly). One generator: the whole stream."""
+        n, k = self.sensors, self.generators
+        lo, hi = g * n // k, (g + 1) * n // k
+        return {"sensor_offset": lo, "sensors": hi - lo, "rate": self.rate * (hi - lo) / n,
+                "count": self.count * hi // n - self.count * lo // n}  # fmt: skip
 
     @property
     def effective_queue_cap(self) -> int:

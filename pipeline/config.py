@@ -148,6 +148,7 @@ class DecoderMixin(_Settings):
 class GeneratorSettings(StageSettings):
     port: int = knob("port", "generator")
     sensors: int = knob("sensors")
+    sensor_offset: int = knob("sensor_offset")
     rate: float = knob("rate")
     count: int = knob("count")
     duration: float = knob("duration")
@@ -160,6 +161,7 @@ class GeneratorSettings(StageSettings):
 
 class IngestSettings(StageSettings, ServicesMixin, QueueMixin, StreamMixin, DecoderMixin):
     forward_from: ForwardFrom | None = knob("forward_from")
+    progress_key: str | None = knob("progress_key")
 
 
 class WriterSettings(StageSettings, ServicesMixin, QueueMixin, WriterMixin):

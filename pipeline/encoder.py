@@ -202,8 +202,9 @@ class BatchEncoder:
     """The readings of one stream in the order of the rate and max-rate schedules (reading ``k`` is sensor
     ``k % sensors``'s next), from reading ``start_index`` on (the ones before are walked, not encoded)."""
 
-    def __init__(self, sensors: int, seed: int, start_index: int = 0, chunk_readings: int = CHUNK_READINGS) -> None:
-        self.sensors = make_sensors(sensors, seed)
+    def __init__(self, sensors: int, seed: int, start_index: int = 0, chunk_readings: int = CHUNK_READINGS,
+                 offset: int = 0) -> None:  # fmt: skip
+        self.sensors = make_sensors(sensors, seed, offset)
         self.n = sensors
         self.rounds = max(1, -(-chunk_readings // sensors))
         self.groups: dict[str, npt.NDArray[np.intp]] = {}  # kind → its sensors' indices

@@ -136,7 +136,8 @@ class TelemetryService(pb2_grpc.TelemetryServiceServicer):  # type: ignore[name-
 
     async def GetTelemetryStream(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         s = self.settings
-        params = StreamParams(rate=s.rate, sensors=s.sensors, count=s.count, duration_s=s.duration, seed=s.seed)
+        params = StreamParams(rate=s.rate, sensors=s.sensors, count=s.count, duration_s=s.duration, seed=s.seed,
+                              sensor_offset=s.sensor_offset)  # fmt: skip
         log.info("seed subscriber %s: %s", context.peer(), params)
         async for batch in self._stream(params, context):
             for reading in batch.readings:

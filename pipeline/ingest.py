@@ -194,7 +194,7 @@ async def run(settings: IngestSettings) -> None:
     qlen = metrics.redis_queue_len()
 
     # a restarted ingest resumes where the last one's queued readings end (written atomically with each put)
-    progress_key = settings.queue_key + PROGRESS_SUFFIX
+    progress_key = settings.progress_key or settings.queue_key + PROGRESS_SUFFIX
     saved = await client.hgetall(progress_key)
     resume = Resume(int(saved.get(b"next", 0)), int(saved.get(b"t0", 0)))
     if resume.next_index:

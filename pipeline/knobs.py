@@ -153,6 +153,12 @@ KNOBS: dict[str, Knob] = _k(
          ("generator", *_STREAM), ge=0, plan=Plan()),
     Knob("max_rate", bool, False, "as fast as the pipeline takes them (bounded in flight)", _STREAM, plan=Plan()),
     Knob("sensors", int, 5, "sensors in the stream", ("generator", *_STREAM), ge=1, le=100_000, plan=Plan()),
+    Knob("sensor_offset", int, 0, "the run's sensor this generator's sensor 0 is (several generators: each "
+         "simulates its own share of the run's sensors, ids unique across them)", ("generator",), ge=0,
+         le=100_000),
+    Knob("generators", int, 1, "generator processes, each with its own ingest (split): the run's sensors and "
+         "rate divided among them, each sensor's readings from one of them", HARNESS, ge=1, le=16,
+         plan=Plan()),
     Knob("count", int, 0, "readings to generate (0: until duration / Ctrl-C)", ("generator", *_STREAM), ge=0,
          plan=Plan()),
     Knob("duration", float, 0.0, "seconds to generate (0: until count / Ctrl-C; on the wire: duration_s)",
@@ -177,6 +183,8 @@ KNOBS: dict[str, Knob] = _k(
          plan=Plan("stream", why="a stage alone is the seed's list; runs default to the reliable stream")),
     Knob("queue_key", str, "queue:telemetry", "Redis key of the writer queue (forward queue: + ':forward')",
          _SERVICES),
+    Knob("progress_key", str | None, None, "Redis hash of ingest's saved stream position, written with each put "
+         "(default: the queue key + ':progress'; several generators: one per ingest)", ("ingest",)),
     Knob("queue_entry", QueueEntry, "reading", "one reading or one batch (a stream message) per queue entry",
          _SERVICES, plan=Plan("batch", why="the seed puts one reading per entry; runs move whole messages")),
     Knob("queue_cap", int, 1_000_000, "readings the queue may hold before producers wait", _SERVICES, gt=0,

@@ -1,6 +1,7 @@
 """Simulated sensors: the seed's five, their value models and status thresholds, seeded and deterministic.
 
-Sensor i of N is a copy of seed sensor ``i % 5`` with a new id (``TEMP_ENG_002``, ...). Each sensor has its own
+Sensor i of N is a copy of seed sensor ``i % 5`` with a new id (``TEMP_ENG_002``, ...); a generator that simulates
+a share of a run's sensors starts at its ``sensor_offset``. Each sensor has its own
 ``random.Random`` seeded from (run seed, sensor id), so the same seed gives the same readings whatever the rate.
 
 Two ways to advance the same model: ``Sensor.fill`` (one reading into a protobuf message: the reference) and
@@ -119,9 +120,11 @@ class Sensor:
             d.sequence_number = self.seq
 
 
-def make_sensors(n: int, seed: int) -> list[Sensor]:
+def make_sensors(n: int, seed: int, offset: int = 0) -> list[Sensor]:
+    """Sensors ``offset`` … ``offset + n - 1`` of the run: generators that share a run's sensors (``sensor_offset``)
+    together simulate exactly the sensors, ids and values one generator would."""
     sensors = []
-    for i in range(n):
+    for i in range(offset, offset + n):
         spec = SEED_SENSORS[i % len(SEED_SENSORS)]
         sensor_id = f"{spec.prefix}_{spec.number + i // len(SEED_SENSORS):03d}"
         start = {"TEMPERATURE": [30.0], "PRESSURE": [200.0], "VELOCITY": [8000.0, 8000.0, 8000.0]}[spec.kind]

@@ -77,6 +77,7 @@ class StreamParams:
     seed: int = 1
     readings_per_message: int = 1
     start_index: int = 0  # resume: the first reading index to send (the ones before are skipped, not sent)
+    sensor_offset: int = 0  # this generator's first sensor of the run's (the generator's own knob, not the request's)
     t0_ns: int = 0  # resume: the schedule's origin (0: now)
 
     def validate(self) -> None:
@@ -108,6 +109,7 @@ class StreamParams:
             readings_per_message=req.readings_per_message or 1,
             start_index=req.start_index,
             t0_ns=req.t0_ns,
+            sensor_offset=defaults.sensor_offset,
         )
 
 
@@ -126,7 +128,7 @@ def schedule(params: StreamParams, t0: int) -> Iterator[tuple[int, int]]:
             yield k % n, t0 + round(k * step)
             k += 1
     else:  # the seed: every sensor on its own period (a thread each in the original)
-        sensors = make_sensors(n, 0)
+        sensors = make_sensors(n, 0, params.sensor_offset)
         heap = [(t0 + round(s.spec.period_s * 1e9), i) for i, s in enumerate(sensors)]
         heapq.heapify(heap)
         periods = [round(s.spec.period_s * 1e9) for s in sensors]
@@ -161,7 +163,7 @@ async def produce(
     sends the readings below ``sent_before`` (sent once already, to a subscriber that died before keeping them)
     even past the schedule's end and the overload stop: they were generated, only later ones can go unsent."""
     stopping = stopping or asyncio.Event()
-    sensors = make_sensors(params.sensors, params.seed)
+    sensors = make_sensors(params.sensors, params.seed, params.sensor_offset)
     iso = _IsoClock()
     t0 = params.t0_ns or time.time_ns()
     end_ns = t0 + round(params.duration_s * 1e9) if params.duration_s else None
@@ -269,7 +271,7 @@ async def produce_encoded(
     stop_at: int | None = params.count or None
     if end_ns is not None and not params.max_rate:
         stop_at = _owed(params, t0, end_ns, (0, 0), 0, iter(()))
-    encoder = BatchEncoder(params.sensors, params.seed, params.start_index)
+    encoder = BatchEncoder(params.sensors, params.seed, params.start_index, offset=params.sensor_offset)
     idx = params.start_index
     unsent = 0
     unyielded = 0

@@ -27,7 +27,8 @@ from harness.services import Services  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
-PLACEMENT = {"generator": ["a"], "ingest": ["b"], "writer": ["b", "c"]}
+# load from two hosts: a generator on a and one on c, each read by its own ingest (on b and on a)
+PLACEMENT = {"generator": ["a", "c"], "ingest": ["b", "a"], "writer": ["b", "c"]}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_stages_on_hosts_kill_writer_restarted_by_ray(
     for c in placement.clock.values():  # one machine: the offset is within its own uncertainty (plus a little)
         assert abs(c["offset_ns"]) <= c["uncertainty_ns"] + 1_000_000
     cfg = PipelineConfig(
-        topology="split", rate=4000, count=12_000, sensors=10, readings_per_message=100, queue="stream",
+        topology="split", rate=4000, count=12_000, sensors=10, generators=2, readings_per_message=100, queue="stream",
         queue_entry="batch", sink="copy_binary", batch_size=500, flush_interval=0.2, dedupe=True, workers=2,
         forwarder="none", ws_clients=0,
     )  # fmt: skip
@@ -67,17 +68,21 @@ def test_stages_on_hosts_kill_writer_restarted_by_ray(
     assert a.generated == cfg.count and a.committed == cfg.count and a.lost == 0 and a.duplicated == 0
     stages = {n: st for n, st in orch.stages.items() if isinstance(st, RemoteStage)}
     assert {n: st.ip for n, st in stages.items()} == {
-        "generator": "127.0.0.2", "ingest": "127.0.0.3", "writer-1": "127.0.0.3", "writer-2": "127.0.0.4"
+        "generator": "127.0.0.2", "generator-2": "127.0.0.4", "ingest": "127.0.0.3", "ingest-2": "127.0.0.2",
+        "writer-1": "127.0.0.3", "writer-2": "127.0.0.4",
     }  # fmt: skip
     assert stages["writer-1"].restarts == 1 and stages["writer-2"].restarts == 0
     assert "--host 127.0.0.3" in " ".join(stages["writer-1"].argv)
-    assert orch.stages["ingest"].argv[orch.stages["ingest"].argv.index("--generator") + 1].startswith("127.0.0.2:")
+    for ingest, host in (("ingest", "127.0.0.2:"), ("ingest-2", "127.0.0.4:")):  # each reads its own generator
+        argv = orch.stages[ingest].argv
+        assert argv[argv.index("--generator") + 1].startswith(host)
     window = (result.stream_ended_ns - result.started_ns) / 1e9
     figures = placement.figures(list(stages.values()), window, latency_p50_ns=None)
     hosts = figures["hosts"]
     assert sorted(hosts) == ["a", "b", "c"] and hosts["b"]["stages"] == ["writer-1", "ingest"]
-    assert hosts["a"]["readings"] == {"generated": cfg.count}
-    assert hosts["b"]["readings"]["queued"] == cfg.count  # ingest
+    # half the sensors, rate and count from each generator's host; each ingest queued its own generator's
+    assert hosts["a"]["readings"]["generated"] == hosts["c"]["readings"]["generated"] == cfg.count // 2
+    assert hosts["a"]["readings"]["queued"] == hosts["b"]["readings"]["queued"] == cfg.count // 2
     # the writers' counters (a SIGKILLed incarnation's as last scraped: the table is the exact count, above)
     assert hosts["b"]["readings"]["committed"] > 0 and hosts["c"]["per_s"]["committed"] > 0
     assert all(figures["stages"][n]["cpu_s"] > 0 for n in stages)

@@ -93,3 +93,27 @@ def test_env_and_dotenv_still_set_a_stage_knob(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv(KNOBS["batch_size"].env, "88")
     assert WriterSettings.from_cli([]).batch_size == 88
     assert WriterSettings.from_cli(["--batch-size", "99"]).batch_size == 99  # flags win
+
+
+def test_several_generators_share_the_run_s_sensors_rate_and_count_exactly() -> None:
+
+    cfg = PipelineConfig(topology="split", sensors=23, rate=2300.0, count=10_001, generators=3)
+    assert cfg.streams() == [("generator", "ingest"), ("generator-2", "ingest-2"), ("generator-3", "ingest-3")]
+    shares = [cfg.stream_share(g) for g in range(3)]
+    assert [s["sensor_offset"] for s in shares] == [0, 7, 15] and [s["sensors"] for s in shares] == [7, 8, 8]
+    assert [s["rate"] for s in shares] == [700.0, 800.0, 800.0]  # the same rate per sensor
+    assert sum(s["count"] for s in shares) == 10_001
+    assert PipelineConfig(sensors=5).stream_share(0) == {"sensor_offset": 0, "sensors": 5, "rate": 0.0, "count": 0}
+    with pytest.raises(ValueError, match="generators = 2: several generators need topology 'split'"):
+        PipelineConfig(topology="node", generators=2)
+    with pytest.raises(ValueError, match="generators = 6 > sensors = 5: each generator simulates at least one"):
+        PipelineConfig(topology="split", sensors=5, generators=6)
+
+
+def test_generators_with_offsets_simulate_exactly_the_sensors_of_one() -> None:
+    from pipeline.sensors import make_sensors
+
+    whole = make_sensors(12, seed=3)
+    parts = make_sensors(5, seed=3) + make_sensors(7, seed=3, offset=5)
+    assert [s.sensor_id for s in parts] == [s.sensor_id for s in whole]
+    assert [s.rng.random() for s in parts] == [s.rng.random() for s in whole]

@@ -58,6 +58,14 @@ CELLS = {
         queue_entry="batch", sink="copy_binary", batch_size=1000, flush_interval=0.2, forwarder="pubsub",
         forward_batch=100, seed=19,
     ),
+    # load from three generators, each with its own ingest (a third of the sensors, rate and count each: 23 sensors,
+    # 10,001 readings, so neither divides evenly), into one stream consumed by two writers: the same readings, ids and
+    # values one generator would send
+    "split-3generators": PipelineConfig(
+        topology="split", rate=20_000, count=10_001, sensors=23, generators=3, readings_per_message=100,
+        decoder="direct", queue="stream", queue_entry="batch", sink="copy_binary", batch_size=1000,
+        flush_interval=0.2, workers=2, forwarder="async", forward_batch=200, seed=20,
+    ),
     # node topology with the async forwarder and two queue-reader coroutines
     "node-async-2workers": PipelineConfig(
         topology="node", rate=10_000, count=10_000, readings_per_message=100, decoder="direct", queue="stream",
