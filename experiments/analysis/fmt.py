@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from experiments.results.model import Load
 
 
 def f_int(v: float | None) -> str:
@@ -52,3 +56,16 @@ def f_ratio(r: float | None) -> str:
 
 def _times(r: float) -> str:
     return f"{r:,.2f}×" if r < 10 else f"{r:,.0f}×" if r >= 100 else f"{r:,.1f}×"
+
+
+def load_words(load: Load | None, short: bool = False) -> str:
+    """A cell's offered load as a share of another cell's measured rate: "50 % of capacity-stream's capacity
+    (12,000/s at p99 ≤ SLO) = 6,000/s"; ``short``: "50 % cap 12,000/s"."""
+    if load is None:
+        return "–"
+    what = "capacity" if load.basis == "capacity" else "closed-loop throughput"
+    if short:
+        return f"{load.fraction:.0%} {'cap' if load.basis == 'capacity' else 'tput'} {load.reference_rps:,.0f}/s"
+    return (f"{load.fraction:.0%} of {load.of}'s {what} ({load.reference_rps:,.0f} readings/s"
+            + (", the highest rate it sustained at p99 within the SLO" if load.basis == "capacity" else "")
+            + f") = {load.offered_rps:,.0f} readings/s offered")  # fmt: skip

@@ -30,9 +30,10 @@ from experiments.results.model import (
 
 
 def _candidates(res: Results) -> list[CellResult]:
-    """Cells a headline may name: not the seed, with an interval (≥ 2 counted repeats: a single long run such as a
-    10M-reading cell has none, and a headline without an interval decides nothing), closed loop where there are."""
-    cells = [c for c in res.cells if not is_seed(c)]
+    """Cells a headline may name: not the seed, not a fault cell (its throughput is a share of its pilot's, with a
+    fault in it), with an interval (≥ 2 counted repeats: a single long run such as a 10M-reading cell has none, and a
+    headline without an interval decides nothing), closed loop where there are."""
+    cells = [c for c in res.cells if not is_seed(c) and not any(r.fault for r in c.repeats)]
     with_ci = [c for c in cells if len(throughputs(c)) >= 2]
     cells = with_ci or cells
     closed = [c for c in cells if loop_of(c.params) == "closed"]

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experiments.analysis import stats
+from experiments.analysis.fmt import load_words
 from experiments.analysis.winners import group_view, plain
 from experiments.results.model import CellResult, RatioCI, Results
 
@@ -75,7 +76,7 @@ def _recovery(console: Console, res: Results) -> None:
     if not cells:
         return
     t = Table(title="faults: recovery time over the repeats (fault at random moments)", header_style="bold")
-    for col in ("cell", "fault", "injected", "recovered", "median s", "max s", "min s", "seed", "lost", "dup"):
+    for col in ("cell", "fault", "load", "injected", "recovered", "median s", "max s", "min s", "seed", "lost", "dup"):
         t.add_column(col, justify="left" if col in ("cell", "fault") else "right")
     for c in cells:
         s = c.summary
@@ -86,8 +87,9 @@ def _recovery(console: Console, res: Results) -> None:
             return f"{v:.2f}" if v is not None else "–"
 
         t.add_row(
-            c.id, r.kind, f"{r.injected}/{r.repeats}", str(r.recovered), sec(r.median_s), sec(r.max_s),
-            sec(r.min_s), str(r.seed) if r.seed is not None else "fixed", str(s.lost), str(s.duplicated),
+            c.id, r.kind, load_words(c.load, short=True), f"{r.injected}/{r.repeats}", str(r.recovered),
+            sec(r.median_s), sec(r.max_s), sec(r.min_s), str(r.seed) if r.seed is not None else "fixed", str(s.lost),
+            str(s.duplicated),
             style="red" if s.failed else None,
         )  # fmt: skip
     console.print(t)

@@ -241,6 +241,17 @@ class Profile(_M):
     failures: list[str]  # stages whose profile could not be written
 
 
+class Load(_M):
+    """What an open-loop cell offered as a share of another cell's measured rate (``rate_of``)."""
+
+    of: str  # the cell whose rate it is a share of
+    basis: Literal["capacity", "throughput"]  # capacity: the highest rate sustained at p99 ≤ slo_ms (the search);
+    # throughput: the closed-loop max-rate throughput (no capacity searched for that cell)
+    reference_rps: float  # that cell's capacity or throughput
+    fraction: float  # the share offered (a fault cell: the matrix's fault_load)
+    offered_rps: float  # fraction × reference, the cell's rate
+
+
 class CellResult(_M):
     id: str  # the cell's id in the matrix (`--cells` selects by it)
     title: str  # what it varies, in words
@@ -250,6 +261,7 @@ class CellResult(_M):
     repeats: list[Repeat]  # every repeat, pilots and uncounted kinds included
     summary: Summary | None = None  # over the counted repeats
     profile: Profile | None = None  # the cProfile/yappi repeat (profile_cells)
+    load: Load | None = None  # a cell offered a share of another's rate (rate_of): of what, on which basis
 
 
 class Ceilings(_M):

@@ -59,11 +59,16 @@ def bind(res: Results) -> None:
         )  # fmt: skip
 
 
-async def capacities(ctx: RunContext) -> None:
-    """For each of the matrix's ``capacity_cells``: the highest offered rate it sustains under the SLO."""
+async def capacities(ctx: RunContext, only: set[str] | None = None) -> None:
+    """For each of the matrix's ``capacity_cells`` (of ``only``, when given) not searched yet: the highest offered
+    rate it sustains under the SLO."""
     for cid in ctx.m.capacity_cells:
+        if only is not None and cid not in only:
+            continue
         cell = ctx.cell(cid)
         cr = ctx.results.cell(cid)
+        if cr is not None and cr.summary is not None and cr.summary.capacity is not None:
+            continue  # searched before the cells that offer a share of it (a fault cell's load)
         if cr is None or cr.summary is None or not cr.summary.throughput_rps:
             ctx.say(f"capacity {cid}: no measured throughput to start from: skipped", style="yellow")
             continue

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -43,6 +43,7 @@ from experiments.results import metadata
 from experiments.results.model import (
     Ceilings,
     CellResult,
+    Load,
     Profile,
     Repeat,
     Results,
@@ -119,6 +120,7 @@ class Runner:
         self.started = time.monotonic()
         self.stopped: dict[str, StopReason] = {}
         self.stage_passes: list[dict[str, float]] = []  # each stage alone, a pass per round (stage_ceilings)
+        self._loads: dict[str, Load] = {}  # cell id → what its rate_of offered (results.json: the cell's load)
         results = Results(
             run_id=self.run_id,
             created=datetime.now(UTC).isoformat(),
@@ -234,9 +236,13 @@ class Runner:
             with progress:
                 overall = progress.add_task("all cells", total=total)
                 task = progress.add_task("", total=None)
-                # cells offered a fraction of another's measured rate run after the others
-                for phase in ([c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]):
-                    await self._run_phase(phase, progress, overall, task)
+                # cells offered a fraction of another's measured rate run after the others; a fault cell's load is a
+                # share of its pilot's capacity when the matrix searches it (capacity_cells): searched in between
+                first, then = [c for c in self.m.cells if c.rate_of is None], [c for c in self.m.cells if c.rate_of]
+                await self._run_phase(first, progress, overall, task)
+                if loads := {c.rate_of for c in then if c.fault and c.rate_of in self.m.capacity_cells}:
+                    await capacity_runs.capacities(self.ctx, only={r for r in loads if r is not None})
+                await self._run_phase(then, progress, overall, task)
             await capacity_runs.capacities(self.ctx)
             await whatif_runs.run_cells(self.ctx)  # the matrix's whatif_cells: each stage slowed on purpose (issue 20)
             if self.memory_profile is not None:
@@ -276,12 +282,20 @@ class Runner:
         else:
             ref = self.results.cell(cell.rate_of)
         tp = ref.summary.throughput_rps if ref and ref.summary else None
-        if not tp:
+        if not tp or ref is None:
             raise RuntimeError(f"cell {cell.id}: rate_of {cell.rate_of!r} has no measured throughput")
+        basis: Literal["capacity", "throughput"] = "throughput"
+        cap = (ref.summary.capacity or {}).get("rps") if ref.summary else None
+        if cell.fault and cap:  # the highest rate it sustains under the SLO, not its closed-loop throughput
+            basis, tp = "capacity", float(cap)
         cell.params = cell.params.model_copy(update={"rate": round(cell.rate_fraction * tp), "max_rate": False})
+        self._loads[cell.id] = Load(of=ref.id, basis=basis, reference_rps=round(tp, 1), fraction=cell.rate_fraction,
+                                    offered_rps=cell.params.rate)  # fmt: skip
 
     def _summarize(self, cell: Cell, cr: CellResult, reason: StopReason | None) -> None:
+        capacity = cr.summary.capacity if cr.summary else None  # searched already (a fault cell's load): kept
         cr.summary = summarize(cr, self.results.ceiling_rps, self.ci_target(cell), reason or "running")
+        cr.summary.capacity = capacity
 
     def _size_window(self, cell: Cell, rep: Repeat) -> None:
         """After a cell's first repeat: lengthen its window if it spanned too few commits (that repeat → pilot)."""
@@ -338,7 +352,7 @@ class Runner:
             self._resolve_rate(cell)
             results[cell.id] = CellResult(
                 id=cell.id, title=cell.title, groups=cell.groups, varied=cell.varied,
-                params=cell_config(cell, self.m).model_dump(), repeats=[],
+                params=cell_config(cell, self.m).model_dump(), repeats=[], load=self._loads.get(cell.id),
             )  # fmt: skip
             self.results.cells.append(results[cell.id])
         if self.m.interleave:

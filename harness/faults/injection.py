@@ -92,7 +92,12 @@ class Injection:
         if all(x.resumed_at_ns is not None or x.note for x in parts) and injected:
             f.resumed_at_ns = max(x.resumed_at_ns or 0 for x in parts)
         f.note = "; ".join(f"{x.kind} {x.note}" for x in parts if x.note) if not injected else ""
-        f.detail = "; ".join(f"{x.kind} at {x.at_s:g} s: {x.detail or 'done'}" for x in parts if x.injected)
+        f.detail = "; ".join(
+            f"{x.kind} at {x.at_s:g} s: {x.detail or 'done'}"
+            + ("" if x.resumed_at_ns is not None else " (its path not seen moving again: recovery unknown)")
+            for x in parts
+            if x.injected
+        )
 
     async def watch(self, p: Pipeline, snap: dict[str, Any]) -> None:
         """At every poll: note when the affected path moves again after the fault (its recovery)."""

@@ -46,9 +46,15 @@ def _url(settings: Any = None) -> str:
     return getattr(settings, "nats_url", None) or BROKER_URLS.get("nats") or LOCAL_NATS_URL
 
 
+async def _on_error(exc: Exception) -> None:
+    """A connection error (the broker down or restarting: the client reconnects): one line, not nats-py's traceback."""
+    log.warning("nats: %s", exc or type(exc).__name__)
+
+
 async def _connect(url: str) -> NATS:
     # through a dropped connection or a broker restart: reconnects for about a minute (as the Redis client retries)
-    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=120, reconnect_time_wait=0.5)
+    return await nats.connect(url, connect_timeout=5, error_cb=_on_error, max_reconnect_attempts=120,
+                              reconnect_time_wait=0.5)  # fmt: skip
 
 
 class JetStreamQueue(Queue):
@@ -159,7 +165,7 @@ class JetStreamQueue(Queue):
     # observers: on a connection of their own, to the broker this process was told about
     @classmethod
     async def _info(cls, key: str) -> Any:
-        nc = await nats.connect(_url(), connect_timeout=5, max_reconnect_attempts=0)
+        nc = await nats.connect(_url(), connect_timeout=5, error_cb=_on_error, max_reconnect_attempts=0)
         try:
             return await nc.jetstream().stream_info(stream_name(key))
         except nats.js.errors.NotFoundError:
@@ -175,7 +181,7 @@ class JetStreamQueue(Queue):
     @classmethod
     async def summary(cls, client: aioredis.Redis, key: str) -> dict[str, str]:
         """The stream's message count (entries not acknowledged) and each consumer's pending and redelivered."""
-        nc = await nats.connect(_url(), connect_timeout=5, max_reconnect_attempts=0)
+        nc = await nats.connect(_url(), connect_timeout=5, error_cb=_on_error, max_reconnect_attempts=0)
         try:
             js, name = nc.jetstream(), stream_name(key)
             try:
@@ -193,7 +199,7 @@ class JetStreamQueue(Queue):
     @classmethod
     async def held(cls, client: aioredis.Redis, key: str) -> list[Row] | None:
         """Every message of the stream: waiting, or taken and not acknowledged (acknowledged ones are removed)."""
-        nc = await nats.connect(_url(), connect_timeout=5, max_reconnect_attempts=0)
+        nc = await nats.connect(_url(), connect_timeout=5, error_cb=_on_error, max_reconnect_attempts=0)
         try:
             js, name = nc.jetstream(), stream_name(key)
             try:
@@ -213,7 +219,7 @@ class JetStreamQueue(Queue):
 
     @classmethod
     async def drop(cls, client: aioredis.Redis, key: str, url: str | None = None) -> None:
-        nc = await nats.connect(url or _url(), connect_timeout=5, max_reconnect_attempts=0)
+        nc = await nats.connect(url or _url(), connect_timeout=5, error_cb=_on_error, max_reconnect_attempts=0)
         try:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await nc.jetstream().delete_stream(stream_name(key))  # its consumers go with it

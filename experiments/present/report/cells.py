@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analysis import stats
+from experiments.analysis.fmt import load_words
 from experiments.analysis.headline import headline_of
 from experiments.measure.promql import prom_hist
 from experiments.present.report.plots import timeline_plot
@@ -215,6 +216,8 @@ def fault_lines(cell: CellResult) -> list[str]:
         when = f"at random moments (seed {rec.seed})" if rec.seed is not None else "at a fixed time"
         out.append(f"{rec.kind} {when}, injected in {rec.injected} of {rec.repeats} repeats, recovered in "
                    f"{rec.recovered}: recovery {dist}")  # fmt: skip
+    if cell.load is not None:
+        out.append(f"load: {load_words(cell.load)}")
     for r in cell.repeats:
         f = r.fault
         if f is None:
