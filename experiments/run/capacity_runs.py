@@ -35,7 +35,8 @@ async def stage_pass(ctx: RunContext, passes: list[dict[str, float]]) -> None:
             await asyncio.to_thread(ctx.services.broker_url, broker)
     try:
         got = await stage_ceilings.one_pass(cell.params, ctx.services.pg_dsn, ctx.services.redis_url, ctx.schema,
-                                            f"{ctx.queue_key}:ceiling", _writers(ctx))  # fmt: skip
+                                            f"{ctx.queue_key}:ceiling", _writers(ctx),
+                                            forwarding=[c.params for c in ctx.m.cells])  # fmt: skip
     except Exception as exc:  # a ceiling that can't be measured is said, never invented
         ctx.say(f"stage ceilings: a pass failed: {exc}", style="yellow")
         return
@@ -55,7 +56,7 @@ def bind(res: Results) -> None:
             continue
         s.binding_ceiling = stage_ceilings.binding_ceiling(
             stages, s.throughput_rps, s.bottleneck.stage if s.bottleneck else None, cr.params.workers,
-            forwarding=cr.params.forwarding,
+            forwarding=cr.params.forwarding, forward=stage_ceilings.forward_key(cr.params),
         )  # fmt: skip
 
 

@@ -13,6 +13,8 @@ like the cells), so each ceiling comes with its spread and drifts with the machi
 | ``writer_N`` | the same with N connections at once (N: the most writers any cell runs, at least 2) |
 | ``forward`` | the forwarder variant (``async`` if the cell forwards nothing) POSTing pre-built rows to a backend |
 | | process (the cell's behaviour and POST size) until one websocket client has received every one |
+| ``forward@…`` | the same with the forwarding settings of the matrix's forwarding cells, one per distinct setting |
+| | (``forward_key``: variant, POST size, concurrency, backend): a cell's forward ceiling is its own settings' |
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ log = logging.getLogger("telemetry_bench.ceilings")
 READINGS = 50_000  # per stage and pass: about a second each at today's speeds
 STAGES = ("generator", "ingest", "queue", "writer_1", "writer_N", "forward")
 FORWARD_READINGS = 20_000
+FORWARD_S = 2.0  # at most this long sending, per forward pass
 
 
 async def _messages(cfg: PipelineConfig, n: int) -> list[Any]:
@@ -125,10 +128,11 @@ async def writers(cfg: PipelineConfig, pg_dsn: str, schema: str, rows: list[Row]
             await c.close()
 
 
-async def forward(cfg: PipelineConfig, rows: list[Row], redis_url: str, key: str) -> float:
+async def forward(cfg: PipelineConfig, rows: list[Row], redis_url: str, key: str, max_s: float = FORWARD_S) -> float:
     """Readings/s from the forwarder through a backend process to one websocket client (all of them received); a
     forwarder through Redis pub/sub (``via_pubsub``) publishes on a channel of this pass that the backend subscribes
-    to."""
+    to. Sending stops after ``max_s`` (a slow setting, one reading per POST, would take minutes over every row): the
+    rate is then over what was sent and received."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
     name = cfg.forwarder if cfg.forwarding else "async"
@@ -156,11 +160,15 @@ async def forward(cfg: PipelineConfig, rows: list[Row], redis_url: str, key: str
         await fwd.start()
         per = max(1, cfg.readings_per_message)
         t0 = time.perf_counter()
+        sent = 0
         for i in range(0, len(rows), per):
             await fwd.send(rows[i : i + per])
+            sent += len(rows[i : i + per])
+            if time.perf_counter() - t0 > max_s:
+                break
         await fwd.close()
         deadline = time.monotonic() + 60
-        while probe.received < len(rows) and time.monotonic() < deadline:
+        while probe.received < sent and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return _timed(probe.received, t0)
     finally:
@@ -172,11 +180,17 @@ async def forward(cfg: PipelineConfig, rows: list[Row], redis_url: str, key: str
             backend.kill()
 
 
+def forward_key(cfg: PipelineConfig) -> str:
+    """The forward ceiling measured with ``cfg``'s forwarding settings: ``forward@async/1000/8/fast``."""
+    return f"forward@{cfg.forwarder}/{cfg.forward_batch}/{cfg.concurrency}/{cfg.backend_behaviour}"
+
+
 async def one_pass(
     cfg: PipelineConfig, pg_dsn: str, redis_url: str, schema: str, key: str, n_writers: int,
-    readings: int = READINGS,
+    readings: int = READINGS, forwarding: list[PipelineConfig] | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """Every stage once, alone, with ``cfg``'s settings: stage → readings/s."""
+    """Every stage once, alone, with ``cfg``'s settings: stage → readings/s; the forward stage also with each of
+    ``forwarding``'s settings (``forward_key``)."""
     out: dict[str, float] = {}
     gen = await machine.generator(cfg, seconds=1.5, builder=cfg.builder, warmup_s=0.3)
     out["generator"] = gen["rps"]
@@ -191,13 +205,16 @@ async def one_pass(
     out["writer_1"] = await writers(cfg, pg_dsn, schema, rows, 1)
     out["writer_N"] = await writers(cfg, pg_dsn, schema, rows, max(2, n_writers))
     out["forward"] = await forward(cfg, rows[:FORWARD_READINGS], redis_url, key)
+    for other in {forward_key(c): c for c in forwarding or [] if c.forwarding}.values():
+        out[forward_key(other)] = await forward(other, rows[:FORWARD_READINGS], redis_url, key)
     return out
 
 
 def summarize(passes: list[dict[str, float]], n_writers: int) -> dict[str, dict[str, Any]]:
     """stage → {median, min, max, passes}: the ``ceilings.stages`` of results.json."""
     out: dict[str, dict[str, Any]] = {}
-    for stage in (*STAGES, *(f"queue_{name}" for name in QUEUES)):
+    keyed = sorted({k for p in passes for k in p if k.startswith("forward@")})
+    for stage in (*STAGES, *(f"queue_{name}" for name in QUEUES), *keyed):
         vals = [p[stage] for p in passes if stage in p]
         if vals:
             out[stage] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "passes": vals}
@@ -217,20 +234,23 @@ def binding_stage(verdict_stage: str | None, workers: int) -> str | None:
 
 def binding_ceiling(
     stages: dict[str, dict[str, Any]], throughput: float | None, verdict_stage: str | None, workers: int, *,
-    forwarding: bool = False,
+    forwarding: bool = False, forward: str = "forward",
 ) -> dict[str, Any] | None:  # fmt: skip
     """Which ceiling binds a cell and how close it came: the verdict's stage where it has a ceiling, else the lowest
-    ceiling on the cell's path (the stage that would bind first)."""
+    ceiling on the cell's path (the stage that would bind first). ``forward``: the cell's own forward ceiling (its
+    settings' ``forward_key``) where it was measured, else the stage-ceilings cell's."""
     if not throughput or not stages:
         return None
+    forward = forward if forward in stages else "forward"
     path = [
         "generator",
         "ingest",
         "queue",
         "writer_N" if workers > 1 else "writer_1",
-        *(["forward"] if forwarding else []),
+        *([forward] if forwarding else []),
     ]
     named = binding_stage(verdict_stage, workers)
+    named = forward if named == "forward" else named
     stage = named if named in stages else min((s for s in path if s in stages), key=lambda s: stages[s]["median"])
     ceiling = stages[stage]["median"]
     return {
