@@ -17,7 +17,8 @@ async def test_one_pass_measures_every_stage_alone(services: Services, pg_schema
     got = await stage_ceilings.one_pass(CFG, services.pg_dsn, services.redis_url, pg_schema, queue_key, 2,
                                         readings=5_000, forwarding=[CFG, full_job, full_job])  # fmt: skip
     # forward included: a backend process and a websocket client; each queue variant alone, both brokers included;
-    # the forward stage again with the forwarding cell's own settings (once: the two are the same)
+    # the forward stage again with the forwarding cell's own settings (once: the two are the same; CFG's own are
+    # "forward")
     keyed = stage_ceilings.forward_key(full_job)
     assert keyed == "forward@async/1000/8/fast"
     assert set(got) == set(stage_ceilings.STAGES) | {f"queue_{name}" for name in QUEUES} | {keyed}

@@ -12,7 +12,7 @@ from typing import Any
 from experiments.analysis import sampling_cost, stats
 from experiments.analysis.headline import headline_of
 from experiments.measure.window import SERVERS
-from experiments.results.model import CellResult, Repeat, Results, best, counted, throughputs
+from experiments.results.model import CellResult, Repeat, Results, best, counted, cpu_per_reading, throughputs
 
 MIN_RPS = 100_000
 MIN_CEILING_FRACTION = 0.20
@@ -42,13 +42,6 @@ def _t(name: str, target: str, measured: str, status: str | bool, detail: str, c
 
 def _missing(name: str, target: str, what: str) -> dict[str, Any]:
     return _t(name, target, "not measured", "cannot_tell", f"{what} is missing or failed in this run", [])
-
-
-def cpu_per_reading(rep: Repeat) -> float | None:
-    """CPU seconds per committed reading of a repeat: every stage process and the servers (PostgreSQL, Redis, a
-    broker) summed — the cost a change adds, whatever else the cores are doing."""
-    committed = rep.accounting.committed
-    return sum(s.cpu_s for s in rep.resources.values()) / committed if committed else None
 
 
 def paired(a: CellResult, b: CellResult, figure: Callable[[Repeat], float | None]) -> stats.Ratio:

@@ -16,8 +16,9 @@ from typing import Any
 from experiments.analysis import stats
 from experiments.analysis.fmt import f_ms
 from experiments.measure.promql import prom_hist
-from experiments.results.model import CellResult, counted, failed, loop_of, p99s, throughputs
+from experiments.results.model import CellResult, counted, cpu_per_reading, failed, loop_of, p99s, throughputs
 from harness.plan import PipelineConfig
+from pipeline.queues import QUEUES
 
 
 def _value(cell: CellResult, key: str) -> Any:
@@ -40,6 +41,10 @@ def group_rows(group: dict[str, Any], by_id: dict[str, CellResult], ceiling: flo
         tps = throughputs(c)
         est = stats.estimate(tps)
         post = [prom_hist(r, "forward_request_seconds") for r in counted(c)]
+        cpu = stats.estimate([x * 1e6 for r in counted(c) if (x := cpu_per_reading(r))])
+        server = QUEUES[c.params.queue].broker or "redis" if c.params.queue in QUEUES else "redis"
+        server_cpu = [x * 1e6 for r in counted(c) if (x := cpu_per_reading(r, only=server))]
+        server_rss = [r.resources[server].peak_rss_bytes for r in counted(c) if server in r.resources]
         rows.append({
             "id": c.id, "label": label(c, keys), "cell": c, "tps": tps, "p99s": p99s(c),
             "p50s": [r.latency_ms.p50 for r in counted(c) if r.latency_ms.p50 is not None],
@@ -53,6 +58,10 @@ def group_rows(group: dict[str, Any], by_id: dict[str, CellResult], ceiling: flo
             "p50": s.latency_ms.p50 if s else None, "p99": s.latency_ms.p99 if s else None,
             "bottleneck": s.bottleneck.stage if s and s.bottleneck else None, "winner": False, "vs_best": None,
             "rate": c.params.rate or 0.0, "loop": loop_of(c.params),
+            # CPU µs per committed reading, every process and server (median, 95 % interval over the repeats), and
+            # the queue's server alone (Redis, nats-server, RabbitMQ): its share and its peak memory
+            "cpu_us": cpu.median, "cpu_ci": cpu.ci, "server": server, "server_cpu_us": stats.median(server_cpu),
+            "server_rss": stats.median(server_rss),
         })  # fmt: skip
     return rows
 
@@ -72,6 +81,7 @@ def group_view(group: dict[str, Any], by_id: dict[str, CellResult], ceiling: flo
         "title": group.get("title", ""),
         "vary": list(group.get("keys", [])),
         "rows": rows,
+        "queues": "queue" in group.get("keys", []),  # a queue comparison: each queue's server's CPU and memory
         "missing": [i for i in group.get("cells", []) if i not in by_id],
         "open_loop": open_loop,
         "mixed_loops": len({r["loop"] for r in rows}) > 1,

@@ -446,6 +446,14 @@ def throughputs(cell: CellResult) -> list[float]:
     return [r.throughput_rps for r in counted(cell) if r.throughput_rps is not None]
 
 
+def cpu_per_reading(rep: Repeat, only: str | None = None) -> float | None:
+    """CPU seconds per committed reading of a repeat: every stage process and the servers (PostgreSQL, Redis, a
+    broker) summed — the cost a change adds, whatever else the cores are doing; ``only``: that one process's."""
+    committed = rep.accounting.committed
+    procs = [s for n, s in rep.resources.items() if only is None or n == only]
+    return sum(s.cpu_s for s in procs) / committed if committed and procs else None
+
+
 def p99s(cell: CellResult) -> list[float]:
     return [r.latency_ms.p99 for r in counted(cell) if r.latency_ms.p99 is not None]
 

@@ -205,7 +205,8 @@ async def one_pass(
     out["writer_1"] = await writers(cfg, pg_dsn, schema, rows, 1)
     out["writer_N"] = await writers(cfg, pg_dsn, schema, rows, max(2, n_writers))
     out["forward"] = await forward(cfg, rows[:FORWARD_READINGS], redis_url, key)
-    for other in {forward_key(c): c for c in forwarding or [] if c.forwarding}.values():
+    own = forward_key(cfg) if cfg.forwarding else None  # measured just above, as "forward"
+    for other in {forward_key(c): c for c in forwarding or [] if c.forwarding and forward_key(c) != own}.values():
         out[forward_key(other)] = await forward(other, rows[:FORWARD_READINGS], redis_url, key)
     return out
 
@@ -241,7 +242,7 @@ def binding_ceiling(
     settings' ``forward_key``) where it was measured, else the stage-ceilings cell's."""
     if not throughput or not stages:
         return None
-    forward = forward if forward in stages else "forward"
+    forward = forward if forward in stages else "forward"  # the stage-ceilings cell's own settings, or unmeasured
     path = [
         "generator",
         "ingest",
