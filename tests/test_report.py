@@ -443,7 +443,7 @@ def test_report_renders_the_sampled_flame_graph_top_functions_and_cost(tmp_path:
     cost = _section(html, "bottlenecks")
     measured = sampling_cost.cost(res)
     assert measured is not None and measured.cells == ["baseline"] and (measured.sampled, measured.unsampled) == (2, 1)
-    assert "Sampling cost" in cost and measured.text() in cost and "sampled ÷ unsampled − 1 = " in cost
+    assert "Sampling cost" in cost and measured.text() in cost and "sampled ÷ unsampled − 1: " in cost
 
 
 def test_compare_lists_the_functions_whose_share_changed_most(tmp_path: Path) -> None:

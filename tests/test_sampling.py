@@ -219,7 +219,7 @@ def test_cost_is_a_ratio_of_medians_over_closed_loop_cells_with_its_interval() -
     assert c is not None and c.ratio.ratio == pytest.approx(0.97, abs=0.01)
     assert "seed" not in c.cells and "baseline" in c.cells  # open-loop cells' throughput is their offered rate
     assert c.ratio.lo is not None and c.ratio.hi is not None and c.ratio.hi < 0.98
-    assert c.status == "fail" and "sampled ÷ unsampled − 1 = -3." in c.text()
+    assert c.status == "fail" and "sampled ÷ unsampled − 1: throughput -3." in c.text()
 
 
 def test_sampling_cost_target_is_decided_on_the_interval() -> None:
@@ -278,13 +278,42 @@ def test_cost_is_paired_per_cell_with_a_t_interval_over_the_cells() -> None:
     # ln r over the five cells: exp(median) = 0.98, exp(mean ± t(0.975, 4)·s/√5) = [0.960460, 0.999729]
     assert c.ratio.ratio == pytest.approx(0.98) and c.ratio.lo == pytest.approx(0.960460, abs=1e-5)
     assert c.ratio.hi == pytest.approx(0.999729, abs=1e-5)
-    assert c.status == "cannot_tell" and c.text().startswith("sampled ÷ unsampled − 1 = -2.0 % [-4.0 %, -0.0 %]")
+    assert c.status == "cannot_tell" and c.decided_on == "throughput"  # no py-spy CPU recorded (older results)
+    assert c.text().startswith("sampled ÷ unsampled − 1: throughput -2.0 % [-4.0 %, -0.0 %]")
     # not shown beyond 2 %: the sampled repeats count
     cost, changed = sampling_cost.apply_cost(res)
     assert cost is not None and not changed and not any(r.excluded for cell in res.cells for r in cell.repeats)
     record = sampling_cost.cost_record(res)
     assert record is not None and record["status"] == "cannot_tell" and record["excluded"] is False
     assert record["ci95"] == [pytest.approx(0.960460, abs=1e-5), pytest.approx(0.999729, abs=1e-5)]
+
+
+@pytest.mark.parametrize(("spy_cpu_s", "status"), [(0.001, "pass"), (0.05, "fail")])
+def test_cpu_per_reading_decides_the_sampling_cost_where_throughput_cannot(spy_cpu_s: float, status: str) -> None:
+    """Throughput within ±2 % noise cannot tell; CPU per committed reading — the stages' own, ±0.3 % from repeat to
+    repeat, plus py-spy's CPU on the sampled side — decides: +0.1 % of CPU passes, +5 % fails."""
+    from experiments.results.model import StageResources
+
+    res = _one_mode([0.97, 1.01, 0.99, 0.96, 1.02])
+    for k, cell in enumerate(res.cells):
+        for i, rep in enumerate(cell.repeats):
+            rep.accounting.committed = 10_000
+            rep.resources = {"writer-1": StageResources(cpu_s=1.0 + 0.003 * math.sin(5 * k + 2 * i),
+                                                         cpu_util_window=None, peak_rss_bytes=1)}  # fmt: skip
+            if rep.sampled is not None:
+                rep.sampled.cpu_s = spy_cpu_s
+    c = sampling_cost.cost(res)
+    assert c is not None and stats_status(c.ratio) == "cannot_tell" and c.decided_on == "cpu"
+    assert c.cpu is not None and c.cpu.ratio == pytest.approx(1 + spy_cpu_s, abs=0.004)
+    assert c.status == status and "CPU per reading (py-spy's own included)" in c.text()
+    record = sampling_cost.cost_record(res)
+    assert record is not None and record["decided_on"] == "cpu" and record["status"] == status
+
+
+def stats_status(r: object) -> str:
+    from experiments.analysis import stats
+
+    return stats.at_least(r, 1 - sampling_cost.MAX_COST)  # type: ignore[arg-type]
 
 
 def test_a_cost_shown_beyond_two_percent_excludes_the_sampled_repeats() -> None:

@@ -269,13 +269,16 @@ def capacity_targets(res: Results) -> list[dict[str, Any]]:
 
 def _sampling_cost(res: Results) -> dict[str, Any]:
     name = "sampling cost"
-    target = f"py-spy sampled ÷ unsampled throughput ≥ {1 - sampling_cost.MAX_COST:.0%} (its interval)"
+    target = (f"py-spy costs ≤ {sampling_cost.MAX_COST:.0%}: CPU per reading sampled ÷ unsampled ≤ "
+              f"{1 + sampling_cost.MAX_COST:.0%} (its interval; throughput ≥ {1 - sampling_cost.MAX_COST:.0%} where "
+              "CPU is not measured)")  # fmt: skip
     c = sampling_cost.cost(res)
     if c is None or c.ratio.ratio is None:
         return _missing(name, target, 'sampled and unsampled repeats of closed-loop cells (sampling = "one")')
     return _t(name, target, c.text(), c.status,
               "paired per closed-loop cell: its sampled median ÷ its unsampled median, pooled over the cells (median "
-              "of the log ratios, Student's t interval); pass: the whole interval ≥ 98 %", c.cells)  # fmt: skip
+              "of the log ratios, Student's t interval); CPU per reading decides where measured (py-spy's own CPU "
+              "on the sampled side), throughput beside it", c.cells)  # fmt: skip
 
 
 TARGET_SETS: dict[str, Callable[[Results], list[dict[str, Any]]]] = {"perf": perf}

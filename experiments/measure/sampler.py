@@ -46,6 +46,7 @@ what sampling costs is estimated in :mod:`experiments.analysis.sampling_cost`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -53,6 +54,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Literal
+
+import psutil
 
 from experiments.plan.matrix import DEFAULT_RATE_HZ
 from harness.lifeline import die_with_parent
@@ -88,6 +91,7 @@ class Sampler:
         self.pids, self.out_dir, self.rate_hz, self.native = pids, out_dir, rate_hz, native
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.problem: str | None = None
+        self.cpu_s = 0.0  # the py-spy processes' own CPU seconds, read as they are asked to stop
 
     def start(self) -> None:
         exe = py_spy()
@@ -105,6 +109,9 @@ class Sampler:
         """Ask every py-spy to stop and write its output (SIGINT), without waiting: :meth:`stop` collects."""
         for proc in self.procs.values():
             if proc.poll() is None:
+                with contextlib.suppress(psutil.Error):  # what sampling took of the cores, beside the stages
+                    t = psutil.Process(proc.pid).cpu_times()
+                    self.cpu_s += t.user + t.system
                 proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
 
     def stop(self, timeout: float = 15.0) -> dict[str, Path]:
@@ -161,6 +168,11 @@ class StreamSampler:
         if self.sampler is not None and not self.ended and snap.get("streams_completed", 0) >= 1:
             self.sampler.interrupt()
             self.ended = True
+
+    @property
+    def cpu_s(self) -> float | None:
+        """py-spy's own CPU seconds over the repeat (every stage's sampler), None when nothing was sampled."""
+        return round(self.sampler.cpu_s, 4) if self.sampler is not None and self.sampler.procs else None
 
     def finish(self) -> tuple[dict[str, Path], str | None]:
         """(stage → collapsed file, the problem if sampling failed). A problem is logged once per run."""

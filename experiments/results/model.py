@@ -62,6 +62,7 @@ class Sampled(_M):
     problem: str | None = None  # why sampling failed (py-spy missing, ptrace refused): the run went on without it
     native: bool | None = None  # native frames (py-spy --native, pausing the process); False: --nonblocking,
     # Python frames only; None: recorded before this field (those runs sampled with --native)
+    cpu_s: float | None = None  # py-spy's own CPU seconds (every stage's sampler), read as it was stopped
 
 
 # What a repeat is for. `timed`: one of a cell's measured repeats (its figures come from these); `profiled`: the

@@ -210,4 +210,5 @@ def _sampled(sampler: sampling.StreamSampler, cell_dir: Path) -> dict[str, Any]:
         "files": {stage: _stored(p) for stage, p in files.items()},
         "views": {stage: {k: _stored(p) for k, p in v.items()} for stage, v in views.items()},
         "problem": problem,
+        "cpu_s": sampler.cpu_s,
     }
