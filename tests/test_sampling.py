@@ -351,7 +351,7 @@ def test_the_console_states_the_cost_and_whether_the_sampled_repeats_count() -> 
     res.sampling_cost = sampling_cost.cost_record(res)
     line = sampling_cost_line(res) or ""
     assert line.startswith("[yellow]CANNOT TELL[/yellow] sampling cost (py-spy 50 Hz, Python frames, nonblocking")
-    assert "sampled ÷ unsampled − 1 = -2.0 % [-4.0 %, -0.0 %]" in line and "(target ≤ 2 %)" in line
+    assert "sampled ÷ unsampled − 1: throughput -2.0 % [-4.0 %, -0.0 %]" in line and "(target ≤ 2 %)" in line
     assert "count in their cells' intervals" in line
     res = _one_mode([0.90, 0.91, 0.92, 0.89, 0.93])
     res.matrix.update(sampling_hz=50, sampling_native=False)
