@@ -19,6 +19,7 @@ Three mechanisms, each for one way a run can end:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -61,6 +62,19 @@ def graceful_stop_signals() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, as_interrupt)
+
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` when the current task has been asked to stop but an ``await`` swallowed the request.
+
+    Python 3.11's ``asyncio.wait_for`` returns its future's result when that future finished in the same loop step
+    as the task's cancellation (gh-86296, fixed in 3.12), and some clients' awaits do the same: a Ctrl-C or SIGTERM
+    (cancels the run's main task) could then be lost and the run go on to its end. ``Task.cancelling()`` still
+    counts the request, so the loops that pace a run (the stream loop, the runner's rounds) call this each turn.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _start_time(pid: int) -> float | None:

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import argv
 from harness.accounting import Accounting, RunResult, Uncommitted
 from harness.faults import FAULTS, Fault, Injection
-from harness.lifeline import RunRecord
+from harness.lifeline import RunRecord, raise_if_cancelled
 from harness.plan import PipelineConfig
 from harness.probes import WsProbe
 from harness.process import POLL_S, READY_TIMEOUT_S, PipelineError, Stage, free_port
@@ -409,6 +409,7 @@ class Orchestrator:
             everyone = [s.name for s in order if s.name == "node" or s.name not in self.ingests]
             # 1. until the stream has ended (count/duration) or a stop is asked for; a fault cell injects its fault
             while not stop_requested.is_set():
+                raise_if_cancelled()
                 snap = await self._poll()
                 inj = self.injection
                 if inj is not None and inj.due(started):

@@ -40,4 +40,4 @@ def test_matrix_placement_is_checked(tmp_path: Path) -> None:
     bad.write_text('name = "bad"\n[placement]\nwriter = []\n[cells.one]\nrate = 100\n')
     with pytest.raises(MatrixError, match=r"\[placement\] writer = \[\]: must be a non-empty list of host names"):
         load(str(bad))
-    assert load("cluster").placement == {"generator": ["a"], "ingest": ["b"], "writer": ["b", "c"]}
+    assert load("cluster").placement == {"generator": ["a", "c"], "ingest": ["b", "a"], "writer": ["b", "c"]}

@@ -142,6 +142,24 @@ def _stages_started(proc: subprocess.Popen[bytes], timeout: float = 90.0) -> set
     pytest.fail(f"the harness did not start its stages within {timeout:.0f} s")
 
 
+def _wait_or_explain(proc: subprocess.Popen[bytes], timeout: float, tmp_path: Path) -> int:
+    """``proc``'s exit status; if it has not exited within ``timeout``, fail with where it is stuck (py-spy's dump of
+    the harness, its children, the tail of its log) so that a hang seen once in CI can be read afterwards."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        py_spy = str(Path(sys.executable).parent / "py-spy")  # the test extra installs it beside the interpreter
+        dump = subprocess.run([py_spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True, timeout=30)
+        children: list[str] = []
+        with contextlib.suppress(psutil.Error):
+            children = [" ".join(c.cmdline()[:6]) for c in psutil.Process(proc.pid).children(recursive=True)]
+        log = (tmp_path / "harness.log").read_text(errors="replace")[-3000:]
+        pytest.fail(
+            f"the harness did not exit within {timeout:.0f} s of the signal\n{dump.stdout}{dump.stderr}\n"
+            f"children: {children}\nlog: {log}"
+        )
+
+
 def _harness(args: list[str], tmp_path: Path, services: Services) -> subprocess.Popen[bytes]:
     """``telemetry-bench ARGS`` on the test run's servers (never the machine's default database and Redis db)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
@@ -183,7 +201,7 @@ def test_run_stopped_from_outside_leaves_no_process(tmp_path: Path, services: Se
     try:
         seen = _stages_started(proc, timeout=300)
         proc.send_signal(sig)
-        rc = proc.wait(timeout=180)
+        rc = _wait_or_explain(proc, 180, tmp_path)
         assert _gone(sorted(seen)) == [], f"processes of the run survived {sig.name}"
         if sig != signal.SIGKILL:
             assert rc != 0

@@ -88,9 +88,9 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
         overall, task = progress.add_task("all", total=9), progress.add_task("")
         asyncio.run(r._run_phase(m.cells, progress, overall, task))
     order = [c for c, _, _ in calls]
-    # round 1: every cell; round 2: all but the one that failed; slow-commits' first repeat was its pilot (4 commits
-    # in 2 s), so it runs 4 in all
-    assert order[:7] == ["steady", "noisy", "slow-commits", "breaks", "steady", "noisy", "slow-commits"]
+    # round 1: every cell in the matrix's order; round 2: all but the one that failed, reversed (ABBA); slow-commits'
+    # first repeat was its pilot (4 commits in 2 s), so it runs 4 in all
+    assert order[:7] == ["steady", "noisy", "slow-commits", "breaks", "slow-commits", "noisy", "steady"]
     broke = by_id(r)["breaks"]
     assert len(broke.repeats) == 1 and broke.summary is not None and broke.summary.failed
     assert broke.summary.stop_reason == "failed" and broke.summary.lost == 100  # a pilot's loss is a loss

@@ -58,7 +58,7 @@ from experiments.run import capacity_runs, memory_profile, whatif_runs
 from experiments.run import ceilings as ceilings_mod
 from experiments.run.context import RunContext
 from experiments.run.repeat import cell_config
-from harness.lifeline import drop_keys
+from harness.lifeline import drop_keys, raise_if_cancelled
 from harness.services import Services, redact_dsn, versions
 from pipeline import db
 
@@ -318,6 +318,7 @@ class Runner:
             )
 
     async def _one(self, cell: Cell, cr: CellResult, progress: Progress, overall: Any, task: Any) -> None:
+        raise_if_cancelled()  # a stop signal an await swallowed still stops the run before another repeat
         i = len(cr.repeats)
         last = {"t": time.monotonic(), "n": 0, "rate": 0.0}
         label = f"{cell.id} · repeat {i + 1}"
