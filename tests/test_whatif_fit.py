@@ -107,6 +107,23 @@ def test_sentence_names_the_bottleneck_and_the_stage_that_would_not_matter() -> 
     assert "speeding up ingest's decode would not change it (sensitivity" in text
 
 
+def test_a_pace_shared_by_stages_whose_intervals_overlap_is_said() -> None:
+    """The full job on 2 cores: writer 0.32 [0.19, 0.44], ingest 0.24 [0.12, 0.36], forwarder 0.24 [0.11, 0.36] —
+    the data cannot rank them, so the sentence does not crown the writer alone; a stage clearly below is left out."""
+
+    def fit(stage: str, s: float, lo: float, hi: float) -> whatif.Sensitivity:
+        return whatif.Sensitivity(stage, s, lo, hi, whatif.Line(s, lo, hi, 0.0, 0.0, 6), n=6, max_x=0.5)
+
+    fits = [fit("writer", 0.32, 0.19, 0.44), fit("ingest", 0.24, 0.12, 0.36), fit("forwarder", 0.24, 0.11, 0.36),
+            fit("backend", 0.09, -0.03, 0.21)]  # fmt: skip
+    assert [f.stage for f in whatif.shared_pace(fits)] == ["ingest", "forwarder"]
+    text = whatif.sentence(fits, 0.2)
+    assert text.startswith("the writer's database write (0.32 [0.19, 0.44]) shares the pace with ingest's decode")
+    assert "no one of them is the bottleneck alone; speeding up the writer's database write by 20 %" in text
+    alone = [fit("writer", 0.81, 0.75, 0.86), fit("ingest", 0.09, 0.04, 0.14)]  # sensitive, but clearly below
+    assert whatif.shared_pace(alone) == [] and whatif.sentence(alone, 0.2).startswith("speeding up the writer's")
+
+
 def test_latency_fit_for_an_open_loop_cell() -> None:
     """p99 at a fixed offered rate: the response is y / ref − 1 (p99 grows with the delay of the stage that binds)."""
     rng = random.Random(3)

@@ -309,6 +309,25 @@ def words(stage: str) -> str:
     return STAGE_WORDS.get(stage, stage)
 
 
+def shared_pace(fits: Sequence[Sensitivity]) -> list[Sensitivity]:
+    """The other sensitive stages whose interval overlaps the most sensitive one's: the data cannot rank them, so
+    the pace is shared (on 2 cores, often by stages that compete for the same CPU) rather than set by one stage."""
+    if not fits or not fits[0].sensitive or fits[0].lo is None:
+        return []
+    top = fits[0]
+    return [f for f in fits[1:] if f.sensitive and f.hi is not None and top.lo is not None and f.hi >= top.lo]
+
+
+def shared_words(fits: Sequence[Sensitivity]) -> str:
+    """ "the writer's database write shares the pace with ingest's decode (0.24 [0.12, 0.36]) …", or ""."""
+    others = shared_pace(fits)
+    if not others:
+        return ""
+    named = " and ".join(f"{words(f.stage)} ({f.text()})" for f in others)
+    return (f"{words(fits[0].stage)} ({fits[0].text()}) shares the pace with {named}: their intervals overlap, so "
+            "no one of them is the bottleneck alone")  # fmt: skip
+
+
 def sentence(fits: Sequence[Sensitivity], k: float = 0.2, *, metric: str = "throughput",
              ceilings: Mapping[str, float] | None = None, throughput: float | None = None) -> str:  # fmt: skip
     """The one sentence a reader can act on: what speeding up the most sensitive stage by ``k`` would win (with its
@@ -336,7 +355,8 @@ def sentence(fits: Sequence[Sensitivity], k: float = 0.2, *, metric: str = "thro
     if slack:
         least = min(slack, key=lambda f: (f.knee is not None, abs(f.s)))  # no effect at any amount tried first
         out += f"; speeding up {words(least.stage)} would not change it (sensitivity {least.text()})"
-    return out
+    shared = shared_words(fits)
+    return f"{shared}; {out}" if shared else out
 
 
 def fits_of(points: Iterable[tuple[str, float, float, int]], metric: str = "throughput") -> list[Sensitivity]:
@@ -486,7 +506,13 @@ def bottleneck(w: WhatIf, static: Bottleneck | None) -> Bottleneck:
         "static": static.model_dump() if static else None,
     }
     if fit is not None:
-        reason = (f"by experiment: slowing {words(fit.stage)} slows the pipeline (sensitivity {fit.text}); "
+        lo = fit.ci95[0] if fit.ci95 else None
+        shared = [f for f in w.fits if f.stage != fit.stage and f.sensitive and f.ci95 and lo is not None
+                  and f.ci95[1] >= lo]  # fmt: skip
+        evidence["shared_with"] = [f.stage for f in shared]
+        share = (f"; it shares the pace with {' and '.join(f'{f.words} ({f.text})' for f in shared)}: their "
+                 "intervals overlap, so no one of them is the bottleneck alone" if shared else "")  # fmt: skip
+        reason = (f"by experiment: slowing {words(fit.stage)} slows the pipeline (sensitivity {fit.text}){share}; "
                   f"{w.agreement}")  # fmt: skip
         return Bottleneck(stage=fit.stage, reason=reason, evidence=evidence)
     binds = w.what_binds or "no stage was sensitive"
