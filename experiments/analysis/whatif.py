@@ -309,13 +309,17 @@ def words(stage: str) -> str:
     return STAGE_WORDS.get(stage, stage)
 
 
+def shares_pace(top_lo: float | None, sensitive: bool, hi: float | None) -> bool:
+    """A sensitive stage whose interval reaches the most sensitive stage's lower bound: the data cannot rank the
+    two, so they share the pace (on 2 cores, often stages that compete for the same CPU)."""
+    return sensitive and top_lo is not None and hi is not None and hi >= top_lo
+
+
 def shared_pace(fits: Sequence[Sensitivity]) -> list[Sensitivity]:
-    """The other sensitive stages whose interval overlaps the most sensitive one's: the data cannot rank them, so
-    the pace is shared (on 2 cores, often by stages that compete for the same CPU) rather than set by one stage."""
-    if not fits or not fits[0].sensitive or fits[0].lo is None:
+    """The other stages that share the pace with the most sensitive one (``shares_pace``)."""
+    if not fits or not fits[0].sensitive:
         return []
-    top = fits[0]
-    return [f for f in fits[1:] if f.sensitive and f.hi is not None and top.lo is not None and f.hi >= top.lo]
+    return [f for f in fits[1:] if shares_pace(fits[0].lo, f.sensitive, f.hi)]
 
 
 def shared_words(fits: Sequence[Sensitivity]) -> str:
@@ -507,8 +511,8 @@ def bottleneck(w: WhatIf, static: Bottleneck | None) -> Bottleneck:
     }
     if fit is not None:
         lo = fit.ci95[0] if fit.ci95 else None
-        shared = [f for f in w.fits if f.stage != fit.stage and f.sensitive and f.ci95 and lo is not None
-                  and f.ci95[1] >= lo]  # fmt: skip
+        others = [f for f in w.fits if f.stage != fit.stage]
+        shared = [f for f in others if shares_pace(lo, f.sensitive, f.ci95[1] if f.ci95 else None)]
         evidence["shared_with"] = [f.stage for f in shared]
         share = (f"; it shares the pace with {' and '.join(f'{f.words} ({f.text})' for f in shared)}: their "
                  "intervals overlap, so no one of them is the bottleneck alone" if shared else "")  # fmt: skip
