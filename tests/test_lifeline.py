@@ -209,3 +209,22 @@ def test_run_stopped_from_outside_leaves_no_process(tmp_path: Path, services: Se
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_an_orderly_stop_that_hangs_still_ends(tmp_path: Path) -> None:
+    """A run whose cleanup never ends (a task that swallows its cancellation) still exits 130 after the grace time
+    of a SIGTERM, saying so in one line."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(
+        "import asyncio\nfrom harness.lifeline import graceful_stop_signals\ngraceful_stop_signals(0.5)\n"
+        "async def stubborn():\n    print('ready', flush=True)\n    while True:\n        try:\n"
+        "            await asyncio.sleep(3600)\n        except asyncio.CancelledError:\n            pass\n"
+        "asyncio.run(stubborn())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert b"the orderly stop after SIGTERM did not end within 0 s: exiting now" in err, err
