@@ -62,7 +62,9 @@ def _last_resort(grace_s: float, signum: int) -> None:
     """After ``grace_s`` of an orderly stop that has not ended: one line, then exit 130 at once. Every stage and
     throwaway server was started with ``die_with_parent`` and gets SIGTERM as the harness dies; the run's record
     stays, so the next run reaps its queue keys and schema. (A stop signal has been seen to leave ``run`` waiting
-    on an await that never ended, in about 1 of 15 CI-like suites; this bounds it while its cause is unknown.)"""
+    on an await that never ended, in about 1 of 15 CI-like suites; this bounds it while its cause is unknown. A stop
+    that is slow but still going — stages that each need their full stop timeout — is cut short too: the results of
+    the repeats already finished are on disk, the interrupted one's are not.)"""
     timer = threading.Timer(grace_s, _exit_now, (grace_s, signum))
     timer.daemon = True
     timer.start()
@@ -70,7 +72,7 @@ def _last_resort(grace_s: float, signum: int) -> None:
 
 def _exit_now(grace_s: float, signum: int) -> None:
     name = signal.Signals(signum).name
-    os.write(2, f"telemetry-bench: the orderly stop after {name} did not end within {grace_s:.0f} s: exiting now "
+    os.write(2, f"telemetry-bench: the orderly stop after {name} did not end within {grace_s:g} s: exiting now "
                 "(every stage gets SIGTERM from its lifeline; the next run reaps what is left)\n".encode())  # fmt: skip
     os._exit(130)
 

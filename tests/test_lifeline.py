@@ -227,4 +227,4 @@ def test_an_orderly_stop_that_hangs_still_ends(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    assert b"the orderly stop after SIGTERM did not end within 0 s: exiting now" in err, err
+    assert b"the orderly stop after SIGTERM did not end within 0.5 s: exiting now" in err, err
