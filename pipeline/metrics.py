@@ -9,6 +9,7 @@ what the orchestrator's accounting reads.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterable
 from functools import cache
 
@@ -26,6 +27,7 @@ WIDE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
                 10, 25, 50, 100)  # fmt: skip
 
 _HISTOGRAMS_ON = True
+_SPENT_NS = 0  # this process's time inside histogram recording (``_Timed.observe``, ``observe_many``)
 
 
 class _NoHistogram:
@@ -39,14 +41,46 @@ class _NoHistogram:
 NO_HISTOGRAM = _NoHistogram()
 
 
+class _Timed:
+    """A histogram whose ``observe`` times itself (``perf_counter_ns`` around the call) into the process's
+    instrumentation seconds: the histograms' own cost, measured in place in every repeat
+    (``instrumentation_seconds``; docs/targets.md)."""
+
+    __slots__ = ("hist",)
+
+    def __init__(self, hist: Histogram) -> None:
+        self.hist = hist
+
+    def observe(self, amount: float) -> None:
+        global _SPENT_NS
+        t = time.perf_counter_ns()
+        self.hist.observe(amount)
+        _SPENT_NS += time.perf_counter_ns() - t
+
+
+def _spent_s() -> float:
+    return _SPENT_NS / 1e9
+
+
+@cache
+def instrumentation_seconds() -> Gauge:
+    """Seconds this process has spent recording histograms — every ``observe`` and ``observe_many`` call, the
+    per-reading values they take included — timed in place: what the histograms cost, without an on/off pair."""
+    g = Gauge("telemetry_instrumentation_seconds", "Seconds spent recording histograms (timed in place)")
+    g.set_function(_spent_s)
+    return g
+
+
 def set_histograms(enabled: bool) -> None:
     global _HISTOGRAMS_ON
     _HISTOGRAMS_ON = enabled
+    instrumentation_seconds()  # exported by every stage (0 with histograms off)
 
 
 def _hist(make: Callable[[], Histogram]) -> Callable[[], Histogram]:
-    """Decorator: a cached histogram getter that returns NO_HISTOGRAM while histograms are off."""
-    cached = cache(make)
+    """Decorator: a cached histogram getter (timed: ``_Timed``) that returns NO_HISTOGRAM while histograms are
+    off."""
+    cached = cache(lambda: _Timed(make()))
 
     def get() -> Histogram:
         return cached() if _HISTOGRAMS_ON else NO_HISTOGRAM  # type: ignore[return-value]
@@ -175,9 +209,19 @@ def broadcast_dropped() -> Counter:
 def observe_many(hist: Histogram, values: Iterable[float]) -> None:
     """Observe many values at once: the same buckets, sum and count as ``observe`` per value, at a fraction of the
     cost (one increment per bucket touched instead of a lock and a bucket scan per value). Hot paths observe
-    a value per reading; at 100k+ readings/s per-value ``observe`` alone costs a tenth of a core."""
+    a value per reading; at 100k+ readings/s per-value ``observe`` alone costs a tenth of a core. Pass the values
+    lazily (a generator expression): with histograms off they are then never computed, and with them on their
+    computation is timed as instrumentation."""
+    global _SPENT_NS
     if hist is NO_HISTOGRAM:
         return
+    t = time.perf_counter_ns()
+    hist = hist.hist if isinstance(hist, _Timed) else hist
+    _observe_many(hist, values)
+    _SPENT_NS += time.perf_counter_ns() - t
+
+
+def _observe_many(hist: Histogram, values: Iterable[float]) -> None:
     bounds = getattr(hist, "_upper_bounds", None)
     buckets = getattr(hist, "_buckets", None)
     total = getattr(hist, "_sum", None)

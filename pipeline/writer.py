@@ -105,7 +105,7 @@ class Writer:
         self.buf, self.tokens = [], []
         now = time.time_ns()
         # the seed's meaning: reading timestamp → just before the write, per reading
-        metrics.observe_many(metrics.latency_to_db_insert(), [(now - r[INTENDED]) / 1e9 for r in rows if r[INTENDED]])
+        metrics.observe_many(metrics.latency_to_db_insert(), ((now - r[INTENDED]) / 1e9 for r in rows if r[INTENDED]))
         # exactly batch_size rows per transaction, even when queue entries carry more
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]

@@ -303,11 +303,16 @@ def test_cpu_per_reading_decides_the_sampling_cost_where_throughput_cannot(spy_c
             if rep.sampled is not None:
                 rep.sampled.cpu_s = spy_cpu_s
     c = sampling_cost.cost(res)
-    assert c is not None and stats_status(c.ratio) == "cannot_tell" and c.decided_on == "cpu"
+    # decided on py-spy's own share (its CPU ÷ the rest of its repeat's), the paired CPU ratio agreeing beside it
+    assert c is not None and stats_status(c.ratio) == "cannot_tell" and c.decided_on == "direct"
+    assert c.direct is not None and c.direct.median == pytest.approx(spy_cpu_s, rel=0.01)
+    assert c.direct.lo is not None and c.direct.lo > 0  # the stated extra cost: an interval excluding 0
     assert c.cpu is not None and c.cpu.ratio == pytest.approx(1 + spy_cpu_s, abs=0.004)
     assert c.status == status and "CPU per reading (py-spy's own included)" in c.text()
+    assert c.text().startswith("py-spy's own CPU ÷ the rest of its repeats' CPU: +")
     record = sampling_cost.cost_record(res)
-    assert record is not None and record["decided_on"] == "cpu" and record["status"] == status
+    assert record is not None and record["decided_on"] == "direct" and record["status"] == status
+    assert record["own_share"] == pytest.approx(spy_cpu_s, rel=0.01)
 
 
 def stats_status(r: object) -> str:

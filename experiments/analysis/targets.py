@@ -12,7 +12,16 @@ from typing import Any
 from experiments.analysis import sampling_cost, stats
 from experiments.analysis.headline import headline_of
 from experiments.measure.window import SERVERS
-from experiments.results.model import CellResult, Repeat, Results, best, counted, cpu_per_reading, throughputs
+from experiments.results.model import (
+    CellResult,
+    Repeat,
+    Results,
+    best,
+    counted,
+    cpu_per_reading,
+    instrumentation_cost,
+    throughputs,
+)
 
 MIN_RPS = 100_000
 MIN_CEILING_FRACTION = 0.20
@@ -74,6 +83,47 @@ def _rss_growth(cell: CellResult, warmup_s: float) -> tuple[str, float, int] | N
             if worst is None or rel > worst[1]:
                 worst = (stage, rel, growth)
     return worst
+
+
+def _instrumentation(res: Results) -> dict[str, Any]:
+    """Histograms on ÷ off − 1 within ±3 %, decided on their own time, timed in place in every counted repeat of
+    histograms-on (``instrumentation_cost``: a few percent with an interval of a few tenths); the on/off pair's
+    CPU per reading and throughput, paired by round, beside it as the end-to-end check (on 2 shared cores its
+    interval is ±6–14 %: docs/targets.md)."""
+    on, off = _cell(res, "histograms-on"), _cell(res, "histograms-off")
+    name, target = "instrumentation", f"histograms on ÷ off − 1 within ±{MAX_METRICS_OVERHEAD:.0%} (its interval)"
+    if not (on and on.summary and on.summary.throughput_rps):
+        return _missing(name, target, "the histograms-on cell")
+    direct = stats.estimate(instrumentation_cost(r) for r in counted(on))
+    pair = ""
+    if off and off.summary and off.summary.throughput_rps:
+        cpu, tput = paired(on, off, cpu_per_reading), paired(on, off, lambda r: r.throughput_rps)
+        agrees = (
+            "" if cpu.lo is None or cpu.hi is None or direct.median is None
+            else " (agrees)" if cpu.lo <= 1 + direct.median <= cpu.hi
+            else " (DISAGREES: the timed figure lies outside it)"
+        )  # fmt: skip
+        pair = (f"; end-to-end check, on ÷ off − 1 paired by round: CPU per reading {cpu.text()}{agrees}, "
+                f"throughput {tput.text()}")  # fmt: skip
+    if direct.median is None:  # an older file: the pair decides as it used to
+        if not pair or off is None:
+            return _missing(name, target, "the histograms' timed cost and the histograms-off cell")
+        status = stats.within(paired(on, off, cpu_per_reading), MAX_METRICS_OVERHEAD)
+        measured = pair.removeprefix("; end-to-end check, ")
+    else:
+        status = stats.at_most(direct, MAX_METRICS_OVERHEAD)
+        measured = f"+{direct.text('.2%')} of every other CPU second, timed in place{pair}"
+    return _t(
+        name,
+        target,
+        measured,
+        status,
+        "decided on the histograms' own time: every stage times its recording calls (the per-reading values they "
+        "take included) in place, in every counted repeat of histograms-on, ÷ the rest of the repeat's CPU (every "
+        "stage and server); Student's t over the repeats; pass: the interval ≤ +3 %. The on/off pair beside it "
+        "is the end-to-end check (docs/targets.md: on 2 shared cores its interval cannot resolve 3 %)",
+        ["histograms-on", "histograms-off"],
+    )
 
 
 def perf(res: Results) -> list[dict[str, Any]]:
@@ -140,30 +190,7 @@ def perf(res: Results) -> list[dict[str, Any]]:
     else:
         out.append(_missing(name, target, "the half-rate cell"))
     # 4. instrumentation overhead
-    on, off = _cell(res, "histograms-on"), _cell(res, "histograms-off")
-    name, target = "instrumentation", f"histograms on ÷ off − 1 within ±{MAX_METRICS_OVERHEAD:.0%} (its interval)"
-    if on and off and on.summary and off.summary and on.summary.throughput_rps and off.summary.throughput_rps:
-        # the cost is CPU per reading, paired by round (it varies less than throughput on cores every stage shares,
-        # and each pair ran back to back); throughput, paired the same way, beside it
-        cpu = paired(on, off, cpu_per_reading)
-        tput = paired(on, off, lambda r: r.throughput_rps)
-        status = stats.within(cpu, MAX_METRICS_OVERHEAD)
-        out.append(
-            _t(
-                name,
-                target,
-                f"CPU per reading on ÷ off − 1 = {cpu.text()}, paired by round; throughput on ÷ off − 1 = "
-                f"{tput.text()} (on {stats.estimate(throughputs(on)).text()}, off "
-                f"{stats.estimate(throughputs(off)).text()}/s)",
-                status,
-                "the cost is CPU seconds per committed reading (every stage and server), on ÷ off per round (the two "
-                "cells run back to back in each interleaved round), Student's t over the rounds on the log scale; "
-                "pass: the whole 95 % interval lies within ±3 %; cannot tell: it straddles ±3 %; fail: outside",
-                ["histograms-on", "histograms-off"],
-            )
-        )
-    else:
-        out.append(_missing(name, target, "the histograms-on/off cells"))
+    out.append(_instrumentation(res))
     # 4b. the cost of sampling profiles (py-spy during measured repeats; matrix sampling = "one")
     out.append(_sampling_cost(res))
     # 5a. CPU per reading across sensor counts and run sizes
@@ -269,16 +296,18 @@ def capacity_targets(res: Results) -> list[dict[str, Any]]:
 
 def _sampling_cost(res: Results) -> dict[str, Any]:
     name = "sampling cost"
-    target = (f"py-spy costs ≤ {sampling_cost.MAX_COST:.0%}: CPU per reading sampled ÷ unsampled ≤ "
-              f"{1 + sampling_cost.MAX_COST:.0%} (its interval; throughput ≥ {1 - sampling_cost.MAX_COST:.0%} where "
-              "CPU is not measured)")  # fmt: skip
+    target = (f"py-spy costs ≤ {sampling_cost.MAX_COST:.0%}: its own CPU ≤ {sampling_cost.MAX_COST:.0%} of the "
+              "rest of the CPU of the repeats it sampled (its interval; the paired sampled ÷ unsampled ratios where "
+              "py-spy's CPU is not recorded)")  # fmt: skip
     c = sampling_cost.cost(res)
     if c is None or c.ratio.ratio is None:
         return _missing(name, target, 'sampled and unsampled repeats of closed-loop cells (sampling = "one")')
     return _t(name, target, c.text(), c.status,
-              "paired per closed-loop cell: its sampled median ÷ its unsampled median, pooled over the cells (median "
-              "of the log ratios, Student's t interval); CPU per reading decides where measured (py-spy's own CPU "
-              "on the sampled side), throughput beside it", c.cells)  # fmt: skip
+              "decided on py-spy's own CPU seconds (read off its processes as they stop) ÷ every other CPU second of "
+              "each sampled repeat, Student's t over the sampled repeats; the end-to-end check beside it is paired "
+              "per closed-loop cell (its sampled median ÷ its unsampled median, pooled over the cells: median of the "
+              "log ratios, Student's t interval), CPU per reading with py-spy's CPU on the sampled side, and "
+              "throughput", c.cells)  # fmt: skip
 
 
 TARGET_SETS: dict[str, Callable[[Results], list[dict[str, Any]]]] = {"perf": perf}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -97,11 +98,27 @@ class ResourceMonitor:
                     util = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
             out[name] = {
                 "cpu_s": s[-1][1] - s[0][1] if len(s) > 1 else 0.0,
+                "cpu_s_window": self._cpu_between(s, window) if window is not None else None,
                 "cpu_util_window": util,
                 "peak_rss_bytes": int(max(x[2] for x in s)),
                 "series": [[round(a, 3), round(b, 4), c] for a, b, c in s],
             }
         return out
+
+    def _cpu_between(self, s: list[list[float]], window: tuple[float, float]) -> float | None:
+        """A process's CPU seconds between the window's two instants (epoch s), each read off its cumulative CPU
+        series by linear interpolation between the polls around it; None unless polls lie on both sides of both
+        instants (a process that started or ended inside the window)."""
+        a, b = window[0] - self.t0, window[1] - self.t0
+
+        def at(t: float) -> float | None:
+            for p, q in itertools.pairwise(s):
+                if p[0] <= t <= q[0]:
+                    return p[1] + (q[1] - p[1]) * ((t - p[0]) / (q[0] - p[0]) if q[0] > p[0] else 0.0)
+            return None
+
+        lo, hi = at(a), at(b)
+        return hi - lo if lo is not None and hi is not None else None
 
     def queue_growth(self, key: str, window: tuple[float, float] | None) -> float | None:
         """Least-squares slope (entries/s) of the queue's length inside ``window``."""

@@ -34,6 +34,9 @@ class Latency(_M):
 
 class StageResources(_M):
     cpu_s: float  # CPU seconds (user + system) over the repeat
+    # CPU seconds inside the measured window: its cumulative CPU interpolated at the window's opening and closing
+    # commits (None: the process did not span the window, or an older file)
+    cpu_s_window: float | None = None
     cpu_util_window: float | None  # cores busy during the measured window (1.0 = one core)
     peak_rss_bytes: int
     series: list[list[float]] = Field(default_factory=list)  # [t_since_start_s, cpu_s, rss_bytes]
@@ -178,6 +181,9 @@ class Repeat(_M):
     sampled: Sampled | None = None  # py-spy sampled this repeat (matrix `sampling`); None: not sampled
     # a sampled repeat left out of its cell's figures: the run's sampling cost was shown beyond 2 % (sampling = "one")
     excluded: bool = False
+    # seconds every stage process spent recording histograms, timed in place (pipeline.metrics._Timed and
+    # observe_many; summed over the stages' final scrapes); None: an older file
+    instrumentation_s: float | None = None
     commit_gap_s: float | None = None  # median time between commits after warm-up (sizes the cell's later windows)
     cluster: ClusterFigures | None = None  # stages on the hosts of a Ray cluster: per host, per stage, clocks
 
@@ -453,6 +459,16 @@ def cpu_per_reading(rep: Repeat, only: str | None = None) -> float | None:
     committed = rep.accounting.committed
     procs = [s for n, s in rep.resources.items() if only is None or n == only]
     return sum(s.cpu_s for s in procs) / committed if committed and procs else None
+
+
+def instrumentation_cost(rep: Repeat) -> float | None:
+    """What the histograms added to a repeat's CPU, as "on ÷ off − 1" would state it: their own seconds, timed in
+    place, ÷ every other CPU second of the repeat (every stage and server). A wall-clock figure over CPU seconds:
+    a recording call preempted midway counts its wait too, so the figure errs high, never low."""
+    if rep.instrumentation_s is None or not rep.resources:
+        return None
+    rest = sum(s.cpu_s for s in rep.resources.values()) - rep.instrumentation_s
+    return rep.instrumentation_s / rest if rest > 0 else None
 
 
 def p99s(cell: CellResult) -> list[float]:

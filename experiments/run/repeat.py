@@ -115,6 +115,7 @@ async def run_repeat(
     finals = orch.scrapes()
     buckets, prom_q, prom_sums = measure.prometheus_data(finals, monitor.histogram_series, win)
     throughput = window.throughput if window else None
+    instrumentation_s = sum((sc.get("telemetry_instrumentation_seconds") for sc in finals.values()), 0.0)
     bottleneck = verdict.bottleneck(
         cfg,
         resources,
@@ -160,6 +161,8 @@ async def run_repeat(
         "phases_s": result.phases_s,
         "bottleneck": bottleneck,
         "sampled": sampled,
+        # the histograms' own time, timed in place by every stage (pipeline.metrics.instrumentation_seconds)
+        "instrumentation_s": instrumentation_s,
         "commit_gap_s": window.commit_gap_s if window else None,
         "cluster": _cluster(placement, orch, result, lat["intended"]) if placement is not None else None,
     }

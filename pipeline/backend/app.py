@@ -34,6 +34,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     errors = metrics.errors()
     for stage in ("received", "broadcast"):  # exposed at 0 from the start
         metrics.readings().labels(stage)
+    metrics.instrumentation_seconds()
 
     hook = FaultHook() if settings.fault_hook else None  # off by default: the backend_503 fault's fake
     subscriber = (  # the pubsub forwarder's channel: readings arrive without an HTTP hop
