@@ -87,8 +87,33 @@ def test_stages_on_hosts_kill_writer_restarted_by_ray(
     assert hosts["b"]["readings"]["committed"] > 0 and hosts["c"]["per_s"]["committed"] > 0
     assert all(figures["stages"][n]["cpu_s"] > 0 for n in stages)
     assert not any(st.alive for st in stages.values())
+    _latencies_are_corrected_per_generator(cfg, orch, placement, services, pg_schema)
     assert _peers(cluster) and all(_loopback(ip) for ip in _peers(cluster)), _peers(cluster)
     placement.close()
+
+
+def _latencies_are_corrected_per_generator(
+    cfg: PipelineConfig, orch: Orchestrator, placement: Placement, services: Services, schema: str
+) -> None:
+    """Each generator's readings are shifted by its host's clock offset minus PostgreSQL's (NTP-style, each
+    within its uncertainty on one machine); a stated shift moves exactly the readings of the sensors it names."""
+    from experiments.measure import window as measure
+    from experiments.run.repeat import _clock_shifts
+
+    clocks = _clock_shifts(cfg, orch, placement, services.pg_dsn, schema)
+    gens = clocks["generators"]
+    assert {n: g["host"] for n, g in gens.items()} == {"generator": "a", "generator-2": "c"}
+    ids1, ids2 = gens["generator"]["sensor_ids"], gens["generator-2"]["sensor_ids"]
+    assert len(ids1) == len(ids2) == 5 and not set(ids1) & set(ids2)
+    for g in gens.values():  # one machine: a shift is within its uncertainty (plus a little)
+        assert abs(g["shift_ns"]) <= g["uncertainty_ns"] + 1_000_000
+    every = (0, 2**62)
+    raw = measure.latencies(services.pg_dsn, schema, *every)["intended"]
+    assert raw["n"] == cfg.count
+    both = measure.latencies(services.pg_dsn, schema, *every, [(ids1, 10**9), (ids2, 10**9)])["intended"]
+    assert all(both[k] == pytest.approx(raw[k] + 1000.0) for k in ("p50", "p99", "max"))
+    half = measure.latencies(services.pg_dsn, schema, *every, [(ids2, 10**12)])["intended"]  # +1,000 s, half the run
+    assert half["p50"] < 100_000 < 1_000_000 < half["p95"]
 
 
 def _loopback(ip: str) -> bool:

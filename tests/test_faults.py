@@ -78,6 +78,8 @@ def test_every_fault_cell_runs_under_load_at_random_moments_five_times() -> None
         ("fault = 'chaos'\nchaos = ['kill_writer', 'chaos']", "at least two different kinds, each one of"),
         ("fault = 'kill_writer'\nchaos = ['kill_writer', 'lock_table']", "only for fault = 'chaos'"),
         ("fault = 'backend_503'\nforwarder = 'none'", "fault 'backend_503' strikes the backend, but forwarder"),
+        ("fault = 'lock_table'\nfault_stage = 'writer-2'", "fault_stage = 'writer-2': only for a fault that kills"),
+        ("fault = 'kill_writer'\nfault_stage = 'ingest-2'", "expected 'any' or a writer process (writer-1, writer-2"),
         (
             "fault = 'chaos'\nchaos = ['kill_writer', 'kill_backend']\nforwarder = 'none'",
             "fault 'kill_backend' strikes the backend",
@@ -165,6 +167,8 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
     # while ingest was being restarted is no longer such a case (the new ingest's stream counts as the drop's
     # effect). Its recovery then stays None — the accounting is exact either way
     assert (fault.recovery_s is not None and fault.recovery_s < 30) or cell.fault == "chaos", fault
+    if cell.fault_stage == "any":  # one of the kind's processes, drawn with the fault's seed and moment
+        assert re.fullmatch(r"killed writer-[12]", fault.detail), fault.detail
     if cell.fault == "restart_redis":  # the cell's own Redis went down and came back with the queue's keys
         assert "came back with every key" in fault.detail and f"{queue_key}:progress" in fault.detail
     if cell.fault == "refuse_pg":  # the writer's session was among those terminated; nobody else's was

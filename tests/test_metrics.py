@@ -1,4 +1,5 @@
-"""Instrumentation: the bulk histogram observe gives exactly what per-value observe gives."""
+"""Instrumentation: the bulk histogram observes give exactly what per-value observe gives, and the histograms time
+their own cost in place."""
 
 from __future__ import annotations
 
@@ -21,16 +22,7 @@ def test_observe_many_equals_observe() -> None:
     for v in values:
         a.observe(v)
     metrics.observe_many(b, values)
-
-    def samples(reg: CollectorRegistry) -> dict[tuple[str, str], float]:
-        out = {}
-        for fam in text_string_to_metric_families(generate_latest(reg).decode()):
-            for s in fam.samples:
-                if not s.name.endswith("_created"):
-                    out[(s.name, s.labels.get("le", ""))] = round(s.value, 6)
-        return out
-
-    assert samples(reg_a) == samples(reg_b)
+    assert _samples(reg_a) == _samples(reg_b)
 
 
 def test_the_histograms_time_their_own_cost_in_place() -> None:
@@ -68,3 +60,30 @@ def test_the_histograms_time_their_own_cost_in_place() -> None:
     assert computed == [0.1, 0.2] and metrics._spent_s() > before
     [family] = metrics.instrumentation_seconds().collect()  # what /metrics exports
     assert family.samples[0].value == metrics._spent_s()
+
+
+def test_observe_ages_equals_observe_per_value() -> None:
+    """The writer's vectorised per-reading latency gives exactly what per-value ``observe`` gives, None and 0
+    stamps skipped."""
+    rng = random.Random(4)
+    now = 1_800_000_000_000_000_000
+    bounds_ns = [round(b * 1e9) for b in metrics.LATENCY_TO_DB_BUCKETS]
+    stamps: list[int | None] = [now - rng.choice([*bounds_ns, rng.randint(0, 300 * 10**9)]) for _ in range(3000)]
+    stamps += [None, 0, now]  # absent stamps, and an age of 0
+    reg_a, reg_b = CollectorRegistry(), CollectorRegistry()
+    a = Histogram("h", "x", buckets=metrics.LATENCY_TO_DB_BUCKETS, registry=reg_a)
+    b = Histogram("h", "x", buckets=metrics.LATENCY_TO_DB_BUCKETS, registry=reg_b)
+    for s in stamps:
+        if s:
+            a.observe((now - s) / 1e9)
+    metrics.observe_ages(b, now, stamps)
+    assert _samples(reg_a) == _samples(reg_b)
+
+
+def _samples(reg: CollectorRegistry) -> dict[tuple[str, str], float]:
+    out = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        for s in fam.samples:
+            if not s.name.endswith("_created"):
+                out[(s.name, s.labels.get("le", ""))] = round(s.value, 6)
+    return out

@@ -309,7 +309,7 @@ def test_cpu_per_reading_decides_the_sampling_cost_where_throughput_cannot(spy_c
     assert c.direct.lo is not None and c.direct.lo > 0  # the stated extra cost: an interval excluding 0
     assert c.cpu is not None and c.cpu.ratio == pytest.approx(1 + spy_cpu_s, abs=0.004)
     assert c.status == status and "CPU per reading (py-spy's own included)" in c.text()
-    assert c.text().startswith("py-spy's own CPU ÷ the rest of its repeats' CPU: +")
+    assert c.text().startswith("py-spy's own CPU ÷ the rest of the CPU, in the measured windows: +")
     record = sampling_cost.cost_record(res)
     assert record is not None and record["decided_on"] == "direct" and record["status"] == status
     assert record["own_share"] == pytest.approx(spy_cpu_s, rel=0.01)
@@ -366,3 +366,30 @@ def test_the_console_states_the_cost_and_whether_the_sampled_repeats_count() -> 
     assert line.startswith("[red]FAIL[/red]") and "excluded from their cells' intervals" in line
     res.matrix["sampling"] = "off"
     assert sampling_cost_line(res) is None
+
+
+def test_py_spy_share_is_read_inside_the_measured_window_and_an_only_repeat_stays() -> None:
+    """py-spy's start-up falls in the warm-up (it starts at the first commit): its share is its CPU inside the
+    window ÷ everyone else's there, each read off a cumulative series by interpolation; the whole repeat where a
+    process did not span the window. A failed cost never leaves a one-repeat cell without its figure."""
+    from experiments.measure.monitor import cpu_between
+    from experiments.results.model import Sampled, StageResources
+
+    series = [[0.0, 0.0], [1.0, 0.5], [2.0, 0.52], [3.0, 0.54]]  # 0.5 s of start-up, then 0.02 s per second
+    assert cpu_between(series, 1.5, 2.5) == pytest.approx(0.02)
+    assert cpu_between(series, 2.5, 3.5) is None  # past the last poll: unknown
+    res = _one_mode([0.97, 0.98, 0.99, 0.96, 1.00])
+    rep = next(r for c in res.cells for r in c.repeats if r.sampled is not None)
+    rep.sampled = Sampled(rate_hz=25, files={"writer-1": "x"}, cpu_s=0.54, cpu_s_window=0.02)
+    rep.resources = {"writer-1": StageResources(cpu_s=3.0, cpu_s_window=1.0, cpu_util_window=None, peak_rss_bytes=1)}
+    assert sampling_cost.own_share(rep) == pytest.approx(0.02)
+    rep.resources["ingest"] = StageResources(cpu_s=1.0, cpu_util_window=None, peak_rss_bytes=1)  # ended early
+    assert sampling_cost.own_share(rep) == pytest.approx(0.54 / 4.0)
+    # one cell whose only timed repeat was sampled keeps it when the cost fails
+    res = _one_mode([0.90, 0.91, 0.92, 0.89, 0.93])
+    baseline = res.cell("baseline")
+    assert baseline is not None
+    only = baseline.repeats[1].model_copy()
+    baseline.repeats = [only]
+    _, _ = sampling_cost.apply_cost(res)
+    assert baseline.repeats[0].excluded is False

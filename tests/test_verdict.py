@@ -72,3 +72,17 @@ def test_postgresql_is_saturated_per_writer_connection() -> None:
     two = FAST.model_copy(update={"workers": 2})
     assert verdict(two, {"ingest": 0.3, "postgresql": 1.2}) == "none found"
     assert verdict(FAST, {"ingest": 0.3, "postgresql": 0.9}) == "postgresql"
+
+
+def test_the_publish_delay_is_read_off_every_generator_merged() -> None:
+    """Two generators: the first publishes on time, the second 90 % of its messages 400 ms late. Their window
+    buckets merge exactly (summed by le): p99 400 ms, the rule blames ingest, which the first's alone would not."""
+    cfg = PipelineConfig(rate=20_000, generators=2, sensors=10, readings_per_message=100)
+    on_time = {"0.01": 100.0, "0.5": 100.0, "+Inf": 100.0}
+    late = {"0.01": 10.0, "0.5": 100.0, "+Inf": 100.0}
+    buckets = {"generator": {"generator_publish_delay_seconds": on_time},
+               "generator-2": {"generator_publish_delay_seconds": late}}  # fmt: skip
+    q = {"generator/generator_publish_delay_seconds": {"p99": 9.9}}  # the first generator's own: on time
+    out = bottleneck(cfg, res(ingest=0.3, **{"ingest-2": 0.3}), {}, 20_000, 2.0, q, {}, 5.0, buckets)
+    assert out["stage"] == "ingest" and out["evidence"]["publish_delay_p99_ms"] > 400
+    assert bottleneck(cfg, res(ingest=0.3), {}, 20_000, 2.0, q, {}, 5.0)["stage"] == "none"

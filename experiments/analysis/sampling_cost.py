@@ -58,7 +58,7 @@ class Cost:
         if self.ratio.ratio is None:
             return "not measured"
         cpu = f"CPU per reading (py-spy's own included) {self.cpu.text()}; " if self.cpu and self.cpu.ratio else ""
-        direct = (f"py-spy's own CPU ÷ the rest of its repeats' CPU: +{self.direct.text('.2%')} over "
+        direct = (f"py-spy's own CPU ÷ the rest of the CPU, in the measured windows: +{self.direct.text('.2%')} over "
                   f"{self.direct.n} sampled repeats; end-to-end check, "
                   if self.direct is not None and self.direct.median is not None else "")  # fmt: skip
         on = {"direct": "py-spy's own CPU", "cpu": "CPU per reading"}.get(self.decided_on, "throughput")
@@ -91,11 +91,17 @@ def _cpu(r: Repeat) -> float | None:
 
 
 def own_share(r: Repeat) -> float | None:
-    """A sampled repeat's py-spy CPU seconds ÷ every other CPU second of the repeat (every stage and server): what
-    sampling took from the cores, as "sampled ÷ unsampled − 1" of CPU per reading would state it were the stages'
-    own work unchanged (nonblocking py-spy reads their memory without stopping them)."""
+    """A sampled repeat's py-spy CPU seconds ÷ every other CPU second, inside its measured window where both are
+    measured (the figures come from the window; py-spy's start-up falls in the warm-up), else over the whole repeat
+    (start-up included: errs high). What sampling took from the cores, as "sampled ÷ unsampled − 1" of CPU per
+    reading would state it were the stages' own work unchanged (nonblocking py-spy reads their memory without
+    stopping them)."""
     if r.sampled is None or r.sampled.cpu_s is None or not r.sampled.files or r.sampled.problem or not r.resources:
         return None
+    inside = [s.cpu_s_window for s in r.resources.values()]
+    if r.sampled.cpu_s_window is not None and all(c is not None for c in inside):
+        rest = sum(c for c in inside if c is not None)
+        return r.sampled.cpu_s_window / rest if rest > 0 else None
     rest = sum(s.cpu_s for s in r.resources.values())
     return r.sampled.cpu_s / rest if rest > 0 else None
 
@@ -149,14 +155,16 @@ def cost(res: Results) -> Cost | None:
 
 def apply_cost(res: Results) -> tuple[Cost | None, bool]:
     """With ``sampling = "one"``: exclude every sampled repeat from its cell's figures when the run's cost is
-    shown beyond :data:`MAX_COST` (status ``fail``: the whole interval below 98 %), include them otherwise.
+    shown beyond :data:`MAX_COST` (status ``fail``), include them otherwise; a cell's only measured repeat stays.
     Returns (the cost, whether any repeat's ``excluded`` changed: the cells' summaries are then stale)."""
     c = cost(res)
     exclude = res.matrix.get("sampling") == "one" and c is not None and c.status == "fail"
     changed = False
     for cell in res.cells:
+        # a cell's only measured repeat stays (a one-repeat cell, count-10m or overload, would measure nothing)
+        alone = sum(1 for r in cell.repeats if r.kind == "timed" and not r.pilot) == 1
         for r in cell.repeats:
-            want = exclude and r.sampled is not None and not r.pilot
+            want = exclude and r.sampled is not None and not r.pilot and not alone
             if r.excluded != want:
                 r.excluded, changed = want, True
     return c, changed

@@ -297,14 +297,15 @@ def capacity_targets(res: Results) -> list[dict[str, Any]]:
 def _sampling_cost(res: Results) -> dict[str, Any]:
     name = "sampling cost"
     target = (f"py-spy costs ≤ {sampling_cost.MAX_COST:.0%}: its own CPU ≤ {sampling_cost.MAX_COST:.0%} of the "
-              "rest of the CPU of the repeats it sampled (its interval; the paired sampled ÷ unsampled ratios where "
-              "py-spy's CPU is not recorded)")  # fmt: skip
+              "rest of the CPU in the measured windows of the repeats it sampled (its interval; the paired sampled ÷ "
+              "unsampled ratios where py-spy's CPU is not recorded)")  # fmt: skip
     c = sampling_cost.cost(res)
     if c is None or c.ratio.ratio is None:
         return _missing(name, target, 'sampled and unsampled repeats of closed-loop cells (sampling = "one")')
     return _t(name, target, c.text(), c.status,
-              "decided on py-spy's own CPU seconds (read off its processes as they stop) ÷ every other CPU second of "
-              "each sampled repeat, Student's t over the sampled repeats; the end-to-end check beside it is paired "
+              "decided on py-spy's own CPU seconds (read off its processes at every poll) ÷ every other CPU second, "
+              "inside each sampled repeat's measured window (the whole repeat where a process did not span it), "
+              "Student's t over the sampled repeats; the end-to-end check beside it is paired "
               "per closed-loop cell (its sampled median ÷ its unsampled median, pooled over the cells: median of the "
               "log ratios, Student's t interval), CPU per reading with py-spy's CPU on the sampled side, and "
               "throughput", c.cells)  # fmt: skip

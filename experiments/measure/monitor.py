@@ -9,7 +9,7 @@ import contextlib
 import itertools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,21 @@ from pipeline.wiring import FORWARD_SUFFIX
 
 if TYPE_CHECKING:
     from harness.orchestrator import Orchestrator
+
+
+def cpu_between(series: Sequence[Sequence[float]], a: float, b: float) -> float | None:
+    """CPU seconds between instants ``a`` and ``b`` off a cumulative series of [t, cpu_s, …] (same time base), each
+    end read by linear interpolation between the polls around it; None unless polls lie on both sides of both
+    instants (a process that started or ended inside the window)."""
+
+    def at(t: float) -> float | None:
+        for p, q in itertools.pairwise(series):
+            if p[0] <= t <= q[0]:
+                return p[1] + (q[1] - p[1]) * ((t - p[0]) / (q[0] - p[0]) if q[0] > p[0] else 0.0)
+        return None
+
+    lo, hi = at(a), at(b)
+    return hi - lo if lo is not None and hi is not None else None
 
 
 @dataclass
@@ -106,19 +121,7 @@ class ResourceMonitor:
         return out
 
     def _cpu_between(self, s: list[list[float]], window: tuple[float, float]) -> float | None:
-        """A process's CPU seconds between the window's two instants (epoch s), each read off its cumulative CPU
-        series by linear interpolation between the polls around it; None unless polls lie on both sides of both
-        instants (a process that started or ended inside the window)."""
-        a, b = window[0] - self.t0, window[1] - self.t0
-
-        def at(t: float) -> float | None:
-            for p, q in itertools.pairwise(s):
-                if p[0] <= t <= q[0]:
-                    return p[1] + (q[1] - p[1]) * ((t - p[0]) / (q[0] - p[0]) if q[0] > p[0] else 0.0)
-            return None
-
-        lo, hi = at(a), at(b)
-        return hi - lo if lo is not None and hi is not None else None
+        return cpu_between(s, window[0] - self.t0, window[1] - self.t0)
 
     def queue_growth(self, key: str, window: tuple[float, float] | None) -> float | None:
         """Least-squares slope (entries/s) of the queue's length inside ``window``."""

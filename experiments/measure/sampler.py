@@ -52,6 +52,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +105,15 @@ class Sampler:
             argv = py_spy_argv(exe, pid, out, self.rate_hz, native=self.native)
             log = (self.out_dir / f"{stage}.py-spy.log").open("wb")
             self.procs[stage] = subprocess.Popen(die_with_parent(argv), stdout=log, stderr=log, start_new_session=True)
+
+    def cpu_now(self) -> float:
+        """The py-spy processes' CPU seconds so far (those still running; read at every poll)."""
+        total = 0.0
+        for proc in self.procs.values():
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(proc.pid).cpu_times()
+                total += t.user + t.system
+        return total
 
     def interrupt(self) -> None:
         """Ask every py-spy to stop and write its output (SIGINT), without waiting: :meth:`stop` collects."""
@@ -160,11 +170,16 @@ class StreamSampler:
         self.out_dir, self.rate_hz, self.native = out_dir, rate_hz, native
         self.sampler: Sampler | None = None
         self.ended = False
+        # [epoch s, py-spy's cumulative CPU s] at every poll while it samples: its CPU inside the measured window
+        self.cpu_series: list[list[float]] = []
 
     def __call__(self, pids: dict[str, int], snap: dict[str, Any]) -> None:
         if self.sampler is None and pids and snap.get("committed", 0) > 0:
             self.sampler = Sampler(dict(pids), self.out_dir, self.rate_hz, native=self.native)
+            self.cpu_series.append([time.time(), 0.0])
             self.sampler.start()
+        elif self.sampler is not None and not self.ended:
+            self.cpu_series.append([time.time(), self.sampler.cpu_now()])
         if self.sampler is not None and not self.ended and snap.get("streams_completed", 0) >= 1:
             self.sampler.interrupt()
             self.ended = True

@@ -7,10 +7,26 @@ from typing import Any
 
 import psutil
 
+from experiments.measure.promql import quantiles
 from pipeline.forwarders import FORWARDERS
 
 SATURATED = 0.85  # cores: a single-threaded stage at ≥ 85 % of one core is CPU-bound
 QUEUE_GROWTH = 0.05  # a queue growing by ≥ 5 % of the readings through it in the window: its consumer falls behind
+
+
+PUBLISH_DELAY = "generator_publish_delay_seconds"
+
+
+def _merged_p99(buckets: dict[str, dict[str, dict[str, float]]], kind: str, histogram: str) -> float | None:
+    """p99 (ms) of ``histogram`` over every process of a stage kind (``generator``, ``generator-2``, …): their
+    window buckets summed by le (a histogram merges exactly), then PromQL's quantile."""
+    merged: dict[str, float] = {}
+    for stage, hs in buckets.items():
+        if stage.partition("-")[0] == kind and histogram in hs:
+            for le, n in hs[histogram].items():
+                merged[le] = merged.get(le, 0.0) + n
+    p99 = quantiles(merged)["p99"] if merged else None
+    return p99 * 1000.0 if p99 is not None else None
 
 
 def bottleneck(
@@ -22,8 +38,11 @@ def bottleneck(
     prom_q: dict[str, dict[str, float | None]],
     prom_sums: dict[str, float],
     duration_s: float,
+    buckets: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """Which stage limited the repeat, from queue growth, CPU saturation and stage latencies (documented rules)."""
+    """Which stage limited the repeat, from queue growth, CPU saturation and stage latencies (documented rules).
+    ``buckets``: stage → histogram → the window's buckets; the generators' publish delay is read off all of them
+    merged (several generators: their buckets summed by le, exact), else off ``prom_q``'s first generator."""
     util = {n: r["cpu_util_window"] for n, r in resources.items() if r.get("cpu_util_window") is not None}
     total = sum(util.values())
     ev: dict[str, Any] = {
@@ -43,7 +62,9 @@ def bottleneck(
 
     wq = growth.get("writer_queue")
     fq = growth.get("forward_queue")
-    pub = prom_q.get("generator/generator_publish_delay_seconds", {}).get("p99")
+    pub = _merged_p99(buckets, "generator", PUBLISH_DELAY) if buckets else None
+    if pub is None:
+        pub = prom_q.get(f"generator/{PUBLISH_DELAY}", {}).get("p99")
     ev["publish_delay_p99_ms"] = pub
     cores = psutil.cpu_count() or 1
     if cfg.topology == "node":

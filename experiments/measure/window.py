@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,18 +105,38 @@ def window_length(gap_s: float | None, measure_s: float, min_commits: int, max_s
     return min(max(measure_s, 1.25 * min_commits * gap_s), max(max_s, measure_s))
 
 
-def latencies(dsn: str, schema: str, since_intended_ns: int, until_intended_ns: int) -> dict[str, dict[str, Any]]:
-    """Exact percentiles (ms) of intended → inserted and sent → inserted, for readings intended in the window."""
+def latencies(
+    dsn: str,
+    schema: str,
+    since_intended_ns: int,
+    until_intended_ns: int,
+    shifts: Sequence[tuple[list[str] | None, int]] = (),
+) -> dict[str, dict[str, Any]]:
+    """Exact percentiles (ms) of intended → inserted and sent → inserted, for readings intended in the window.
+
+    ``shifts``: (sensor ids, ns added to their readings' latencies) — a cross-host run's clock correction: a
+    generator on another host stamps intended and sent by its clock, PostgreSQL stamps ``inserted_at`` by its own.
+    Sensor ids None: every reading (one generator); readings of no listed sensor are not shifted."""
+    whens = [(ids, ns) for ids, ns in shifts if ids is not None]
+    default = next((ns for ids, ns in shifts if ids is None), 0)
+    params: list[Any] = []
+    case = "%s::bigint"
+    if whens:
+        case = "CASE " + " ".join("WHEN sensor_id = ANY(%s) THEN %s::bigint" for _ in whens) + " ELSE %s::bigint END"
+        for ids, ns in whens:
+            params += [ids, ns]
+    params.append(default)
     q = f"""
         SELECT count(*),
-               percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {EPOCH_NS} - intended_ns),
-               max({EPOCH_NS} - intended_ns),
-               percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {EPOCH_NS} - sent_ns),
-               max({EPOCH_NS} - sent_ns)
-        FROM telemetry_data WHERE intended_ns >= %s AND intended_ns < %s
+               percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY e - intended_ns + s),
+               max(e - intended_ns + s),
+               percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY e - sent_ns + s),
+               max(e - sent_ns + s)
+        FROM (SELECT {EPOCH_NS} AS e, intended_ns, sent_ns, {case} AS s FROM telemetry_data
+              WHERE intended_ns >= %s AND intended_ns < %s) t
     """
     with db.connect_sync(dsn, schema) as conn:
-        row = conn.execute(q, (since_intended_ns, until_intended_ns)).fetchone()
+        row = conn.execute(q, (*params, since_intended_ns, until_intended_ns)).fetchone()
     assert row is not None
 
     def pack(pcts: list[int] | None, mx: int | None) -> dict[str, Any]:
@@ -124,6 +146,26 @@ def latencies(dsn: str, schema: str, since_intended_ns: int, until_intended_ns: 
         return {"p50": p50, "p95": p95, "p99": p99, "max": (mx or 0) / 1e6, "n": int(row[0])}
 
     return {"intended": pack(row[1], row[2]), "sent": pack(row[3], row[4])}
+
+
+CLOCK_ROUNDS = 7
+
+
+def db_clock(dsn: str, schema: str, rounds: int = CLOCK_ROUNDS) -> dict[str, float]:
+    """PostgreSQL's clock (``clock_timestamp()``, which stamps ``inserted_at``) minus this process's, NTP-style:
+    the round trip with the shortest time kept, offset = t_db − (t_send + t_receive) / 2, uncertainty = ± round
+    trip / 2 (``harness.cluster.placement.Placement.measure_clocks`` does the same for each host's agent)."""
+    best: tuple[int, int] | None = None
+    with db.connect_sync(dsn, schema) as conn:
+        for _ in range(rounds):
+            t0 = time.time_ns()
+            row = conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::bigint").fetchone()
+            t1 = time.time_ns()
+            assert row is not None
+            if best is None or t1 - t0 < best[0]:
+                best = (t1 - t0, int(row[0]) * 1000 - (t0 + t1) // 2)
+    assert best is not None
+    return {"offset_ns": best[1], "uncertainty_ns": best[0] / 2, "rtt_ns": best[0]}
 
 
 def intended_bounds(dsn: str, schema: str) -> tuple[int, int] | None:

@@ -38,6 +38,7 @@
     [cells.kill_writer]    # a fault cell (harness/faults/): at a time drawn per repeat from fault_between (shares
     fault = "kill_writer"  # of the stream; default 0.15–0.5) with the matrix's fault_seed, ≥ 5 repeats; or at a
     rate_of = "capacity"   # fixed fault_at_s. With rate_of, it offers fault_load (default 0.5) × that cell's rate
+    fault_stage = "any"    # a killing kind's process: writer-2, ingest-2, or any (drawn per repeat); default its first
 
 Identical cells from several groups run once and belong to each. Unknown keys, unknown variant names and bad
 values fail before anything runs, naming the key, the file and the valid choices.
@@ -46,6 +47,7 @@ values fail before anything runs, naming the key, the file and the valid choices
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,8 @@ class _Cell(BaseModel):
     fault_between: tuple[float, float] | None = None  # shares of the stream's generation time (default 0.15–0.5)
     fault_seed: int | None = None  # overrides the matrix's fault_seed
     chaos: list[str] | None = None  # fault = "chaos": its kinds, each at its own random moment (default CHAOS)
+    # a killing kind's process: e.g. "writer-2", or "any" (drawn per repeat); default the kind's first
+    fault_stage: str | None = None
     expect_loss: bool = False  # a lossy design (the seed's list): its loss is reported, not a failure
 
 
@@ -150,6 +154,7 @@ class Cell:
     fault_between: tuple[float, float] = FAULT_BETWEEN  # shares of the stream the fault time is drawn from
     fault_seed: int = 1
     chaos: tuple[str, ...] = CHAOS  # fault = "chaos": the kinds it injects
+    fault_stage: str | None = None  # a killing kind's process (``Fault.stage``): "writer-2", "any"; None: its first
 
     def fault_for(self, cfg: PipelineConfig, index: int) -> Fault | None:
         """Repeat ``index``'s fault: at ``fault_at_s``, or at a time drawn from ``fault_between`` × the stream's
@@ -157,7 +162,7 @@ class Cell:
         if self.fault is None:
             return None
         if self.fault_at_s is not None:
-            return Fault(self.fault, self.fault_at_s)
+            return Fault(self.fault, self.fault_at_s, stage=self.fault_stage)
         length = stream_s(cfg)
         if length is None:
             raise MatrixError(f"cell {self.id}: a fault at a random moment needs a known stream length ({cfg})")
@@ -167,7 +172,8 @@ class Cell:
                      for k in self.chaos]  # fmt: skip
             first = min(parts, key=lambda x: x.at_s)
             return first.model_copy(update={"kind": "chaos", "parts": parts})
-        return Fault.drawn(self.fault, self.fault_seed, self.id, index, lo * length, hi * length)
+        f = Fault.drawn(self.fault, self.fault_seed, self.id, index, lo * length, hi * length)
+        return f.model_copy(update={"stage": self.fault_stage}) if self.fault_stage else f
 
 
 def stream_s(cfg: PipelineConfig) -> float | None:
@@ -295,6 +301,16 @@ def _fault_checks(path: Path, cid: str, c: _Cell, cfg: PipelineConfig, m: _Matri
     if c.fault == "chaos" and (bad or len(set(kinds)) < 2 or len(set(kinds)) != len(kinds)):
         raise MatrixError(f"{where}: chaos = {kinds}: at least two different kinds, each one of "
                           f"{', '.join(k for k in FAULTS if k != 'chaos')}")  # fmt: skip
+    if c.fault_stage is not None:
+        kind = getattr(FAULTS[str(c.fault)], "stage", None)  # a killing kind's first (harness.faults.shared.Kill)
+        prefix = kind.partition("-")[0] if isinstance(kind, str) else None
+        ok = prefix is not None and (c.fault_stage in ("any", prefix) or re.fullmatch(rf"{prefix}-\d+", c.fault_stage))
+        if not ok:
+            killing = ", ".join(k for k, v in FAULTS.items() if hasattr(v, "stage"))
+            raise MatrixError(f"{where}: fault_stage = {c.fault_stage!r}: " + (
+                f"expected 'any' or a {prefix} process ({kind}, {prefix}-2, …)" if prefix
+                else f"only for a fault that kills a stage ({killing})"
+            ))  # fmt: skip
     backend = [k for k in (kinds if c.fault == "chaos" else [c.fault]) if k in NEEDS_BACKEND]
     if backend and not cfg.forwarding:
         raise MatrixError(f"{where}: fault {backend[0]!r} strikes the backend, but forwarder = 'none' runs none: "
@@ -366,7 +382,7 @@ def load(name_or_path: str) -> Matrix:
         add(Cell(cid, cfg, [], c.title or cid, values, c.rate_of, share, repeats, c.profile,
                  c.fault, c.fault_at_s, c.expect_loss, c.max_repeats, c.ci_target,
                  c.fault_between or FAULT_BETWEEN, m.fault_seed if c.fault_seed is None else c.fault_seed,
-                 tuple(c.chaos or CHAOS)))  # fmt: skip
+                 tuple(c.chaos or CHAOS), c.fault_stage))  # fmt: skip
     groups = []
     for g in m.groups:
         keys = list(g.vary)

@@ -66,6 +66,9 @@ class Sampled(_M):
     native: bool | None = None  # native frames (py-spy --native, pausing the process); False: --nonblocking,
     # Python frames only; None: recorded before this field (those runs sampled with --native)
     cpu_s: float | None = None  # py-spy's own CPU seconds (every stage's sampler), read as it was stopped
+    # … inside the measured window: its cumulative CPU, read at every poll, interpolated at the window's two commits
+    # (py-spy starts at the first commit, so its start-up falls in the warm-up); None: not measured
+    cpu_s_window: float | None = None
 
 
 # What a repeat is for. `timed`: one of a cell's measured repeats (its figures come from these); `profiled`: the
@@ -95,6 +98,25 @@ class ClockOffset(_M):
     rtt_ns: float  # the shortest of the round trips to the host's agent
 
 
+class GeneratorClock(_M):
+    host: str  # where the generator ran
+    # ns added to its readings' latencies: its host's clock offset − PostgreSQL's (intended and sent are stamped by
+    # the generator's clock, inserted_at by PostgreSQL's)
+    shift_ns: int
+    uncertainty_ns: float  # the two offsets' uncertainties added
+
+
+class LatencyClock(_M):
+    """A cluster repeat's latency clock correction (``experiments.run.repeat._clock_shifts``)."""
+
+    corrected: bool  # the repeat's latencies are shifted, per generator, by its shift
+    postgresql: ClockOffset  # PostgreSQL's clock (clock_timestamp(), which stamps inserted_at) − the controller's
+    generators: dict[str, GeneratorClock]
+    before_ms: dict[str, float | None] | None = None  # intended → inserted p50/p99/max before the correction
+    # generators whose shift is uncertain by more than clock_uncertainty_share of the p50 latency: suspect
+    flagged: list[str] = Field(default_factory=list)
+
+
 class ClusterStage(_M):
     host: str  # the host (Ray node resource host-<name>) its actor was pinned to
     ip: str  # that node's address
@@ -116,6 +138,7 @@ class ClusterFigures(_M):
     clock_flagged: list[
         str
     ]  # hosts whose clock uncertainty is a large share of the latency: cross-host figures suspect
+    latency_clock: LatencyClock | None = None  # the latencies' clock correction (None: an older file)
 
 
 class UslCoefficient(_M):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from experiments.measure import sampler as sampling
 from experiments.measure import verdict
 from experiments.measure import window as measure
-from experiments.measure.monitor import ResourceMonitor
+from experiments.measure.monitor import ResourceMonitor, cpu_between
 from experiments.plan.matrix import Cell, Matrix
 from experiments.present import flamegraph
 from experiments.results.model import Repeat, RepeatKind
@@ -99,15 +99,21 @@ async def run_repeat(
     lat: dict[str, dict[str, Any]] = {"intended": {"n": 0}, "sent": {"n": 0}}
     e2e: dict[str, Any] = {"n": 0}
     e2e_rate = None
+    raw: dict[str, Any] = {}  # a cross-host run's latencies before its clock correction
+    clocks = _clock_shifts(cfg, orch, placement, services.pg_dsn, schema) if placement is not None else None
     if bounds:
         since = bounds[0] + round(m.warmup_s * 1e9)
         until = since + round(measure_s * 1e9)
-        lat = measure.latencies(services.pg_dsn, schema, since, until)
+        shifts = [(g["sensor_ids"], g["shift_ns"]) for g in clocks["generators"].values()] if clocks else []
+        lat = measure.latencies(services.pg_dsn, schema, since, until, shifts)
+        raw = measure.latencies(services.pg_dsn, schema, since, until)["intended"] if shifts else {}
         if orch.probes:
             p = orch.probes[0]
             e2e, e2e_rate = measure.end_to_end(p.arrivals, p.intended, p.latencies, window, since, until)
     win = (window.start_ns / 1e9, window.end_ns / 1e9) if window and window.seconds > 0 else None
     resources = monitor.resources(win)
+    if sampled is not None and sampler is not None and win is not None:
+        sampled["cpu_s_window"] = cpu_between(sampler.cpu_series, *win)
     growth = {
         "writer_queue": monitor.queue_growth(queue_key, win),
         "forward_queue": monitor.queue_growth(queue_key + FORWARD_SUFFIX, win),
@@ -125,6 +131,7 @@ async def run_repeat(
         prom_q,
         prom_sums,
         (result.stream_ended_ns - result.started_ns) / 1e9,
+        buckets,
     )
     failures, expected = result.failures, []
     if cell.expect_loss:  # the design loses readings by construction: report, don't fail
@@ -164,7 +171,7 @@ async def run_repeat(
         # the histograms' own time, timed in place by every stage (pipeline.metrics.instrumentation_seconds)
         "instrumentation_s": instrumentation_s,
         "commit_gap_s": window.commit_gap_s if window else None,
-        "cluster": _cluster(placement, orch, result, lat["intended"]) if placement is not None else None,
+        "cluster": _cluster(placement, orch, result, lat["intended"], raw, clocks) if placement is not None else None,
     }
     return Repeat.model_validate(repeat)
 
@@ -188,14 +195,59 @@ def _draw_index(kind: RepeatKind, index: int) -> int:
             assert_never(kind)
 
 
-def _cluster(placement: Placement, orch: Orchestrator, result: RunResult, lat: dict[str, Any]) -> dict[str, Any]:
-    """Per host and per stage figures of a cluster run, and the clocks measured before it (results' ``cluster``)."""
+def _clock_shifts(
+    cfg: PipelineConfig, orch: Orchestrator, placement: Placement, dsn: str, schema: str
+) -> dict[str, Any]:
+    """A cross-host run's clock correction: PostgreSQL's clock (``measure.db_clock``) and, per generator, its
+    host, the ns its readings' latencies are shifted by — its host's offset minus PostgreSQL's (intended and sent
+    are stamped by the generator's clock, ``inserted_at`` by PostgreSQL's, both measured against this process's)
+    — that shift's uncertainty (the two ± round trip / 2 added) and its sensors (None: the only generator)."""
+    from pipeline.sensors import make_sensors
+
+    dbc = measure.db_clock(dsn, schema)
+    gens: dict[str, dict[str, Any]] = {}
+    streams = cfg.streams()
+    for g, (name, _) in enumerate(streams):
+        host = getattr(orch.stages.get(name), "host", None)
+        c = placement.clock.get(host) if isinstance(host, str) else None
+        if c is None:
+            continue
+        share = cfg.stream_share(g)
+        ids = [x.sensor_id for x in make_sensors(int(share["sensors"]), 0, int(share["sensor_offset"]))]
+        gens[name] = {"host": host, "shift_ns": int(c["offset_ns"] - dbc["offset_ns"]),
+                      "uncertainty_ns": c["uncertainty_ns"] + dbc["uncertainty_ns"],
+                      "sensor_ids": ids if len(streams) > 1 else None}  # fmt: skip
+    return {"postgresql": dbc, "generators": gens}
+
+
+def _cluster(
+    placement: Placement,
+    orch: Orchestrator,
+    result: RunResult,
+    lat: dict[str, Any],
+    raw: dict[str, Any],
+    clocks: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Per host and per stage figures of a cluster run, the clocks measured before it, and its latencies' clock
+    correction (``latency_clock``: PostgreSQL's clock, each generator's shift and uncertainty, the latencies before
+    the correction, and the generators whose shift is uncertain by more than ``UNCERTAINTY_SHARE`` of the median
+    latency: flagged)."""
+    from harness.cluster.placement import UNCERTAINTY_SHARE
     from harness.cluster.remote import RemoteStage
 
     placed = [st for st in orch.stages.values() if isinstance(st, RemoteStage)]
     p50 = lat.get("p50")
     stream_s = (result.stream_ended_ns - result.started_ns) / 1e9
-    return placement.figures(placed, stream_s, p50 * 1e6 if p50 else None)
+    out = placement.figures(placed, stream_s, p50 * 1e6 if p50 else None)
+    if clocks is not None:
+        gens = {n: {k: v for k, v in g.items() if k != "sensor_ids"} for n, g in clocks["generators"].items()}
+        uncertain = [n for n, g in gens.items() if p50 and g["uncertainty_ns"] > UNCERTAINTY_SHARE * p50 * 1e6]
+        out["latency_clock"] = {
+            "corrected": bool(gens), "postgresql": clocks["postgresql"], "generators": gens,
+            "before_ms": {k: raw.get(k) for k in ("p50", "p99", "max")} if raw else None, "flagged": uncertain,
+        }  # fmt: skip
+        out["clock_flagged"] = sorted({*out["clock_flagged"], *uncertain})
+    return out
 
 
 def _stored(p: Path) -> str:

@@ -119,6 +119,9 @@ class Fault(BaseModel):
     seed: int | None = None  # at a random moment: the seed at_s was drawn with (``draw_at_s``)
     drawn_from_s: tuple[float, float] | None = None  # … and the interval it was drawn from (s after the start)
     parts: list[Fault] = Field(default_factory=list)  # chaos: its faults, each at its own moment
+    # a kind that kills a stage (kill_writer, kill_ingest): which process of its kind — e.g. "writer-2", or "any":
+    # one drawn per repeat with the fault's seed and moment; None: the kind's first (writer-1, ingest)
+    stage: str | None = None
 
     def __init__(self, kind: str | None = None, at_s: float | None = None, /, **data: Any) -> None:
         if kind is not None:

@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import dataclasses
 import logging
+import random
 import shutil
 import subprocess
 import tempfile
@@ -27,16 +28,32 @@ log = logging.getLogger("telemetry_bench.orchestrator")
 
 
 class Kill(FaultKind):
-    """A stage killed (SIGKILL) and started again with the same command; recovered when its path moves again."""
+    """A stage killed (SIGKILL) and started again with the same command; recovered when its path moves again.
+    ``stage``: the kind's first process; the fault's own ``stage`` picks another of the same kind, or ``any``."""
 
     stage: ClassVar[str]
+    struck: str | None = None  # the process this strike killed
+
+    def target(self, p: Pipeline) -> str:
+        """The process to kill: the fault's ``stage`` (``any``: drawn among the run's processes of this kind with
+        the fault's seed and moment, so a seed strikes the same one again), else the kind's first."""
+        kind = self.stage.partition("-")[0]
+        same = sorted(n for n in p.stages if n.partition("-")[0] == kind)
+        want = self.fault.stage or self.stage
+        if want == "any" and same:
+            want = random.Random(f"{self.fault.seed}:{self.fault.at_s}:{kind}").choice(same)
+        if want not in p.stages:
+            raise PipelineError(
+                f"fault {self.fault.kind}: this run has no stage {want!r}; its {kind} stages: "
+                f"{', '.join(same) or 'none (use topology split)'}, or 'any'"
+            )
+        return want
 
     async def strike(self, p: Pipeline) -> None:
-        stage = p.stages.get(self.stage)
-        if stage is None:
-            raise PipelineError(
-                f"fault {self.fault.kind}: this topology has no {self.stage} stage (use topology split)"
-            )
+        self.struck = self.target(p)
+        stage = p.stages[self.struck]
+        if self.fault.stage:
+            self.fault.detail = f"killed {self.struck}"
         await stage.kill_and_restart()
         await p.ready(stage)
         self.fault.restarted_at_ns = time.time_ns()

@@ -12,4 +12,4 @@ class KillIngest(Kill):
     in_chaos = True
 
     def progress(self, p: Pipeline, snap: dict[str, Any]) -> int:
-        return p.total(["ingest"], "queued")
+        return p.total([self.struck or self.target(p)], "queued")  # the killed ingest's own
