@@ -39,7 +39,9 @@ def test_sleep_adds_its_wall_time_and_frees_the_cpu() -> None:
     asyncio.run(calls())
     wall_ms, cpu_ms = (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
     slept = 100.0 - d.debt_ns / 1e6  # what is still owed (< 1 ms) is not slept yet
-    assert 99.0 <= slept <= 101.5  # an overshoot is paid back from the next sleeps
+    # an overshoot is paid back from the next sleeps, so only the last sleep's is still in the total: without the
+    # payback, ~100 sleeps of 1 ms overshoot by ~16 ms here; the last one alone has reached 2.2 ms on a busy machine
+    assert 99.0 <= slept <= 105.0
     assert 95.0 <= wall_ms <= 100.0 * 1.5 + 20.0, f"{wall_ms:.1f} ms of wall time for 100 ms asked"
     assert cpu_ms < 0.5 * wall_ms, f"sleeping used {cpu_ms:.1f} ms of CPU in {wall_ms:.1f} ms"
 
