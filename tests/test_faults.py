@@ -403,3 +403,13 @@ def test_a_fault_cell_offers_a_share_of_its_pilots_capacity(tmp_path: Path, serv
     assert "50% of capacity-stream's capacity (30,000 readings/s, the highest rate" in load_words(load_)
     assert cells["kill_writer-list_reliable"].params.rate == 20_000
     assert runner._loads["kill_writer-list_reliable"].basis == "throughput"
+
+
+def test_an_expect_loss_cell_reports_its_designs_loss_and_fails_on_anything_else() -> None:
+    """The pubsub forwarder's at-most-once loss ("forwarded N of M readings") is the design's, like the seed list's
+    lost readings: reported, not a failure (a faults run once failed kill_backend-pubsub on it after one repeat)."""
+    from experiments.run.repeat import design_loss
+
+    assert design_loss("forwarded 116960 of 129560 readings")
+    assert design_loss("12 readings lost: generated 100, committed 88") and design_loss("3 duplicated rows")
+    assert not design_loss("writer-1 exited with status 1") and not design_loss("forwarded nothing: backend down")
