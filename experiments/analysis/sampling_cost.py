@@ -1,6 +1,6 @@
 """What sampling profiles cost, measured in the same run (see :mod:`experiments.measure.sampler` for how and when
-repeats are sampled). Decided on py-spy's own CPU seconds ÷ the rest of the CPU of the repeats it sampled (read off
-its processes: a share with an interval of a few hundredths of a percent); beside it, the end-to-end check, paired
+repeats are sampled). Decided on py-spy's own CPU seconds ÷ the rest of the CPU inside the measured windows of the
+repeats it sampled (``own_share``, read off its processes at every poll); beside it, the end-to-end check, paired
 per cell and pooled: CPU seconds per committed reading (every stage and server, py-spy's own CPU added on the
 sampled side) and throughput, sampled ÷ unsampled — on 2 shared cores their intervals are several percent wide
 (docs/targets.md)."""
@@ -31,8 +31,8 @@ class Cost:
     # None where no sampled repeat recorded py-spy's CPU (older results)
     cpu: Ratio | None = None
     cpu_per_cell: dict[str, float] | None = None
-    # py-spy's own CPU ÷ the rest of its repeat's CPU, over every sampled repeat (``direct``): what sampling takes
-    # from the cores, read off py-spy's processes, without an unsampled twin; None: no py-spy CPU recorded
+    # py-spy's own CPU ÷ the rest of the CPU in its repeats' windows, over every sampled repeat (``own_share``):
+    # what sampling takes from the cores, read off py-spy's processes, without an unsampled twin; None: not recorded
     direct: stats.Estimate | None = None
 
     @property
