@@ -147,3 +147,82 @@ def test_a_repeat_names_its_kind_and_older_files_load_theirs() -> None:
     assert Repeat.model_validate({**old, "kind": "capacity", "index": 3}).index == 3  # a new file: as written
     cell = CellResult(id="c", title="c", groups=[], varied={}, params=res.cells[0].params, repeats=loaded)
     assert counted(cell) == loaded[:1]  # only timed repeats count
+
+
+# --- repeats planned from the CV, the budget spent on the cells the targets read --------------------------------
+def test_repeats_needed_and_the_plan() -> None:
+    from experiments.analysis.planning import Need, plan, repeats_needed, short_of
+
+    assert repeats_needed(0.0, 0.05, 10) == 2
+    assert repeats_needed(0.05, 0.05, 10) == 7  # t(0.975, 6) · 5 % / √7 = 4.6 % (6 repeats: 5.2 %)
+    assert repeats_needed(0.20, 0.05, 10) is None  # beyond the cap
+    assert repeats_needed(None, 0.05, 10) is None
+
+    def need(cid: str, priority: bool, needed: int | None, repeat_s: float = 10.0) -> Need:
+        return Need(cid, priority, 3, needed, 10, 0.08, 0.05, repeat_s)
+
+    needs = [need("target", True, None), need("cheap", False, 5), need("dear", False, None)]
+    assert plan(needs, None) == {}  # no budget: nothing cut
+    assert plan(needs, 1_000.0) == {}  # everything fits
+    # 70 s reserved for the target cell (7 more to its cap), 20 s for the cheap one: the dear one's 70 s do not fit
+    cuts = plan(needs, 100.0)
+    assert list(cuts) == ["dear"] and cuts["dear"].reason == "budget"
+    assert "≈ 70 s" in cuts["dear"].detail and "10 s of budget left" in cuts["dear"].detail
+    assert set(plan(needs, 10.0)) == {"cheap", "dear"}  # the target cell is never cut: it keeps the ordinary rule
+    assert "needs more than its cap of 10" in short_of(needs[0]) and "about 5 repeats" in short_of(needs[1])
+
+
+def test_the_budget_goes_to_the_cells_the_targets_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two equally noisy cells, a budget for about one of them: the one a target reads takes every round to its cap,
+    the other stops after its minimum with the reason stated."""
+    from experiments.analysis import targets
+
+    (tmp_path / "m.toml").write_text(
+        MATRIX.split("[cells.steady]")[0].replace(
+            'name = "rounds"', 'name = "rounds"\nbudget_s = 110\ntargets = "perf"'
+        )
+        + '[cells.read]\ntitle = "read by a target"\n\n[cells.unread]\ntitle = "read by none"\nbatch_size = 1001\n'
+    )
+    m = load(str(tmp_path / "m.toml"))
+    monkeypatch.setitem(targets.TARGET_SETS, "perf", lambda res: [{"name": "t", "cells": ["read"]}])
+    template = Results.model_validate_json((FIXTURES / "results.json").read_text()).cells[3].repeats[0]
+    noisy = itertools.cycle([100.0, 130.0, 80.0, 120.0, 90.0])
+    calls: list[str] = []
+
+    async def fake_repeat(cell: Any, m: Any, services: Any, workdir: Path, *, index: int, **k: Any) -> Repeat:
+        calls.append(cell.id)
+        rep = template.model_dump()
+        rep.update(index=index, throughput_rps=next(noisy), window_commits=100, duration_s=10.0, ok=True)
+        return Repeat.model_validate(rep)
+
+    monkeypatch.setattr(context, "run_repeat", fake_repeat)
+    monkeypatch.setattr(runner, "versions", lambda s: {})
+
+    async def no_pass(*a: Any, **k: Any) -> None:
+        return None
+
+    monkeypatch.setattr(runner.capacity_runs, "stage_pass", no_pass)
+    services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
+    r = runner.Runner(m, services, profile="none", out=tmp_path, console=Console(quiet=True))
+    r.dir.mkdir(parents=True)
+    with Progress(console=Console(quiet=True)) as progress:
+        overall, task = progress.add_task("all", total=6), progress.add_task("")
+        asyncio.run(r._run_phase(m.cells, progress, overall, task))
+    # after 3 rounds: 110 s left; the read cell's 2 more repeats (to its cap of 5) reserve 20 s … then 90 s are left
+    # for the unread one's 20 s: it fits. A tighter budget is the case to see: rerun with budget_s = 25 below.
+    assert calls.count("read") == 5 and calls.count("unread") == 5
+    calls.clear()
+    m2 = load(str(tmp_path / "m.toml"))
+    object.__setattr__(m2, "budget_s", 25.0)
+    r = runner.Runner(m2, services, profile="none", out=tmp_path, console=Console(quiet=True))
+    r.dir.mkdir(parents=True, exist_ok=True)
+    with Progress(console=Console(quiet=True)) as progress:
+        overall, task = progress.add_task("all", total=6), progress.add_task("")
+        asyncio.run(r._run_phase(m2.cells, progress, overall, task))
+    assert calls.count("read") == 5 and calls.count("unread") == 3
+    unread = by_id(r)["unread"].summary
+    assert unread is not None and unread.stop_reason == "budget" and unread.unstable
+    assert unread.stop_detail is not None and "no target reads it" in unread.stop_detail
+    read = by_id(r)["read"].summary
+    assert read is not None and read.stop_reason == "max_repeats" and read.repeats_needed is None
+    assert read.stop_detail is not None and "needs more than its cap of 5" in read.stop_detail

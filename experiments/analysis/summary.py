@@ -5,7 +5,9 @@ no repeat measured a throughput (``no_data``). Otherwise, once the minimum repea
 throughput interval's half-width is ≤ the target (``converged``); when the cell is a fault cell (its figures are
 about recovery), the matrix sets no target, or the cell's cap is its minimum (``fixed``); when the cap is reached
 (``max_repeats``) or the run's time budget is spent (``budget``). A cell that stops without converging is
-``unstable``: flagged with its interval, never hidden.
+``unstable``: flagged with its interval, never hidden. With a budget, after every round the cells no target reads
+may also be stopped early (``budget``), so that the cells the targets read get the rounds
+(``experiments.analysis.planning``, which also states the repeats each cell's CV calls for).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
     budget_s = 540         # optional: start no extra round after this many seconds of the run
     sampling = "one"       # py-spy flame graphs of every stage: "one" repeat per cell, "on", "off" (the default),
                            # or "alternate" repeats (experiments/measure/sampler.py; the cost is measured in the run)
-    sampling_hz = 50       # py-spy's rate (samples per second per stage)
+    sampling_hz = 10       # py-spy's rate (samples per second per stage)
     sampling_native = false  # true: native frames too (py-spy pauses the process for every sample: costly)
     profile_cells = ["baseline"]  # optional: the profiled repeat only for these cells (default: every cell)
 
@@ -63,7 +63,7 @@ from pipeline.registry import registry
 
 MATRICES = Path(__file__).resolve().parent.parent / "matrices"
 PRESETS = {"seed": SEED, "base": None}
-DEFAULT_RATE_HZ = 50  # the matrix key sampling_hz's default: py-spy's own CPU grows with the rate
+DEFAULT_RATE_HZ = 10  # the matrix key sampling_hz's default: py-spy's own CPU grows with the rate (docs/targets.md)
 MIN_COMMITS_DEFAULT = 20
 
 

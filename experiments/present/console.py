@@ -35,6 +35,7 @@ def cell_line(c: CellResult) -> str:
         f"{s.repeats_taken} repeats ({s.stop_reason}) · {s.loop} loop · "
         + lat
         + f" · lost {s.lost} · dup {s.duplicated} · bottleneck {s.bottleneck.stage if s.bottleneck else '?'}{flag}"
+        + (f" ({s.stop_detail})" if s.stop_detail else "")
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from experiments.analysis import sampling_cost, usl
+from experiments.analysis import planning, sampling_cost, usl
 from experiments.analysis.headline import headline_of
 from experiments.analysis.summary import run_resolution, stop_reason, summarize
 from experiments.analysis.targets import TARGET_SETS
@@ -119,6 +119,7 @@ class Runner:
         self.report: Path | None = None
         self.started = time.monotonic()
         self.stopped: dict[str, StopReason] = {}
+        self.stop_detail: dict[str, str] = {}  # cell id → why the round plan stopped it (planning.plan)
         self.stage_passes: list[dict[str, float]] = []  # each stage alone, a pass per round (stage_ceilings)
         self._loads: dict[str, Load] = {}  # cell id → what its rate_of offered (results.json: the cell's load)
         results = Results(
@@ -296,6 +297,12 @@ class Runner:
         capacity = cr.summary.capacity if cr.summary else None  # searched already (a fault cell's load): kept
         cr.summary = summarize(cr, self.results.ceiling_rps, self.ci_target(cell), reason or "running")
         cr.summary.capacity = capacity
+        need = planning.need_of(cr, priority=False, target=self.ci_target(cell), cap=self.max_repeats(cell),
+                                overhead=1.0)  # fmt: skip
+        cr.summary.repeats_needed = need.needed
+        cr.summary.stop_detail = self.stop_detail.get(cell.id) or (
+            planning.short_of(need) if cr.summary.unstable else None
+        )
 
     def _size_window(self, cell: Cell, rep: Repeat) -> None:
         """After a cell's first repeat: lengthen its window if it spanned too few commits (that repeat → pilot)."""
@@ -359,11 +366,15 @@ class Runner:
         if self.m.interleave:
             round_no = 0
             while active := [c for c in cells if self._stop(c, results[c.id]) is None]:
+                began, repeats_s = time.monotonic(), 0.0
                 for cell in round_order(active, round_no):  # one round: a repeat of every cell that still needs one
                     await self._one(cell, results[cell.id], progress, overall, task)
                     self._grow(progress, overall, cell, results[cell.id])
+                    repeats_s += results[cell.id].repeats[-1].duration_s or 0.0
                 await capacity_runs.stage_pass(self.ctx, self.stage_passes)
                 round_no += 1
+                # a round's wall time ÷ its repeats' (≥ 1: the stage passes, scrapes and saves between them)
+                self._plan(active, results, max(1.0, (time.monotonic() - began) / repeats_s) if repeats_s else 1.0)
         else:
             for cell in cells:
                 while self._stop(cell, results[cell.id]) is None:
@@ -380,6 +391,28 @@ class Runner:
                 progress.advance(overall)
             if cr.summary is not None:
                 self.console.print(console_mod.cell_line(cr), markup=True, highlight=False)
+
+    def _plan(self, cells: list[Cell], results: dict[str, CellResult], overhead: float) -> None:
+        """After a round: the budget left goes to the cells the targets read first (``planning.plan``); the other
+        cells that would not fit stop now, with the reason stated."""
+        if self.m.budget_s is None:
+            return
+        prio = planning.target_cells(self.results, TARGET_SETS.get(self.m.targets or ""))
+        needs = [
+            planning.need_of(
+                results[c.id],
+                priority=c.id in prio,
+                target=self.ci_target(c),
+                cap=self.max_repeats(c),
+                overhead=overhead,
+            )
+            for c in cells
+            if self._stop(c, results[c.id]) is None and len(counted(results[c.id])) >= self.min_repeats(c)
+        ]
+        remaining = self.m.budget_s - (time.monotonic() - self.started)
+        for cid, cut in planning.plan(needs, remaining).items():
+            self.stopped[cid], self.stop_detail[cid] = cut.reason, cut.detail
+            self.console.print(f"{cid}: no further round ({cut.reason}): {cut.detail}", markup=False)
 
     def _sampling_cost(self) -> None:
         """Re-measure the run's sampling cost; with ``sampling = "one"`` a cost shown beyond 2 % excludes every

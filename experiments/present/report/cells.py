@@ -110,7 +110,7 @@ def flags(res: Results, min_commits: int) -> dict[str, list[dict[str, Any]]]:
                 "cell": c.id, "kind": "UNSTABLE" if len(counted(c)) > 1 else "NO INTERVAL",
                 "text": f"{est.text()} readings/s: {hw}{target} after {s.repeats_taken or len(counted(c))} repeats "
                 f"({s.stop_reason}); {cv}; min – max {s.throughput_min_rps or 0:,.0f} – "
-                f"{s.throughput_max_rps or 0:,.0f}",
+                f"{s.throughput_max_rps or 0:,.0f}" + (f"; {s.stop_detail}" if s.stop_detail else ""),
             })  # fmt: skip
     if res.finished is None:
         amber.append({"cell": "run", "kind": "INCOMPLETE", "text": "the run has not finished (still running or "
