@@ -78,7 +78,9 @@ def test_every_fault_cell_runs_under_load_at_random_moments_five_times() -> None
         ("fault = 'chaos'\nchaos = ['kill_writer', 'chaos']", "at least two different kinds, each one of"),
         ("fault = 'kill_writer'\nchaos = ['kill_writer', 'lock_table']", "only for fault = 'chaos'"),
         ("fault = 'backend_503'\nforwarder = 'none'", "fault 'backend_503' strikes the backend, but forwarder"),
-        ("fault = 'lock_table'\nfault_stage = 'writer-2'", "fault_stage = 'writer-2': only for a fault that kills"),
+        ("fault = 'lock_table'\nfault_stage = 'writer-2'", "'writer-2': only for a fault that strikes one process"),
+        ("fault = 'drop_grpc'\nfault_stage = 'writer-2'", "expected 'any' or a generator process (generator, "),
+        ("fault = 'chaos'\nfault_stage = 'writer-2'", "chaos takes only 'any' (each part that strikes one"),
         ("fault = 'kill_writer'\nfault_stage = 'ingest-2'", "expected 'any' or a writer process (writer-1, writer-2"),
         (
             "fault = 'chaos'\nchaos = ['kill_writer', 'kill_backend']\nforwarder = 'none'",
@@ -91,6 +93,18 @@ def test_fault_cells_are_checked_when_the_matrix_loads(cell: str, error: str, tm
     path.write_text(f"name = 'bad'\n[cells.f]\n{cell}\n")
     with pytest.raises(MatrixError, match=re.escape(error)):
         load(str(path))
+
+
+def test_chaos_any_lets_each_part_that_strikes_one_process_draw_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    kinds = "['kill_writer', 'drop_grpc', 'lock_table', 'backend_503']"
+    path.write_text("name = 'c'\n[cells.c]\nforwarder = 'async'\nrate = 1000\nduration = 3.0\nfault = 'chaos'\n"
+                    f"fault_stage = 'any'\nchaos = {kinds}\n")  # fmt: skip
+    cell = load(str(path)).cells[0]
+    fault = cell.fault_for(cell.params, 0)
+    assert fault is not None
+    assert {x.kind: x.stage for x in fault.parts} == {"kill_writer": "any", "drop_grpc": "any", "lock_table": None,
+                                                      "backend_503": None}  # fmt: skip
 
 
 @pytest.mark.parametrize("cell_id", list(FAULTS))
@@ -168,7 +182,8 @@ async def test_fault(cell_id: str, services: Services, pg_schema: str, queue_key
     # effect). Its recovery then stays None — the accounting is exact either way
     assert (fault.recovery_s is not None and fault.recovery_s < 30) or cell.fault == "chaos", fault
     if cell.fault_stage == "any":  # one of the kind's processes, drawn with the fault's seed and moment
-        assert re.fullmatch(r"killed writer-[12]", fault.detail), fault.detail
+        want = r"dropped generator(-2)?'s streams" if cell.fault == "drop_grpc" else r"killed writer-[12]"
+        assert re.fullmatch(want, fault.detail), fault.detail
     if cell.fault == "restart_redis":  # the cell's own Redis went down and came back with the queue's keys
         assert "came back with every key" in fault.detail and f"{queue_key}:progress" in fault.detail
     if cell.fault == "refuse_pg":  # the writer's session was among those terminated; nobody else's was

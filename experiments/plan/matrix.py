@@ -38,7 +38,8 @@
     [cells.kill_writer]    # a fault cell (harness/faults/): at a time drawn per repeat from fault_between (shares
     fault = "kill_writer"  # of the stream; default 0.15–0.5) with the matrix's fault_seed, ≥ 5 repeats; or at a
     rate_of = "capacity"   # fixed fault_at_s. With rate_of, it offers fault_load (default 0.5) × that cell's rate
-    fault_stage = "any"    # a killing kind's process: writer-2, ingest-2, or any (drawn per repeat); default its first
+    fault_stage = "any"    # the process a kill_*/drop_grpc strikes: writer-2, ingest-2, generator-2, or any (drawn per
+                           # repeat; chaos: each such part draws its own); default its kind's first
 
 Identical cells from several groups run once and belong to each. Unknown keys, unknown variant names and bad
 values fail before anything runs, naming the key, the file and the valid choices.
@@ -154,7 +155,7 @@ class Cell:
     fault_between: tuple[float, float] = FAULT_BETWEEN  # shares of the stream the fault time is drawn from
     fault_seed: int = 1
     chaos: tuple[str, ...] = CHAOS  # fault = "chaos": the kinds it injects
-    fault_stage: str | None = None  # a killing kind's process (``Fault.stage``): "writer-2", "any"; None: its first
+    fault_stage: str | None = None  # the process a single-process kind strikes (``Fault.stage``): "writer-2", "any"
 
     def fault_for(self, cfg: PipelineConfig, index: int) -> Fault | None:
         """Repeat ``index``'s fault: at ``fault_at_s``, or at a time drawn from ``fault_between`` × the stream's
@@ -170,6 +171,8 @@ class Cell:
         if self.fault == "chaos":  # each kind at its own moment of the same window: recoveries may overlap
             parts = [Fault.drawn(k, self.fault_seed, f"{self.id}:{k}", index, lo * length, hi * length)
                      for k in self.chaos]  # fmt: skip
+            if self.fault_stage == "any":  # each part that strikes one process draws its own
+                parts = [x.model_copy(update={"stage": "any"}) if FAULTS[x.kind].stage else x for x in parts]
             first = min(parts, key=lambda x: x.at_s)
             return first.model_copy(update={"kind": "chaos", "parts": parts})
         f = Fault.drawn(self.fault, self.fault_seed, self.id, index, lo * length, hi * length)
@@ -302,14 +305,16 @@ def _fault_checks(path: Path, cid: str, c: _Cell, cfg: PipelineConfig, m: _Matri
         raise MatrixError(f"{where}: chaos = {kinds}: at least two different kinds, each one of "
                           f"{', '.join(k for k in FAULTS if k != 'chaos')}")  # fmt: skip
     if c.fault_stage is not None:
-        kind = getattr(FAULTS[str(c.fault)], "stage", None)  # a killing kind's first (harness.faults.shared.Kill)
-        prefix = kind.partition("-")[0] if isinstance(kind, str) else None
-        ok = prefix is not None and (c.fault_stage in ("any", prefix) or re.fullmatch(rf"{prefix}-\d+", c.fault_stage))
+        kind = FAULTS[str(c.fault)].stage  # a kind that strikes one process: its kind's first (FaultKind.stage)
+        prefix = kind.partition("-")[0] if kind else None
+        ok = (c.fault_stage in ("any", prefix) or re.fullmatch(rf"{prefix}-\d+", c.fault_stage)) if prefix else (
+            c.fault == "chaos" and c.fault_stage == "any")  # fmt: skip
         if not ok:
-            killing = ", ".join(k for k, v in FAULTS.items() if hasattr(v, "stage"))
+            single = ", ".join(k for k, v in FAULTS.items() if v.stage)
             raise MatrixError(f"{where}: fault_stage = {c.fault_stage!r}: " + (
                 f"expected 'any' or a {prefix} process ({kind}, {prefix}-2, …)" if prefix
-                else f"only for a fault that kills a stage ({killing})"
+                else "chaos takes only 'any' (each part that strikes one process draws its own)"
+                if c.fault == "chaos" else f"only for a fault that strikes one process ({single})"
             ))  # fmt: skip
     backend = [k for k in (kinds if c.fault == "chaos" else [c.fault]) if k in NEEDS_BACKEND]
     if backend and not cfg.forwarding:

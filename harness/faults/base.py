@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
-from harness.process import Stage
+from harness.process import PipelineError, Stage
 from harness.services import Services
 from pipeline.registry import Registry
 
@@ -56,9 +56,29 @@ class FaultKind:
     hold_s: ClassVar[float | None] = None
     broadcast_best_effort: ClassVar[bool] = False  # the accounting can't promise the broadcasts (a killed backend)
     composite: ClassVar[bool] = False  # chaos: its parts strike, each at its own moment
+    # a kind that strikes one process (kill_writer, kill_ingest, drop_grpc): the one it strikes by default, its kind's
+    # first; the fault's own ``stage`` picks another of the same kind ("writer-2"), or ``any`` (``target``)
+    stage: ClassVar[str | None] = None
 
     def __init__(self, fault: Fault) -> None:
         self.fault = fault
+
+    def target(self, p: Pipeline) -> str:
+        """The process to strike: the fault's ``stage`` (``any``: drawn among the run's processes of this kind with
+        the fault's seed and moment, so a seed strikes the same one again), else the kind's first."""
+        if self.stage is None:
+            raise PipelineError(f"fault {self.fault.kind} strikes no single process")
+        kind = self.stage.partition("-")[0]
+        same = sorted(n for n in p.stages if n.partition("-")[0] == kind)
+        want = self.fault.stage or self.stage
+        if want == "any" and same:
+            want = random.Random(f"{self.fault.seed}:{self.fault.at_s}:{kind}").choice(same)
+        if want not in p.stages:
+            raise PipelineError(
+                f"fault {self.fault.kind}: this run has no stage {want!r}; its {kind} stages: "
+                f"{', '.join(same) or 'none (use topology split)'}, or 'any'"
+            )
+        return want
 
     @property
     def flow(self) -> str:
@@ -119,8 +139,8 @@ class Fault(BaseModel):
     seed: int | None = None  # at a random moment: the seed at_s was drawn with (``draw_at_s``)
     drawn_from_s: tuple[float, float] | None = None  # … and the interval it was drawn from (s after the start)
     parts: list[Fault] = Field(default_factory=list)  # chaos: its faults, each at its own moment
-    # a kind that kills a stage (kill_writer, kill_ingest): which process of its kind — e.g. "writer-2", or "any":
-    # one drawn per repeat with the fault's seed and moment; None: the kind's first (writer-1, ingest)
+    # a kind that strikes one process (kill_writer, kill_ingest, drop_grpc): which of its kind — e.g. "writer-2", or
+    # "any": one drawn per repeat with the fault's seed and moment; None: the kind's first (writer-1, ingest, generator)
     stage: str | None = None
 
     def __init__(self, kind: str | None = None, at_s: float | None = None, /, **data: Any) -> None:

@@ -9,7 +9,6 @@ import atexit
 import contextlib
 import dataclasses
 import logging
-import random
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.faults.base import Fault, FaultKind, Pipeline
-from harness.process import PipelineError
 from harness.servers import ThrowawayRedis
 from pipeline.queues import QUEUES, Queue
 from pipeline.wiring import FORWARD_SUFFIX
@@ -31,23 +29,7 @@ class Kill(FaultKind):
     """A stage killed (SIGKILL) and started again with the same command; recovered when its path moves again.
     ``stage``: the kind's first process; the fault's own ``stage`` picks another of the same kind, or ``any``."""
 
-    stage: ClassVar[str]
-    struck: str | None = None  # the process this strike killed
-
-    def target(self, p: Pipeline) -> str:
-        """The process to kill: the fault's ``stage`` (``any``: drawn among the run's processes of this kind with
-        the fault's seed and moment, so a seed strikes the same one again), else the kind's first."""
-        kind = self.stage.partition("-")[0]
-        same = sorted(n for n in p.stages if n.partition("-")[0] == kind)
-        want = self.fault.stage or self.stage
-        if want == "any" and same:
-            want = random.Random(f"{self.fault.seed}:{self.fault.at_s}:{kind}").choice(same)
-        if want not in p.stages:
-            raise PipelineError(
-                f"fault {self.fault.kind}: this run has no stage {want!r}; its {kind} stages: "
-                f"{', '.join(same) or 'none (use topology split)'}, or 'any'"
-            )
-        return want
+    struck: str | None = None  # the process this strike killed (``FaultKind.target``)
 
     async def strike(self, p: Pipeline) -> None:
         self.struck = self.target(p)
