@@ -226,3 +226,25 @@ def test_the_budget_goes_to_the_cells_the_targets_read(tmp_path: Path, monkeypat
     read = by_id(r)["read"].summary
     assert read is not None and read.stop_reason == "max_repeats" and read.repeats_needed is None
     assert read.stop_detail is not None and "needs more than its cap of 5" in read.stop_detail
+
+
+def test_a_cluster_runs_what_the_run_measures_and_profiles_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --cluster, the timed, capacity and what-if repeats get the placement; a profiled or memory repeat runs
+    locally (its profiler's files are written where its stage runs)."""
+    (tmp_path / "m.toml").write_text(MATRIX)
+    m = load(str(tmp_path / "m.toml"))
+    placed: dict[str, object] = {}
+
+    async def fake_repeat(cell: Any, m: Any, services: Any, workdir: Path, *, kind: str, **k: Any) -> None:
+        placed[kind] = k["placement"]
+
+    monkeypatch.setattr(context, "run_repeat", fake_repeat)
+    monkeypatch.setattr(runner, "versions", lambda s: {})
+    services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
+    r = runner.Runner(m, services, profile="none", out=tmp_path, console=Console(quiet=True))
+    r.ctx.placement = cluster = object()
+    for kind in ("timed", "capacity", "whatif", "profiled", "memory"):
+        asyncio.run(r.ctx.repeat(m.cells[0], kind))  # type: ignore[arg-type]
+    assert placed == {"timed": cluster, "capacity": cluster, "whatif": cluster, "profiled": None, "memory": None}

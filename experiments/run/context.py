@@ -44,6 +44,11 @@ def workdir_name(kind: RepeatKind, index: int) -> str:
             assert_never(kind)
 
 
+# the kinds of repeat whose stages run on the cluster's hosts with --cluster: what the run measures (timed repeats,
+# the capacity searches' probes, the what-if experiment's). A profiled or memory repeat runs locally: its profiler
+# writes its files where its stage runs
+PLACED: tuple[RepeatKind, ...] = ("timed", "capacity", "whatif")
+
 @dataclass
 class RunContext:
     m: Matrix
@@ -55,7 +60,7 @@ class RunContext:
     schema: str  # and PostgreSQL schema: concurrent runs never share a table
     console: Console
     measure_s: dict[str, float] = field(default_factory=dict)  # cell id → its measured window (sized by its pilot)
-    # harness.cluster.placement.Placement with --cluster: the timed repeats' stages run on the cluster's hosts
+    # harness.cluster.placement.Placement with --cluster: the stages of the PLACED kinds of repeat run on its hosts
     placement: Any = None
 
     @classmethod
@@ -101,5 +106,5 @@ class RunContext:
             index=index, on_progress=on_progress, python_prefix=python_prefix, measure_s=self.measure_s.get(cell.id),
             queue_key=self.queue_key, schema=self.schema,
             sample_dir=self.profile_dir / cell.id if kind == "timed" else None, sample=sample,
-            placement=self.placement if kind == "timed" else None,
+            placement=self.placement if kind in PLACED else None,
         )  # fmt: skip
