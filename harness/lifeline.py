@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -58,23 +60,42 @@ def die_with_parent(argv: Sequence[str], sig: int = signal.SIGTERM) -> list[str]
 STOP_GRACE_S = 60.0  # an orderly stop after SIGTERM/SIGHUP takes seconds; past this the harness exits regardless
 
 
-def _last_resort(grace_s: float, signum: int) -> None:
+def _last_resort(grace_s: float, signum: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
     """After ``grace_s`` of an orderly stop that has not ended: one line, then exit 130 at once. Every stage and
     throwaway server was started with ``die_with_parent`` and gets SIGTERM as the harness dies; the run's record
     stays, so the next run reaps its queue keys and schema. (A stop signal has been seen to leave ``run`` waiting
     on an await that never ended, in about 1 of 15 CI-like suites; this bounds it while its cause is unknown. A stop
     that is slow but still going — stages that each need their full stop timeout — is cut short too: the results of
-    the repeats already finished are on disk, the interrupted one's are not.)"""
-    timer = threading.Timer(grace_s, _exit_now, (grace_s, signum))
+    the repeats already finished are on disk, the interrupted one's are not.) Before it exits it writes what was
+    still waiting: every thread's stack and, where the stop came during ``loop``, every asyncio task's (``_dump``)."""
+    timer = threading.Timer(grace_s, _exit_now, (grace_s, signum, loop))
     timer.daemon = True
     timer.start()
 
 
-def _exit_now(grace_s: float, signum: int) -> None:
+def _exit_now(grace_s: float, signum: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
     name = signal.Signals(signum).name
     os.write(2, f"telemetry-bench: the orderly stop after {name} did not end within {grace_s:g} s: exiting now "
                 "(every stage gets SIGTERM from its lifeline; the next run reaps what is left)\n".encode())  # fmt: skip
+    with contextlib.suppress(Exception):  # a diagnosis must never keep the process from exiting
+        _dump(loop)
     os._exit(130)
+
+
+def _dump(loop: asyncio.AbstractEventLoop | None) -> None:
+    """What the stop was still waiting on, to stderr: every thread's stack, then each unfinished asyncio task's
+    (read from another thread: a best-effort snapshot, which is what a hung loop leaves to read)."""
+    sys.stderr.write("telemetry-bench: what the stop was waiting on — threads:\n")
+    sys.stderr.flush()
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    if loop is None:
+        return
+    tasks = [t for t in list(asyncio.all_tasks(loop)) if not t.done()]
+    sys.stderr.write(f"telemetry-bench: {len(tasks)} asyncio tasks not done:\n")
+    for t in tasks:
+        sys.stderr.write(f"- {t.get_name()} {t.get_coro()!r}\n")
+        t.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def graceful_stop_signals(grace_s: float = STOP_GRACE_S) -> None:
@@ -85,11 +106,19 @@ def graceful_stop_signals(grace_s: float = STOP_GRACE_S) -> None:
     def as_interrupt(signum: int, frame: object) -> None:
         if not armed:
             armed.append(True)
-            _last_resort(grace_s, signum)
+            _last_resort(grace_s, signum, asyncio_loop())
         signal.raise_signal(signal.SIGINT)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, as_interrupt)
+
+
+def asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None (a signal handler runs between the loop's bytecodes)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def raise_if_cancelled() -> None:

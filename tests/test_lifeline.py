@@ -213,7 +213,7 @@ def test_run_stopped_from_outside_leaves_no_process(tmp_path: Path, services: Se
 
 def test_an_orderly_stop_that_hangs_still_ends(tmp_path: Path) -> None:
     """A run whose cleanup never ends (a task that swallows its cancellation) still exits 130 after the grace time
-    of a SIGTERM, saying so in one line."""
+    of a SIGTERM, saying so in one line, and writes what it was still waiting on: the task and the await."""
     script = tmp_path / "stubborn.py"
     script.write_text(
         "import asyncio\nfrom harness.lifeline import graceful_stop_signals\ngraceful_stop_signals(0.5)\n"
@@ -228,3 +228,4 @@ def test_an_orderly_stop_that_hangs_still_ends(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert b"the orderly stop after SIGTERM did not end within 0.5 s: exiting now" in err, err
+    assert b"asyncio tasks not done" in err and b"stubborn" in err and b"await asyncio.sleep(3600)" in err, err
