@@ -248,3 +248,29 @@ def test_a_cluster_runs_what_the_run_measures_and_profiles_locally(
     for kind in ("timed", "capacity", "whatif", "profiled", "memory"):
         asyncio.run(r.ctx.repeat(m.cells[0], kind))  # type: ignore[arg-type]
     assert placed == {"timed": cluster, "capacity": cluster, "whatif": cluster, "profiled": None, "memory": None}
+
+
+def test_the_cells_the_targets_read_include_their_groups_contenders() -> None:
+    from experiments.analysis.planning import target_cells
+    from experiments.analysis.summary import summarize
+
+    res = Results.model_validate_json((FIXTURES / "results.json").read_text())
+    values = {
+        "baseline": [100.0, 101.0, 99.0],
+        "sink-sink=copy": [97.0, 99.0, 101.0],
+        "sink-sink=insert": [9.0, 10.0, 11.0],
+    }
+    for c in res.cells:
+        if c.id in values:
+            c.repeats = [
+                c.repeats[0].model_copy(update={"throughput_rps": v, "index": i}) for i, v in enumerate(values[c.id])
+            ]
+            c.summary = summarize(c, None)
+
+    def targets(r: Results) -> list[dict[str, Any]]:  # the sampling cost reads one repeat per cell: not its cells
+        return [{"name": "t", "cells": ["baseline"]}, {"name": "sampling cost", "cells": ["seed"]}]
+
+    got = target_cells(res, targets)
+    assert {"baseline", "sink-sink=copy"} <= got  # its interval reaches the leader's: it may still be the best
+    assert "sink-sink=insert" not in got and "seed" not in got
+    assert target_cells(res, None) == set()

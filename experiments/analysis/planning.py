@@ -6,8 +6,9 @@ the fewest ``n`` with t(0.975, n − 1) · CV / √n ≤ its target (``repeats_n
 ``stats.estimate``). Then, after every round (``plan``):
 
 - **The cells the targets read** (``target_cells``: every cell a target of the run's target set names, and where it
-  names a group's best, every cell of that group still *in contention*: its interval reaches the leader's) keep the
-  ordinary stopping rule (``summary.stop_reason``): converged, cap or budget.
+  names a group's best, every cell of that group still *in contention*: its interval reaches the leader's; not the
+  cells of a target decided on one repeat per cell, such as the sampling cost) keep the ordinary stopping rule
+  (``summary.stop_reason``): converged, cap or budget.
 - **Every other cell**, cheapest remaining need first, takes another round while its remaining repeats (to its need,
   or to its cap where its CV needs more) fit in the budget left once the target cells' remaining repeats are
   reserved; the others stop now (``budget``, with what was reserved, in ``Summary.stop_detail``). Their figures stay,
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from experiments.analysis import stats
+from experiments.analysis.targets import ONE_REPEAT
 from experiments.results.model import CellResult, Results, StopReason, best, throughputs
 
 
@@ -57,11 +59,12 @@ def contenders(res: Results, group: str) -> set[str]:
 
 
 def target_cells(res: Results, targets: Callable[[Results], list[dict[str, Any]]] | None) -> set[str]:
-    """The cells the run's targets read, on the results so far: each target's ``cells``; a cell that is a group's
-    best stands for the group's contenders (which one is best is what the rounds decide)."""
+    """The cells the run's targets read, on the results so far: each target's ``cells`` (but those of a target decided
+    on one repeat per cell, ``targets.ONE_REPEAT``); a cell that is a group's best stands for the group's contenders
+    (which one is best is what the rounds decide)."""
     if targets is None:
         return set()
-    named = {cid for t in targets(res) for cid in t.get("cells", [])}
+    named = {cid for t in targets(res) if t.get("name") not in ONE_REPEAT for cid in t.get("cells", [])}
     out = set(named)
     for cid in named:
         cell = res.cell(cid)

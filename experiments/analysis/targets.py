@@ -312,3 +312,7 @@ def _sampling_cost(res: Results) -> dict[str, Any]:
 
 
 TARGET_SETS: dict[str, Callable[[Results], list[dict[str, Any]]]] = {"perf": perf}
+# targets decided on one repeat per cell (each cell's sampled repeat; the overload cell's only one): further rounds
+# of the cells they read do not change them, so the round plan spends no budget on those cells for their sake
+# (experiments/analysis/planning.py)
+ONE_REPEAT = frozenset({"sampling cost", "memory under overload"})
