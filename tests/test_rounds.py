@@ -153,10 +153,12 @@ def test_a_repeat_names_its_kind_and_older_files_load_theirs() -> None:
 def test_repeats_needed_and_the_plan() -> None:
     from experiments.analysis.planning import Need, plan, repeats_needed, short_of
 
-    assert repeats_needed(0.0, 0.05, 10) == 2
-    assert repeats_needed(0.05, 0.05, 10) == 7  # t(0.975, 6) · 5 % / √7 = 4.6 % (6 repeats: 5.2 %)
-    assert repeats_needed(0.20, 0.05, 10) is None  # beyond the cap
-    assert repeats_needed(None, 0.05, 10) is None
+    assert repeats_needed(0.0, 3, 0.05, 10) == 2
+    # ±12.4 % after 3 repeats (a CV of 5 %: 4.303 · 5 % / √3): t(0.975, 6) · 5 % / √7 = 4.6 %, 6 repeats 5.2 %
+    assert repeats_needed(4.303 * 0.05 / 3**0.5, 3, 0.05, 10) == 7
+    assert repeats_needed(0.102, 3, 0.10, 10) == 4  # just above the target after 3: one more repeat does it
+    assert repeats_needed(0.50, 3, 0.05, 10) is None  # beyond the cap
+    assert repeats_needed(None, 3, 0.05, 10) is None and repeats_needed(0.1, 1, 0.05, 10) is None
 
     def need(cid: str, priority: bool, needed: int | None, repeat_s: float = 10.0) -> Need:
         return Need(cid, priority, 3, needed, 10, 0.08, 0.05, repeat_s)

@@ -1,9 +1,11 @@
 """Which cells get another round: repeats planned from each cell's measured CV, the run's budget spent first on the
 cells its targets read.
 
-Once a cell has its minimum repeats (its pilot rounds), its throughput CV says how many repeats its interval needs:
-the fewest ``n`` with t(0.975, n − 1) · CV / √n ≤ its target (``repeats_needed``: the same t interval as
-``stats.estimate``). Then, after every round (``plan``):
+Once a cell has its minimum repeats (its pilot rounds), its noise says how many repeats its interval needs: the
+fewest ``n`` whose half-width, at the noise measured so far, is ≤ its target (``repeats_needed``: the interval's
+half-width h_k after k repeats scales as t(0.975, n − 1)/√n, the same t interval as ``stats.estimate``, so
+h_n = h_k · [t(0.975, n − 1)/√n] / [t(0.975, k − 1)/√k]; the half-width the stopping rule reads, relative to the
+median). Then, after every round (``plan``):
 
 - **The cells the targets read** (``target_cells``: every cell a target of the run's target set names, and where it
   names a group's best, every cell of that group still *in contention*: its interval reaches the leader's; not the
@@ -31,13 +33,18 @@ from experiments.analysis.targets import ONE_REPEAT
 from experiments.results.model import CellResult, Results, StopReason, best, throughputs
 
 
-def repeats_needed(cv: float | None, target: float, cap: int) -> int | None:
-    """The fewest repeats (≥ 2) whose t interval's relative half-width t(0.975, n − 1) · ``cv`` / √n is at most
-    ``target``; None when more than ``cap`` would be needed or the noise is unknown."""
-    if cv is None or target <= 0:
+def repeats_needed(half_width: float | None, taken: int, target: float, cap: int) -> int | None:
+    """The fewest repeats (≥ 2) whose interval's relative half-width, at the noise of the ``taken`` repeats whose
+    half-width is ``half_width``, is at most ``target``; None when more than ``cap`` would be needed or the noise is
+    unknown (fewer than two repeats)."""
+    if half_width is None or taken < 2 or target <= 0:
         return None
+
+    def scale(n: int) -> float:
+        return stats.t_quantile(stats.CONFIDENCE, n - 1) / math.sqrt(n)
+
     for n in range(2, cap + 1):
-        if stats.t_quantile(stats.CONFIDENCE, n - 1) * cv / math.sqrt(n) <= target:
+        if half_width * scale(n) / scale(taken) <= target * (1 + 1e-9):
             return n
     return None
 
@@ -141,6 +148,7 @@ def need_of(cell: CellResult, *, priority: bool, target: float, cap: int, overhe
     """A cell's need from its counted repeats; ``overhead`` scales its repeats' wall time to a round's share."""
     tps = throughputs(cell)
     cv = stats.cv(tps)
+    hw = stats.estimate(tps).half_width
     took = [r.duration_s for r in cell.repeats if r.kind == "timed" and r.duration_s]
-    return Need(cell.id, priority, len(tps), repeats_needed(cv, target, cap), cap, cv, target,
+    return Need(cell.id, priority, len(tps), repeats_needed(hw, len(tps), target, cap), cap, cv, target,
                 (sum(took) / len(took) if took else 0.0) * overhead)  # fmt: skip

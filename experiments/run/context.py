@@ -49,6 +49,7 @@ def workdir_name(kind: RepeatKind, index: int) -> str:
 # writes its files where its stage runs
 PLACED: tuple[RepeatKind, ...] = ("timed", "capacity", "whatif")
 
+
 @dataclass
 class RunContext:
     m: Matrix
