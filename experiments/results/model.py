@@ -240,10 +240,9 @@ class Summary(_M):
     ci_target: float | None = None  # the half-width this cell aimed for
     repeats_taken: int = 0  # counted timed repeats (pilots excluded)
     stop_reason: StopReason = "running"  # why no further repeat was run
-    # the repeats its throughput CV calls for to reach ci_target (None: more than its cap, or unknown), and, where the
-    # round plan stopped it early or it ended short of its target, why in words (experiments/analysis/planning.py)
+    # the repeats its noise calls for to reach ci_target (None: more than its cap, or unknown; analysis/planning.py)
     repeats_needed: int | None = None
-    stop_detail: str | None = None
+    stop_detail: str | None = None  # why in words, where the round plan stopped it early or it ended short of target
     loop: Loop = "closed"  # "open": offered rate (intended times fixed); "closed": max rate (bounded in flight)
     latency_p99_ci95: list[float] | None = None  # [lo, hi] of the exact p99 over repeats
     measure_s: float | None = None  # the measured window the cell's counted repeats used
