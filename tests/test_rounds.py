@@ -172,6 +172,7 @@ def test_repeats_needed_and_the_plan() -> None:
     assert "≈ 70 s" in cuts["dear"].detail and "10 s of budget left" in cuts["dear"].detail
     assert set(plan(needs, 10.0)) == {"cheap", "dear"}  # the target cell is never cut: it keeps the ordinary rule
     assert "needs more than its cap of 10" in short_of(needs[0]) and "about 5 repeats" in short_of(needs[1])
+    assert short_of(Need("long", True, 1, None, 1, None, 0.05, 60.0)).startswith("one repeat by design")
 
 
 def test_the_budget_goes_to_the_cells_the_targets_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,6 +135,8 @@ def plan(needs: Iterable[Need], remaining_s: float | None) -> dict[str, Cut]:
 
 def short_of(n: Need) -> str:
     """Why a cell ended short of its target, in words: the repeats its CV calls for."""
+    if n.cap <= 1:
+        return "one repeat by design (its cap): its figure has no interval"
     if n.cv is None:
         return "fewer than two repeats measured a throughput: the noise is unknown"
     if n.needed is None:

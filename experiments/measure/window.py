@@ -8,12 +8,12 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from experiments.measure.promql import quantiles
+from harness import clocks
 from pipeline import db
 
 SERVERS = (
@@ -148,24 +148,17 @@ def latencies(
     return {"intended": pack(row[1], row[2]), "sent": pack(row[3], row[4])}
 
 
-CLOCK_ROUNDS = 7
-
-
-def db_clock(dsn: str, schema: str, rounds: int = CLOCK_ROUNDS) -> dict[str, float]:
-    """PostgreSQL's clock (``clock_timestamp()``, which stamps ``inserted_at``) minus this process's, NTP-style:
-    the round trip with the shortest time kept, offset = t_db − (t_send + t_receive) / 2, uncertainty = ± round
-    trip / 2 (``harness.cluster.placement.Placement.measure_clocks`` does the same for each host's agent)."""
-    best: tuple[int, int] | None = None
+def db_clock(dsn: str, schema: str, rounds: int = clocks.ROUNDS) -> dict[str, float]:
+    """PostgreSQL's clock (``clock_timestamp()``, which stamps ``inserted_at``) minus this process's, NTP-style
+    (``harness.clocks.offset``: the shortest of a few round trips)."""
     with db.connect_sync(dsn, schema) as conn:
-        for _ in range(rounds):
-            t0 = time.time_ns()
+
+        def read_ns() -> int:
             row = conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::bigint").fetchone()
-            t1 = time.time_ns()
             assert row is not None
-            if best is None or t1 - t0 < best[0]:
-                best = (t1 - t0, int(row[0]) * 1000 - (t0 + t1) // 2)
-    assert best is not None
-    return {"offset_ns": best[1], "uncertainty_ns": best[0] / 2, "rtt_ns": best[0]}
+            return int(row[0]) * 1000
+
+        return clocks.offset(read_ns, rounds)
 
 
 def intended_bounds(dsn: str, schema: str) -> tuple[int, int] | None:

@@ -9,21 +9,22 @@ Each stage process is run by an actor on its host (``harness.cluster.actors.Stag
 resource, restarted by Ray up to ``max_restarts`` times); each stage binds and advertises its node's own address.
 Each host's clock offset to the controller is measured NTP-style: a few round trips to the host's agent
 (``NodeAgent.now_ns``), the one with the shortest round trip kept: offset = t_host − (t_send + t_receive) / 2,
-uncertainty = ± round trip / 2.
+uncertainty = ± round trip / 2 (``harness.clocks.offset``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from harness import clocks
 from harness.cluster import PlacementError, check_placement
 from harness.cluster.actors import NodeAgent
 from harness.cluster.local import RAY_ENV, host_resource
@@ -31,7 +32,6 @@ from harness.cluster.remote import RemoteStage
 
 log = logging.getLogger("telemetry_bench.cluster")
 
-CLOCK_ROUNDS = 7
 # a cross-host latency is flagged when its clock's uncertainty is more than this share of it
 UNCERTAINTY_SHARE = 0.1
 # the counter that says how many readings a stage of each kind handled (pipeline.metrics.STAGES)
@@ -119,20 +119,11 @@ class Placement:
         self.placed.append(st)
         return st
 
-    def measure_clocks(self, rounds: int = CLOCK_ROUNDS) -> dict[str, dict[str, float]]:
+    def measure_clocks(self, rounds: int = clocks.ROUNDS) -> dict[str, dict[str, float]]:
         """Each host's clock minus the controller's, from the round trip with the shortest time (NTP's choice)."""
         for host, agent in self._agents.items():
             ray.get(agent.now_ns.remote(), timeout=60)  # the actor is up before timing
-            best: tuple[int, int] | None = None  # (rtt, offset)
-            for _ in range(rounds):
-                t0 = time.time_ns()
-                t_host = int(ray.get(agent.now_ns.remote(), timeout=30))
-                t1 = time.time_ns()
-                rtt = t1 - t0
-                if best is None or rtt < best[0]:
-                    best = (rtt, t_host - (t0 + t1) // 2)
-            assert best is not None
-            self.clock[host] = {"offset_ns": best[1], "uncertainty_ns": best[0] / 2, "rtt_ns": best[0]}
+            self.clock[host] = clocks.offset(functools.partial(_read_clock, agent), rounds)
         return self.clock
 
     def figures(self, placed: list[RemoteStage], window_s: float, latency_p50_ns: float | None) -> dict[str, Any]:
@@ -175,3 +166,8 @@ class Placement:
         for agent in self._agents.values():
             ray.kill(agent, no_restart=True)
         self._agents.clear()
+
+
+def _read_clock(agent: Any) -> int:
+    """A host's clock, read through its agent (ns since the epoch)."""
+    return int(ray.get(agent.now_ns.remote(), timeout=30))
