@@ -52,6 +52,24 @@ THROUGHPUT = {"steady": [100.0, 101.0, 99.0], "noisy": [100.0, 130.0, 80.0, 120.
               "slow-commits": [50.0, 50.5, 49.5, 50.2], "breaks": [10.0]}  # fmt: skip
 
 
+SERVICES = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
+
+
+def quiet_runner(m: Any, tmp_path: Path) -> runner.Runner:
+    """A runner of ``m`` writing under ``tmp_path``, no profile, no console output."""
+    return runner.Runner(m, SERVICES, profile="none", out=tmp_path, console=Console(quiet=True))
+
+
+def run_rounds(m: Any, tmp_path: Path) -> runner.Runner:
+    """The rounds of every cell of ``m`` (``Runner._run_phase``), with whatever ``run_repeat`` is patched to."""
+    r = quiet_runner(m, tmp_path)
+    r.dir.mkdir(parents=True, exist_ok=True)
+    with Progress(console=Console(quiet=True)) as progress:
+        overall, task = progress.add_task("all", total=len(m.cells)), progress.add_task("")
+        asyncio.run(r._run_phase(m.cells, progress, overall, task))
+    return r
+
+
 def by_id(r: runner.Runner) -> dict[str, Any]:
     return {c.id: c for c in r.results.cells}
 
@@ -81,12 +99,7 @@ def test_rounds_interleave_and_stop_per_cell(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(context, "run_repeat", fake_repeat)
     monkeypatch.setattr(runner, "versions", lambda s: {})
-    services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
-    r = runner.Runner(m, services, profile="none", out=tmp_path, console=Console(quiet=True))
-    r.dir.mkdir(parents=True)
-    with Progress(console=Console(quiet=True)) as progress:
-        overall, task = progress.add_task("all", total=9), progress.add_task("")
-        asyncio.run(r._run_phase(m.cells, progress, overall, task))
+    r = run_rounds(m, tmp_path)
     order = [c for c, _, _ in calls]
     # round 1: every cell in the matrix's order; round 2: all but the one that failed, reversed (ABBA); slow-commits'
     # first repeat was its pilot (4 commits in 2 s), so it runs 4 in all
@@ -205,23 +218,14 @@ def test_the_budget_goes_to_the_cells_the_targets_read(tmp_path: Path, monkeypat
         return None
 
     monkeypatch.setattr(runner.capacity_runs, "stage_pass", no_pass)
-    services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
-    r = runner.Runner(m, services, profile="none", out=tmp_path, console=Console(quiet=True))
-    r.dir.mkdir(parents=True)
-    with Progress(console=Console(quiet=True)) as progress:
-        overall, task = progress.add_task("all", total=6), progress.add_task("")
-        asyncio.run(r._run_phase(m.cells, progress, overall, task))
+    r = run_rounds(m, tmp_path)
     # after 3 rounds: 110 s left; the read cell's 2 more repeats (to its cap of 5) reserve 20 s … then 90 s are left
     # for the unread one's 20 s: it fits. A tighter budget is the case to see: rerun with budget_s = 25 below.
     assert calls.count("read") == 5 and calls.count("unread") == 5
     calls.clear()
     m2 = load(str(tmp_path / "m.toml"))
     object.__setattr__(m2, "budget_s", 25.0)
-    r = runner.Runner(m2, services, profile="none", out=tmp_path, console=Console(quiet=True))
-    r.dir.mkdir(parents=True, exist_ok=True)
-    with Progress(console=Console(quiet=True)) as progress:
-        overall, task = progress.add_task("all", total=6), progress.add_task("")
-        asyncio.run(r._run_phase(m2.cells, progress, overall, task))
+    r = run_rounds(m2, tmp_path)
     assert calls.count("read") == 5 and calls.count("unread") == 3
     unread = by_id(r)["unread"].summary
     assert unread is not None and unread.stop_reason == "budget" and unread.unstable
@@ -245,8 +249,7 @@ def test_a_cluster_runs_what_the_run_measures_and_profiles_locally(
 
     monkeypatch.setattr(context, "run_repeat", fake_repeat)
     monkeypatch.setattr(runner, "versions", lambda s: {})
-    services = Services("postgresql://x@127.0.0.1/x", "redis://127.0.0.1:6379/0", "given", "given")
-    r = runner.Runner(m, services, profile="none", out=tmp_path, console=Console(quiet=True))
+    r = quiet_runner(m, tmp_path)
     r.ctx.placement = cluster = object()
     for kind in ("timed", "capacity", "whatif", "profiled", "memory"):
         asyncio.run(r.ctx.repeat(m.cells[0], kind))  # type: ignore[arg-type]
